@@ -1,0 +1,54 @@
+# hagenkit: PGXS build.
+#
+#   make && make install      build and install the extension and hagen-compile
+#   test/run.sh               the whole test suite (what .ci/run calls)
+#
+# The install script sql/hagenkit--$(EXTVERSION).sql is built by
+# concatenating src/sql/*.sql in name order; edit those, never the output.
+# The other files in sql/ are pg_regress inputs.
+
+EXTENSION = hagenkit
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
+MODULE_big = hagenkit
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+PGFILEDESC = "hagenkit - AI video pipeline inside PostgreSQL"
+
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(filter-out $(DATA_built), $(wildcard sql/$(EXTENSION)--*.sql))
+
+PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+	-Wno-sign-compare -DHAGEN_VERSION=\"$(EXTVERSION)\" -Isrc $(shell pkg-config --cflags libcurl openssl)
+SHLIB_LINK = $(shell pkg-config --libs libcurl libcrypto)
+
+REGRESS = api engine pipeline
+REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/hagenkit.conf
+ISOLATION = concurrent_start concurrent_claim
+ISOLATION_OPTS = --inputdir=test --outputdir=output_iso --temp-instance=tmp_check_iso \
+	--temp-config=test/hagenkit.conf
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+EXTRA_CLEAN = tmp_check tmp_check_iso output_iso
+
+# No LLVM bitcode: the JIT gains nothing here and it needs clang.
+override with_llvm = no
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
+	cat $^ > $@
+
+# hagen-compile, the FFmpeg helper, has its own Makefile.
+ifneq ($(wildcard src/compile/Makefile),)
+all: hagen-compile
+hagen-compile:
+	$(MAKE) -C src/compile
+install: install-hagen-compile
+install-hagen-compile:
+	$(MAKE) -C src/compile install
+clean: clean-hagen-compile
+clean-hagen-compile:
+	$(MAKE) -C src/compile clean
+.PHONY: hagen-compile install-hagen-compile clean-hagen-compile
+endif

@@ -1,0 +1,98 @@
+-- The public API: creating projects, clips and music tracks, and the
+-- validation errors bad input gets.
+CREATE EXTENSION hagenkit;
+\set VERBOSITY default
+
+-- What the extension installs.
+SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args,
+       pg_get_function_result(p.oid) AS result
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'hagen' AND p.proname NOT LIKE '\_%'
+ORDER BY 1, 2;
+SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'hagen' AND relkind = 'r' ORDER BY 1;
+
+-- A music track and a project.
+SELECT hagen.add_music_track('Calm piano', 'https://music.example.com/calm.mp3', 'piano', 'calm', 62.5) IS NOT NULL AS track_made;
+SELECT id AS track FROM hagen.music_track \gset
+SELECT hagen.create_project('ws-1', '9:16', 'fal', true, :'track', 0.25, 0.9, '{"listing": 42}') AS project \gset
+SELECT workspace_id, status, aspect_ratio, provider, generate_native_audio, music_volume,
+       video_volume, clip_count, progress, metadata
+FROM hagen.video_project WHERE id = :'project';
+
+-- Defaults.
+SELECT hagen.create_project('ws-defaults') AS dflt \gset
+SELECT aspect_ratio, provider, generate_native_audio, music_volume, video_volume
+FROM hagen.video_project WHERE id = :'dflt';
+
+-- Clips: appended in order, explicit positions, defaults.
+SELECT hagen.add_clip(:'project', 'https://img.example.com/front.jpg', room_type => 'exterior') AS c0 \gset
+SELECT hagen.add_clip(:'project', 'https://img.example.com/living.jpg', 'https://img.example.com/living-end.jpg',
+                      'living_room', 'Living room', 'Slow pan left', 10, 'seamless') AS c1 \gset
+SELECT hagen.add_clip(:'project', 'https://img.example.com/kitchen.jpg', sequence_order => 7, image_id => 'img-7') AS c7 \gset
+SELECT hagen.add_clip(:'project', 'https://img.example.com/bath.jpg') AS c8 \gset
+SELECT sequence_order, room_type, room_label, motion_prompt, duration, transition_type, status, image_id
+FROM hagen.video_clip WHERE project_id = :'project' ORDER BY sequence_order;
+SELECT clip_count FROM hagen.video_project WHERE id = :'project';
+
+-- Storage paths and public URLs.
+SELECT hagen.get_video_path('ws-1', '00000000-0000-0000-0000-000000000001', 'final.mp4');
+SELECT hagen.public_url('ws 1/videos/a+b/ünï~code.mp4');
+
+-- Bad input: each error names the value and says what to do.
+CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE
+	st text; msg text; det text; hin text;
+BEGIN
+	EXECUTE q;
+	RETURN 'no error';
+EXCEPTION WHEN others THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+		det = PG_EXCEPTION_DETAIL, hin = PG_EXCEPTION_HINT;
+	RETURN st || ': ' || regexp_replace(msg, '[0-9a-f]{8}-[1-9a-f][0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>') || coalesce(nullif(' | ' || det, ' | '), '') || coalesce(nullif(' | hint: ' || hin, ' | hint: '), '');
+END;
+$f$;
+\pset format unaligned
+\pset tuples_only on
+SELECT pg_temp.err($q$SELECT hagen.create_project('ws', '4:3')$q$);
+SELECT pg_temp.err($q$SELECT hagen.create_project('ws', '16:9', 'runway')$q$);
+SELECT pg_temp.err($q$SELECT hagen.create_project('ws', music_volume => 1.5)$q$);
+SELECT pg_temp.err($q$SELECT hagen.create_project('ws', video_volume => -0.1)$q$);
+SELECT pg_temp.err($q$SELECT hagen.create_project('')$q$);
+SELECT pg_temp.err($q$SELECT hagen.create_project(NULL)$q$);
+SELECT pg_temp.err($q$SELECT hagen.create_project('a/b')$q$);
+SELECT pg_temp.err($q$SELECT hagen.create_project('ws', metadata => '[1]')$q$);
+SELECT pg_temp.err($q$SELECT hagen.create_project('ws', music_track_id => '00000000-0000-0000-0000-000000000000')$q$);
+SELECT pg_temp.err($q$SELECT hagen.add_clip('00000000-0000-0000-0000-000000000000', 'https://img.example.com/x.jpg')$q$);
+SELECT pg_temp.err($q$SELECT hagen.add_clip(NULL, 'https://img.example.com/x.jpg')$q$);
+SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'file:///etc/passwd')$q$, :'project'));
+SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'ftp://img.example.com/x.jpg')$q$, :'project'));
+SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', NULL)$q$, :'project'));
+SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', 'javascript:alert(1)')$q$, :'project'));
+SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', duration => 7)$q$, :'project'));
+SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', transition_type => 'wipe')$q$, :'project'));
+SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', sequence_order => 7)$q$, :'project'));
+SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', sequence_order => -1)$q$, :'project'));
+SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', motion_prompt => repeat('x', 2001))$q$, :'project'));
+SELECT pg_temp.err($q$SELECT hagen.add_music_track('', 'https://music.example.com/a.mp3')$q$);
+SELECT pg_temp.err($q$SELECT hagen.add_music_track('x', 'not a url')$q$);
+SELECT pg_temp.err($q$SELECT hagen.add_music_track('x', 'https://music.example.com/a.mp3', duration => 0)$q$);
+SELECT pg_temp.err($q$SELECT hagen.get_video_path('ws', '00000000-0000-0000-0000-000000000001', '../etc/passwd')$q$);
+SELECT pg_temp.err($q$SELECT hagen.get_video_path('ws/../x', '00000000-0000-0000-0000-000000000001', 'a.mp4')$q$);
+SELECT pg_temp.err($q$SELECT hagen.public_url('/leading/slash.mp4')$q$);
+SELECT pg_temp.err($q$SELECT hagen.public_url('a/../b.mp4')$q$);
+SELECT pg_temp.err($q$SELECT hagen.video_status('00000000-0000-0000-0000-000000000000')$q$);
+SELECT pg_temp.err($q$SELECT hagen.start_video('00000000-0000-0000-0000-000000000000')$q$);
+SELECT pg_temp.err($q$SELECT hagen.start_video(hagen.create_project('ws-empty'))$q$);
+\pset format aligned
+\pset tuples_only off
+
+-- Nothing stored was lost by the errors above.
+SELECT count(*) AS clips FROM hagen.video_clip WHERE project_id = :'project';
+
+-- Secrets never show, to anyone.
+SHOW hagen.fal_key;
+SELECT current_setting('hagen.s3_secret_access_key') AS secret;
+SELECT count(*) AS visible FROM pg_settings WHERE name LIKE 'hagen.%key%' AND setting LIKE '%test%';
+SELECT hagen.provider_configured('fal') AS fal, hagen.provider_configured('s3') AS s3;
+SELECT hagen.provider_configured('runway');

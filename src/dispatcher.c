@@ -1,0 +1,112 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatcher.c
+ *	  The dispatcher: claims due jobs of the "http" lane, carries their
+ *	  effects out through the HTTP executor, and hands the outcomes back.
+ *
+ * It admits new work whenever a slot is free (up to hagen.max_inflight
+ * transfers), sleeps on one wait set holding its latch and the transfers'
+ * sockets, and is woken at commit by any transaction that queues work.
+ * The next due time SQL reports (polls, back-offs) bounds the sleep; a
+ * slow safety timer covers everything else.  No transaction is ever open
+ * while a request is on the wire.
+ *
+ * IDENTIFICATION
+ *	  src/dispatcher.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hagenkit.h"
+
+#include "http.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#define SAFETY_TIMER_MS 5000
+#define NOT_INSTALLED_SLEEP_MS 10000
+
+void
+hagen_dispatcher_main(Datum arg)
+{
+	MemoryContext cxt;
+	MemoryContext loop_cxt;
+	HagenHttp  *h;
+	bool		recovered = false;
+	TimestampTz claim_at = 0;	/* when to claim next; 0: now */
+
+	hagen_worker_start("hagenkit dispatcher", HAGEN_WORKER_DISPATCHER, 0);
+	cxt = AllocSetContextCreate(TopMemoryContext, "hagenkit dispatcher",
+								ALLOCSET_DEFAULT_SIZES);
+	loop_cxt = AllocSetContextCreate(cxt, "hagenkit dispatcher loop",
+									 ALLOCSET_DEFAULT_SIZES);
+	h = hagen_http_create(cxt);
+
+	for (;;)
+	{
+		int64		job_id;
+		int64		token;
+		char	   *outcome;
+		int			free_slots;
+		long		timeout_ms = SAFETY_TIMER_MS;
+		TimestampTz now;
+
+		MemoryContextSwitchTo(loop_cxt);
+		CHECK_FOR_INTERRUPTS();
+
+		/* Outcomes first: they free slots and may queue follow-up steps. */
+		while (hagen_http_next_done(h, &job_id, &token, &outcome))
+		{
+			hagen_complete_job(job_id, token, outcome);
+			pfree(outcome);
+			claim_at = 0;
+		}
+
+		if (!recovered)
+		{
+			hagen_recover_jobs("http");
+			recovered = true;
+		}
+
+		free_slots = hagen_max_inflight - hagen_http_inflight(h);
+		now = GetCurrentTimestamp();
+		if (free_slots > 0 && now >= claim_at)
+		{
+			HagenClaim *claims;
+			long		next_due_ms;
+			int			n;
+			int			i;
+
+			n = hagen_claim_jobs("http", free_slots, loop_cxt, &claims, &next_due_ms);
+			if (n < 0)
+			{
+				/* Not installed here (yet), or the claim failed: try later. */
+				recovered = false;
+				claim_at = TimestampTzPlusMilliseconds(now, NOT_INSTALLED_SLEEP_MS);
+			}
+			else
+			{
+				for (i = 0; i < n; i++)
+				{
+					pgstat_report_activity(STATE_RUNNING, "starting hagenkit transfers");
+					hagen_http_start(h, claims[i].job_id, claims[i].token, claims[i].effect);
+				}
+				if (n == free_slots)
+					claim_at = 0;	/* there may be more due already */
+				else if (next_due_ms < 0)
+					claim_at = TimestampTzPlusMilliseconds(now, SAFETY_TIMER_MS);
+				else
+					claim_at = TimestampTzPlusMilliseconds(now, Min(next_due_ms, SAFETY_TIMER_MS));
+			}
+			pgstat_report_activity(STATE_IDLE, NULL);
+		}
+
+		if (free_slots > 0)
+			timeout_ms = Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), claim_at));
+		MemoryContextReset(loop_cxt);
+
+		if (hagen_http_wait(h, timeout_ms))
+			claim_at = 0;		/* woken: new work was committed */
+	}
+}

@@ -1,0 +1,295 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  Every configuration setting of hagenkit, defined in one place.
+ *
+ * Keys and secrets are superuser-only, never shown (SHOW, current_setting
+ * and pg_settings display a mask for everyone), and fall back to the
+ * environment variables of the app hagenkit replaces.  Service endpoints
+ * are reloadable (SIGHUP) but not settable per session: the network guard
+ * trusts their origins.
+ *
+ * IDENTIFICATION
+ *	  src/guc.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hagenkit.h"
+
+#include <limits.h>
+#include <stdlib.h>
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+char	   *hagen_database = NULL;
+char	   *hagen_fal_queue_url = NULL;
+char	   *hagen_fal_rest_url = NULL;
+char	   *hagen_fal_video_model = NULL;
+char	   *hagen_xai_url = NULL;
+char	   *hagen_xai_video_model = NULL;
+char	   *hagen_s3_endpoint = NULL;
+char	   *hagen_s3_region = NULL;
+char	   *hagen_s3_bucket = NULL;
+char	   *hagen_public_url = NULL;
+char	   *hagen_work_dir = NULL;
+int			hagen_max_inflight = 64;
+int			hagen_compile_workers = 1;
+int			hagen_max_download_bytes = 1024 * 1024 * 1024;
+char	   *hagen_trusted_hosts = NULL;
+int			hagen_poll_interval_ms = 2000;
+int			hagen_compile_timeout_s = 1800;
+char	   *hagen_compile_helper = NULL;
+
+static int	hagen_clip_timeout_s = 1200;
+static int	hagen_max_attempts = 8;
+static bool hagen_resubmit_unconfirmed = false;
+static char *hagen_xai_resolution = NULL;
+
+/* The secrets as set in the configuration (may be empty). */
+static char *secret_fal_key = NULL;
+static char *secret_xai_key = NULL;
+static char *secret_s3_access_key_id = NULL;
+static char *secret_s3_secret_access_key = NULL;
+
+#define SECRET_MASK "********"
+
+/*
+ * show hooks: a secret shows as a mask when set (from the configuration or
+ * the environment) and as an empty string when not.
+ */
+static const char *
+show_fal_key(void)
+{
+	return hagen_secret(HAGEN_SECRET_FAL_KEY)[0] ? SECRET_MASK : "";
+}
+
+static const char *
+show_xai_key(void)
+{
+	return hagen_secret(HAGEN_SECRET_XAI_KEY)[0] ? SECRET_MASK : "";
+}
+
+static const char *
+show_s3_access_key_id(void)
+{
+	return hagen_secret(HAGEN_SECRET_S3_ACCESS_KEY_ID)[0] ? SECRET_MASK : "";
+}
+
+static const char *
+show_s3_secret(void)
+{
+	return hagen_secret(HAGEN_SECRET_S3_SECRET_ACCESS_KEY)[0] ? SECRET_MASK : "";
+}
+
+/* The first non-empty environment variable of two. */
+static const char *
+env_either(const char *a, const char *b)
+{
+	const char *v = getenv(a);
+
+	if ((v == NULL || v[0] == '\0') && b != NULL)
+		v = getenv(b);
+	return v ? v : "";
+}
+
+/*
+ * hagen_secret returns the effective value of a secret: the setting when it
+ * is set, else the environment variable the app used.  Never NULL.
+ */
+const char *
+hagen_secret(HagenSecret which)
+{
+	const char *v = NULL;
+
+	switch (which)
+	{
+		case HAGEN_SECRET_FAL_KEY:
+			v = secret_fal_key;
+			if (v == NULL || v[0] == '\0')
+				v = env_either("FAL_KEY", "FAL_API_KEY");
+			break;
+		case HAGEN_SECRET_XAI_KEY:
+			v = secret_xai_key;
+			if (v == NULL || v[0] == '\0')
+				v = env_either("XAI_API_KEY", NULL);
+			break;
+		case HAGEN_SECRET_S3_ACCESS_KEY_ID:
+			v = secret_s3_access_key_id;
+			if (v == NULL || v[0] == '\0')
+				v = env_either("R2_ACCESS_KEY_ID", NULL);
+			break;
+		case HAGEN_SECRET_S3_SECRET_ACCESS_KEY:
+			v = secret_s3_secret_access_key;
+			if (v == NULL || v[0] == '\0')
+				v = env_either("R2_SECRET_ACCESS_KEY", NULL);
+			break;
+	}
+	return v ? v : "";
+}
+
+/* hagen_effective_work_dir: hagen.work_dir, or hagen_work in the data directory. */
+const char *
+hagen_effective_work_dir(void)
+{
+	static char *dflt = NULL;
+
+	if (hagen_work_dir && hagen_work_dir[0])
+		return hagen_work_dir;
+	if (dflt == NULL)
+		dflt = MemoryContextStrdup(TopMemoryContext,
+								   psprintf("%s/hagen_work", DataDir));
+	return dflt;
+}
+
+/* check hook for endpoint settings: empty, or an http(s) URL. */
+static bool
+check_http_url(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (pg_strncasecmp(*newval, "http://", 7) != 0 &&
+		pg_strncasecmp(*newval, "https://", 8) != 0)
+	{
+		GUC_check_errdetail("\"%s\" is not an http:// or https:// URL.", *newval);
+		return false;
+	}
+	return true;
+}
+
+/* check hook for the compile helper: an absolute path, or empty for the default. */
+static bool
+check_helper_path(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0' || is_absolute_path(*newval))
+		return true;
+	GUC_check_errdetail("The compile helper must be given by an absolute path.");
+	return false;
+}
+
+/* A string setting that is reloadable and visible. */
+static void
+define_string(const char *name, const char *desc, char **var, const char *boot,
+			  GucContext context, GucStringCheckHook check)
+{
+	DefineCustomStringVariable(name, desc, NULL, var, boot, context, 0,
+							   check, NULL, NULL);
+}
+
+/* A secret: superuser-only, never shown. */
+static void
+define_secret(const char *name, const char *desc, char **var, GucShowHook show)
+{
+	DefineCustomStringVariable(name, desc, NULL, var, "", PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
+							   GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, show);
+}
+
+/*
+ * hagen_define_gucs defines every setting.  Called from _PG_init.
+ */
+void
+hagen_define_gucs(void)
+{
+	const char *account = getenv("R2_ACCOUNT_ID");
+	const char *s3_boot = "";
+	static char helper_boot[MAXPGPATH];	/* boot values must outlive us */
+
+	if (account && account[0])
+		s3_boot = MemoryContextStrdup(TopMemoryContext,
+									  psprintf("https://%s.r2.cloudflarestorage.com", account));
+	/* The helper is installed next to the server's executables. */
+	strlcpy(helper_boot, my_exec_path, sizeof(helper_boot));
+	get_parent_directory(helper_boot);
+	strlcat(helper_boot, "/hagen-compile", sizeof(helper_boot));
+
+	DefineCustomStringVariable("hagen.database",
+							   "Database in which the hagenkit workers run.",
+							   NULL, &hagen_database, "postgres", PGC_POSTMASTER,
+							   0, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.compile_workers",
+							"Number of compile workers.",
+							NULL, &hagen_compile_workers, 1, 0,
+							HAGEN_MAX_COMPILE_WORKERS, PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("hagen.compile_helper",
+							   "Path of the hagen-compile executable.",
+							   NULL, &hagen_compile_helper, helper_boot,
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
+							   check_helper_path, NULL, NULL);
+
+	define_secret("hagen.fal_key", "Fal.ai API key (falls back to FAL_KEY or FAL_API_KEY).",
+				  &secret_fal_key, show_fal_key);
+	define_string("hagen.fal_queue_url", "Base URL of the Fal.ai queue API.",
+				  &hagen_fal_queue_url, "https://queue.fal.run", PGC_SIGHUP, check_http_url);
+	define_string("hagen.fal_rest_url", "Base URL of the Fal.ai REST API (storage).",
+				  &hagen_fal_rest_url, "https://rest.fal.ai", PGC_SIGHUP, check_http_url);
+	define_string("hagen.fal_video_model", "Fal.ai image-to-video model id.",
+				  &hagen_fal_video_model, "fal-ai/kling-video/v2.6/pro/image-to-video",
+				  PGC_SIGHUP, NULL);
+
+	define_secret("hagen.xai_key", "xAI API key (falls back to XAI_API_KEY).",
+				  &secret_xai_key, show_xai_key);
+	define_string("hagen.xai_url", "Base URL of the xAI API.",
+				  &hagen_xai_url, "https://api.x.ai/v1", PGC_SIGHUP, check_http_url);
+	define_string("hagen.xai_video_model", "xAI video model id.",
+				  &hagen_xai_video_model, "grok-imagine-video", PGC_SIGHUP, NULL);
+	define_string("hagen.xai_resolution", "Resolution asked of xAI (480p or 720p).",
+				  &hagen_xai_resolution, "720p", PGC_SIGHUP, NULL);
+
+	define_string("hagen.s3_endpoint",
+				  "S3 endpoint (falls back to https://$R2_ACCOUNT_ID.r2.cloudflarestorage.com).",
+				  &hagen_s3_endpoint, s3_boot, PGC_SIGHUP, check_http_url);
+	define_string("hagen.s3_region", "S3 region (auto for R2).",
+				  &hagen_s3_region, "auto", PGC_SIGHUP, NULL);
+	define_string("hagen.s3_bucket", "S3 bucket (falls back to R2_BUCKET_NAME).",
+				  &hagen_s3_bucket, env_either("R2_BUCKET_NAME", NULL), PGC_SIGHUP, NULL);
+	define_secret("hagen.s3_access_key_id", "S3 access key id (falls back to R2_ACCESS_KEY_ID).",
+				  &secret_s3_access_key_id, show_s3_access_key_id);
+	define_secret("hagen.s3_secret_access_key",
+				  "S3 secret access key (falls back to R2_SECRET_ACCESS_KEY).",
+				  &secret_s3_secret_access_key, show_s3_secret);
+	define_string("hagen.public_url", "Public base URL of the bucket (falls back to R2_PUBLIC_URL).",
+				  &hagen_public_url, env_either("R2_PUBLIC_URL", NULL), PGC_SIGHUP,
+				  check_http_url);
+
+	define_string("hagen.work_dir",
+				  "Directory for downloaded and compiled media (default: hagen_work in the data directory).",
+				  &hagen_work_dir, "", PGC_SIGHUP, NULL);
+	DefineCustomIntVariable("hagen.max_inflight",
+							"Maximum number of HTTP requests the dispatcher has in flight.",
+							NULL, &hagen_max_inflight, 64, 1, 1024, PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.max_download_bytes",
+							"Largest file hagenkit downloads.",
+							NULL, &hagen_max_download_bytes, 1024 * 1024 * 1024,
+							1024, INT_MAX, PGC_SIGHUP, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	define_string("hagen.trusted_hosts",
+				  "Comma-separated hosts that user and provider URLs may reach even on private or loopback addresses.",
+				  &hagen_trusted_hosts, "", PGC_SIGHUP, NULL);
+	DefineCustomIntVariable("hagen.poll_interval",
+							"How often a provider request is polled.",
+							NULL, &hagen_poll_interval_ms, 2000, 10, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.clip_timeout",
+							"Time limit of a clip or transition job.",
+							NULL, &hagen_clip_timeout_s, 1200, 10, 7 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.compile_timeout",
+							"Time limit of one run of the compile helper.",
+							NULL, &hagen_compile_timeout_s, 1800, 10, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.max_attempts",
+							"How many times one step of a job is tried before the job fails.",
+							NULL, &hagen_max_attempts, 8, 1, 100,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("hagen.resubmit_unconfirmed",
+							 "Send a provider request again when the answer to the first was lost (may bill twice).",
+							 NULL, &hagen_resubmit_unconfirmed, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("hagen");
+}

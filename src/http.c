@@ -1,0 +1,859 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  The HTTP executor: every "http" effect runs through one libcurl multi
+ *	  handle, up to hagen.max_inflight at once, new work admitted as soon as
+ *	  transfers finish.
+ *
+ * The dispatcher waits on one WaitEventSet holding its latch and curl's
+ * sockets, so new jobs, SIGTERM and SIGHUP interrupt HTTP waits.  JSON
+ * bodies are kept in memory up to a cap; media is streamed to and from
+ * files in the work directory, so memory does not grow with file size.
+ * Authentication is added here at send time from configuration, by the
+ * auth kind the effect names: no key ever passes through SQL.
+ *
+ * libcurl calls back into this file; the callbacks never raise an error
+ * (they cannot longjmp through libcurl), they record what went wrong on
+ * the transfer and make libcurl stop it.
+ *
+ * IDENTIFICATION
+ *	  src/http.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hagenkit.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "lib/ilist.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "netguard.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#define MAX_SOCKS 4096
+#define BODY_CAP (16 * 1024 * 1024)		/* JSON answers kept in memory */
+#define ERROR_BODY_CAP (64 * 1024)	/* error bodies of file downloads */
+#define MAX_HEADERS 40
+#define MAX_REDIRECTS 5
+
+typedef struct Transfer
+{
+	dlist_node	node;
+	MemoryContext cxt;			/* everything palloc'd for this transfer */
+	struct HagenHttp *h;
+	int64		job_id;
+	int64		token;
+	CURL	   *easy;
+	struct curl_slist *req_headers;
+	char	   *url;
+	char	   *body;
+	bool		guard;
+	bool		trusted;
+	bool		follow;
+	int			redirects;
+	char	   *save_rel;		/* as SQL gave it */
+	char	   *save_path;
+	char	   *part_path;
+	FILE	   *out;
+	FILE	   *in;
+	int64		max_bytes;
+	int64		received;
+	bool		too_large;
+	int			io_errno;
+	bool		guard_refused;
+	char		guard_error[256];
+	/* response, malloc'd (written from libcurl callbacks) */
+	char	   *resp;
+	size_t		resp_len;
+	size_t		resp_cap;
+	int			nhdr;
+	char	   *hdr_name[MAX_HEADERS];
+	char	   *hdr_val[MAX_HEADERS];
+	TimestampTz started;
+	char	   *outcome;		/* set once done */
+} Transfer;
+
+struct HagenHttp
+{
+	MemoryContext cxt;
+	CURLM	   *multi;
+	int			nsocks;
+	curl_socket_t sock_fd[MAX_SOCKS];
+	int			sock_what[MAX_SOCKS];
+	bool		socks_changed;
+	bool		timer_set;
+	TimestampTz timer_at;
+	WaitEventSet *wes;
+	int			inflight;
+	dlist_head	done;
+};
+
+static void collect_done(HagenHttp *h);
+
+/* ---- libcurl callbacks (must never ereport) ---- */
+
+static int
+socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	HagenHttp  *h = (HagenHttp *) userp;
+	int			i;
+
+	for (i = 0; i < h->nsocks; i++)
+		if (h->sock_fd[i] == s)
+			break;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < h->nsocks)
+		{
+			h->sock_fd[i] = h->sock_fd[h->nsocks - 1];
+			h->sock_what[i] = h->sock_what[h->nsocks - 1];
+			h->nsocks--;
+		}
+	}
+	else if (i < h->nsocks)
+		h->sock_what[i] = what;
+	else if (h->nsocks < MAX_SOCKS)
+	{
+		h->sock_fd[h->nsocks] = s;
+		h->sock_what[h->nsocks] = what;
+		h->nsocks++;
+	}
+	h->socks_changed = true;
+	return 0;
+}
+
+static int
+timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	HagenHttp  *h = (HagenHttp *) userp;
+
+	h->timer_set = timeout_ms >= 0;
+	if (h->timer_set)
+		h->timer_at = GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
+	return 0;
+}
+
+static curl_socket_t
+opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+	Transfer   *t = (Transfer *) clientp;
+
+	if (t->guard && !t->trusted)
+	{
+		const char *why = hagen_netguard_refuses(&addr->addr);
+
+		if (why)
+		{
+			char		ip[INET6_ADDRSTRLEN] = "?";
+
+			if (addr->family == AF_INET)
+				inet_ntop(AF_INET, &((struct sockaddr_in *) &addr->addr)->sin_addr, ip, sizeof(ip));
+			else if (addr->family == AF_INET6)
+				inet_ntop(AF_INET6, &((struct sockaddr_in6 *) &addr->addr)->sin6_addr, ip, sizeof(ip));
+			snprintf(t->guard_error, sizeof(t->guard_error),
+					 "it resolves to %s, a %s", ip, why);
+			t->guard_refused = true;
+			return CURL_SOCKET_BAD;
+		}
+	}
+	return socket(addr->family, addr->socktype, addr->protocol);
+}
+
+static size_t
+write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	Transfer   *t = (Transfer *) userdata;
+	size_t		n = size * nmemb;
+	long		code = 0;
+	size_t		cap;
+
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (t->follow && code >= 300 && code < 400)
+		return n;				/* a redirect's body: not ours */
+	if (t->save_path && code >= 200 && code < 300)
+	{
+		if (t->received + (int64) n > t->max_bytes)
+		{
+			t->too_large = true;
+			return 0;
+		}
+		if (t->out == NULL && (t->out = fopen(t->part_path, "wb")) == NULL)
+		{
+			t->io_errno = errno;
+			return 0;
+		}
+		if (fwrite(ptr, 1, n, t->out) != n)
+		{
+			t->io_errno = errno;
+			return 0;
+		}
+		t->received += n;
+		return n;
+	}
+	cap = t->save_path ? ERROR_BODY_CAP : BODY_CAP;
+	if (t->resp_len + n > cap)
+	{
+		if (t->save_path)
+			return n;			/* keep the start of an error body only */
+		t->too_large = true;
+		return 0;
+	}
+	if (t->resp_len + n + 1 > t->resp_cap)
+	{
+		size_t		newcap = Max(t->resp_cap * 2, t->resp_len + n + 1);
+		char	   *p = realloc(t->resp, Max(newcap, 4096));
+
+		if (p == NULL)
+			return 0;
+		t->resp = p;
+		t->resp_cap = Max(newcap, 4096);
+	}
+	memcpy(t->resp + t->resp_len, ptr, n);
+	t->resp_len += n;
+	t->resp[t->resp_len] = '\0';
+	return n;
+}
+
+static void
+clear_headers(Transfer *t)
+{
+	int			i;
+
+	for (i = 0; i < t->nhdr; i++)
+	{
+		free(t->hdr_name[i]);
+		free(t->hdr_val[i]);
+	}
+	t->nhdr = 0;
+}
+
+static size_t
+header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	Transfer   *t = (Transfer *) userdata;
+	size_t		n = size * nitems;
+	size_t		colon;
+	size_t		vstart;
+	size_t		vend;
+	size_t		i;
+
+	if (n >= 5 && strncmp(buffer, "HTTP/", 5) == 0)
+	{
+		clear_headers(t);		/* a new response (after 100 or a redirect) */
+		return n;
+	}
+	for (colon = 0; colon < n && buffer[colon] != ':'; colon++)
+		;
+	if (colon == 0 || colon >= n || t->nhdr >= MAX_HEADERS)
+		return n;
+	vstart = colon + 1;
+	while (vstart < n && (buffer[vstart] == ' ' || buffer[vstart] == '\t'))
+		vstart++;
+	vend = n;
+	while (vend > vstart && (buffer[vend - 1] == '\r' || buffer[vend - 1] == '\n' ||
+							 buffer[vend - 1] == ' '))
+		vend--;
+	t->hdr_name[t->nhdr] = strndup(buffer, colon);
+	t->hdr_val[t->nhdr] = strndup(buffer + vstart, vend - vstart);
+	if (t->hdr_name[t->nhdr] == NULL || t->hdr_val[t->nhdr] == NULL)
+	{
+		free(t->hdr_name[t->nhdr]);
+		free(t->hdr_val[t->nhdr]);
+		return n;
+	}
+	for (i = 0; i < colon; i++)
+		t->hdr_name[t->nhdr][i] = pg_ascii_tolower((unsigned char) t->hdr_name[t->nhdr][i]);
+	t->nhdr++;
+	return n;
+}
+
+/* ---- outcomes ---- */
+
+/* Appends text as a JSON string, with invalid UTF-8 and NULs made '?'. */
+static void
+append_clean_json(StringInfo buf, const char *s, size_t len)
+{
+	char	   *clean = palloc(len + 1);
+	size_t		i = 0;
+
+	while (i < len)
+	{
+		int			l = pg_utf_mblen((const unsigned char *) s + i);
+
+		if (s[i] != '\0' && i + l <= len && pg_utf8_islegal((const unsigned char *) s + i, l))
+		{
+			memcpy(clean + i, s + i, l);
+			i += l;
+		}
+		else
+			clean[i++] = '?';
+	}
+	clean[len] = '\0';
+	escape_json(buf, clean);
+	pfree(clean);
+}
+
+/* Builds the outcome of a finished transfer as JSON text. */
+static char *
+build_outcome(Transfer *t, CURLcode res)
+{
+	StringInfoData buf;
+	long		code = 0;
+	long		reqsize = 0;
+	int			i;
+	const char *kind = NULL;
+	char	   *error = NULL;
+	bool		connect_phase = false;
+
+	if (t->easy)
+	{
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+		curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+	}
+	if (t->guard_refused)
+	{
+		kind = "guard";
+		error = psprintf("%s: %s", t->url, t->guard_error);
+		connect_phase = true;
+		code = 0;
+	}
+	else if (t->too_large)
+	{
+		kind = "too_large";
+		error = psprintf("the answer from %s is larger than %lld bytes", t->url,
+						 (long long) (t->save_path ? t->max_bytes : BODY_CAP));
+		code = 0;
+	}
+	else if (t->io_errno)
+	{
+		errno = t->io_errno;
+		kind = "io";
+		error = psprintf("could not write \"%s\": %m", t->part_path);
+		code = 0;
+	}
+	else if (res != CURLE_OK)
+	{
+		kind = "transport";
+		error = psprintf("%s: %s", t->url, curl_easy_strerror(res));
+		connect_phase = (res == CURLE_COULDNT_RESOLVE_HOST || res == CURLE_COULDNT_CONNECT ||
+						 res == CURLE_COULDNT_RESOLVE_PROXY || reqsize == 0);
+		code = 0;
+	}
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"status\":%ld,\"elapsed_ms\":%ld", code,
+					 (long) ((GetCurrentTimestamp() - t->started) / 1000));
+	if (kind)
+	{
+		hagen_json_string(&buf, "error_kind", kind);
+		hagen_json_string(&buf, "error", error);
+		hagen_json_string(&buf, "phase", connect_phase ? "connect" : "transfer");
+		appendStringInfo(&buf, ",\"curl_code\":%d", (int) res);
+	}
+	appendStringInfoString(&buf, ",\"headers\":{");
+	for (i = 0; i < t->nhdr; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		escape_json(&buf, t->hdr_name[i]);
+		appendStringInfoChar(&buf, ':');
+		append_clean_json(&buf, t->hdr_val[i], strlen(t->hdr_val[i]));
+	}
+	appendStringInfoChar(&buf, '}');
+	if (t->resp_len > 0)
+	{
+		appendStringInfoString(&buf, ",\"body_text\":");
+		append_clean_json(&buf, t->resp, t->resp_len);
+	}
+	if (kind == NULL && t->save_path && code >= 200 && code < 300)
+	{
+		hagen_json_string(&buf, "file", t->save_rel);
+		appendStringInfo(&buf, ",\"bytes\":%lld", (long long) t->received);
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/* Releases what a transfer holds outside palloc. */
+static void
+release_transfer(Transfer *t)
+{
+	clear_headers(t);
+	free(t->resp);
+	t->resp = NULL;
+	t->resp_len = t->resp_cap = 0;
+	if (t->req_headers)
+		curl_slist_free_all(t->req_headers);
+	t->req_headers = NULL;
+	if (t->easy)
+		curl_easy_cleanup(t->easy);
+	t->easy = NULL;
+	if (t->in)
+		fclose(t->in);
+	t->in = NULL;
+	if (t->out)
+		fclose(t->out);
+	t->out = NULL;
+}
+
+/* Ends a transfer: outcome built, files settled, queued as done. */
+static void
+finish_transfer(HagenHttp *h, Transfer *t, CURLcode res)
+{
+	MemoryContext old = MemoryContextSwitchTo(t->cxt);
+	long		code = 0;
+	bool		ok;
+
+	if (t->easy)
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+	ok = res == CURLE_OK && !t->too_large && !t->io_errno && !t->guard_refused &&
+		code >= 200 && code < 300;
+	if (t->out)
+	{
+		if (fclose(t->out) != 0 && ok)
+		{
+			t->io_errno = errno;
+			ok = false;
+		}
+		t->out = NULL;
+	}
+	if (t->save_path)
+	{
+		if (ok && t->received == 0)
+		{
+			FILE	   *f = fopen(t->part_path, "wb");	/* an empty answer */
+
+			if (f)
+				fclose(f);
+		}
+		if (ok && rename(t->part_path, t->save_path) != 0)
+			t->io_errno = errno;
+		if (!ok || t->io_errno)
+			unlink(t->part_path);
+	}
+	t->outcome = build_outcome(t, res);
+	release_transfer(t);
+	MemoryContextSwitchTo(old);
+	dlist_push_tail(&h->done, &t->node);
+}
+
+/* Ends a transfer that never started, with an error of the given kind. */
+static void
+fail_now(HagenHttp *h, Transfer *t, const char *kind, const char *error)
+{
+	StringInfoData buf;
+	MemoryContext old = MemoryContextSwitchTo(t->cxt);
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"status\":0,\"phase\":\"connect\"");
+	hagen_json_string(&buf, "error_kind", kind);
+	hagen_json_string(&buf, "error", error);
+	appendStringInfoChar(&buf, '}');
+	t->outcome = buf.data;
+	release_transfer(t);
+	MemoryContextSwitchTo(old);
+	dlist_push_tail(&h->done, &t->node);
+}
+
+/* ---- starting transfers ---- */
+
+/* Adds the effect's headers, then the authentication of its auth kind. */
+static const char *
+add_headers(Transfer *t, Jsonb *effect, const char *method, const char *auth)
+{
+	Jsonb	   *hdrs = hagen_jsonb_object(effect, "headers");
+	char	   *error = NULL;
+
+	if (hdrs && JB_ROOT_IS_OBJECT(hdrs))
+	{
+		JsonbIterator *it = JsonbIteratorInit(&hdrs->root);
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+		char	   *name = NULL;
+
+		while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+				name = pnstrdup(v.val.string.val, v.val.string.len);
+			else if (tok == WJB_VALUE && name && v.type == jbvString)
+			{
+				char	   *line = psprintf("%s: %.*s", name, v.val.string.len, v.val.string.val);
+
+				if (strchr(line, '\r') || strchr(line, '\n'))
+					return "a header of the effect contains a line break";
+				t->req_headers = curl_slist_append(t->req_headers, line);
+			}
+		}
+	}
+	t->req_headers = curl_slist_append(t->req_headers, "Expect:");
+
+	if (auth == NULL || strcmp(auth, "none") == 0)
+		return NULL;
+	if (strcmp(auth, "fal") == 0 || strcmp(auth, "xai") == 0)
+	{
+		bool		fal = auth[0] == 'f';
+		const char *key = hagen_secret(fal ? HAGEN_SECRET_FAL_KEY : HAGEN_SECRET_XAI_KEY);
+		char	   *line;
+
+		if (key[0] == '\0')
+			return fal ? "no Fal.ai key is configured (hagen.fal_key or FAL_KEY)"
+				: "no xAI key is configured (hagen.xai_key or XAI_API_KEY)";
+		line = psprintf("Authorization: %s %s", fal ? "Key" : "Bearer", key);
+		t->req_headers = curl_slist_append(t->req_headers, line);
+		explicit_bzero(line, strlen(line));
+		pfree(line);
+		return NULL;
+	}
+	if (strcmp(auth, "s3") == 0)
+	{
+		t->req_headers = hagen_s3_sign(t->req_headers, method, t->url, &error);
+		return error;
+	}
+	return psprintf("unknown auth kind \"%s\"", auth);
+}
+
+/*
+ * hagen_http_start begins carrying out an effect for a claimed job.  An
+ * effect that cannot start is done at once, with an error outcome.
+ */
+void
+hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
+{
+	MemoryContext tcxt = AllocSetContextCreate(h->cxt, "hagenkit transfer",
+											   ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(tcxt);
+	Transfer   *t = palloc0(sizeof(Transfer));
+	char	   *type = hagen_jsonb_text(effect, "type");
+	char	   *method = hagen_jsonb_text(effect, "method");
+	char	   *auth = hagen_jsonb_text(effect, "auth");
+	char	   *body_file = hagen_jsonb_text(effect, "body_file");
+	char	   *error = NULL;
+	const char *herr;
+	long		timeout_ms = (long) hagen_jsonb_int(effect, "timeout_ms", 60000);
+	long		connect_ms = (long) hagen_jsonb_int(effect, "connect_timeout_ms", 15000);
+	CURL	   *e;
+
+	t->cxt = tcxt;
+	t->h = h;
+	t->job_id = job_id;
+	t->token = token;
+	t->started = GetCurrentTimestamp();
+	t->url = hagen_jsonb_text(effect, "url");
+	t->guard = hagen_jsonb_bool(effect, "guard", false);
+	t->follow = hagen_jsonb_bool(effect, "follow_redirects", false) && t->guard;
+	t->max_bytes = Min(hagen_jsonb_int(effect, "max_bytes", hagen_max_download_bytes),
+					   (int64) hagen_max_download_bytes);
+	t->save_rel = hagen_jsonb_text(effect, "save_to");
+	if (method == NULL)
+		method = "GET";
+
+	if (type && strcmp(type, "noop") == 0)
+	{
+		t->outcome = pstrdup("{\"type\":\"noop\"}");
+		MemoryContextSwitchTo(old);
+		dlist_push_tail(&h->done, &t->node);
+		return;
+	}
+	if (type == NULL || strcmp(type, "http") != 0)
+	{
+		fail_now(h, t, "effect", psprintf("the dispatcher cannot carry out an effect of type \"%s\"",
+										  type ? type : "(none)"));
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	if (t->url == NULL || (pg_strncasecmp(t->url, "http://", 7) != 0 &&
+						   pg_strncasecmp(t->url, "https://", 8) != 0))
+	{
+		fail_now(h, t, "guard", psprintf("%s: only http:// and https:// URLs may be fetched",
+										 t->url ? t->url : "(no URL)"));
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	t->trusted = !t->guard || hagen_netguard_host_trusted(t->url);
+	if (t->save_rel)
+	{
+		t->save_path = hagen_work_path(t->save_rel, true, &error);
+		if (t->save_path == NULL)
+		{
+			fail_now(h, t, "effect", error);
+			MemoryContextSwitchTo(old);
+			return;
+		}
+		t->part_path = psprintf("%s.part", t->save_path);
+	}
+	if (body_file)
+	{
+		char	   *path = hagen_work_path(body_file, false, &error);
+
+		if (path == NULL || (t->in = fopen(path, "rb")) == NULL)
+		{
+			fail_now(h, t, "io", error ? error : psprintf("could not open \"%s\": %m", path));
+			MemoryContextSwitchTo(old);
+			return;
+		}
+	}
+
+	e = t->easy = curl_easy_init();
+	if (e == NULL)
+	{
+		fail_now(h, t, "transport", "could not create a libcurl handle");
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	curl_easy_setopt(e, CURLOPT_URL, t->url);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "hagenkit/" HAGEN_VERSION);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 120L);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
+	if (t->save_path)
+		curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) t->max_bytes);
+
+	if (t->in)
+	{
+		long		size;
+
+		fseek(t->in, 0, SEEK_END);
+		size = ftell(t->in);
+		rewind(t->in);
+		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(e, CURLOPT_READDATA, t->in);
+		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t) size);
+		if (strcmp(method, "PUT") != 0)
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+	}
+	else if (strcmp(method, "GET") == 0)
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	else if (strcmp(method, "HEAD") == 0)
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	else
+	{
+		t->body = hagen_jsonb_value_json(effect, "body");
+		if (t->body == NULL)
+			t->body = hagen_jsonb_text(effect, "body_text");
+		if (t->body == NULL)
+			t->body = "";
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->body);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(t->body));
+		if (strcmp(method, "POST") != 0)
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+	}
+
+	herr = add_headers(t, effect, method, auth);
+	if (herr)
+	{
+		fail_now(h, t, "config", herr);
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->req_headers);
+	MemoryContextSwitchTo(old);
+
+	if (curl_multi_add_handle(h->multi, e) != CURLM_OK)
+	{
+		fail_now(h, t, "transport", "could not add the transfer to libcurl");
+		return;
+	}
+	h->inflight++;
+}
+
+/* Follows a redirect of a guarded download one hop, checking it again. */
+static bool
+follow_redirect(HagenHttp *h, Transfer *t)
+{
+	char	   *next = NULL;
+	long		code = 0;
+
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (!t->follow || code < 300 || code >= 400 || code == 304)
+		return false;
+	curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_URL, &next);
+	if (next == NULL || t->redirects >= MAX_REDIRECTS)
+		return false;
+	if (pg_strncasecmp(next, "http://", 7) != 0 && pg_strncasecmp(next, "https://", 8) != 0)
+		return false;
+	t->redirects++;
+	t->url = MemoryContextStrdup(t->cxt, next);
+	t->trusted = hagen_netguard_host_trusted(t->url);
+	clear_headers(t);
+	t->resp_len = 0;
+	curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
+	return curl_multi_add_handle(h->multi, t->easy) == CURLM_OK;
+}
+
+/* Moves every transfer libcurl has finished to the done list. */
+static void
+collect_done(HagenHttp *h)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(h->multi, &left)) != NULL)
+	{
+		Transfer   *t;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		curl_multi_remove_handle(h->multi, msg->easy_handle);
+		if (msg->data.result == CURLE_OK && follow_redirect(h, t))
+			continue;
+		h->inflight--;
+		finish_transfer(h, t, msg->data.result);
+	}
+}
+
+/* ---- the executor ---- */
+
+/* hagen_http_create makes an executor whose memory lives in cxt. */
+HagenHttp *
+hagen_http_create(MemoryContext cxt)
+{
+	HagenHttp  *h = MemoryContextAllocZero(cxt, sizeof(HagenHttp));
+
+	h->cxt = cxt;
+	dlist_init(&h->done);
+	h->multi = curl_multi_init();
+	if (h->multi == NULL)
+		elog(ERROR, "could not create a libcurl multi handle");
+	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+	curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+	h->socks_changed = true;
+	return h;
+}
+
+/* hagen_http_inflight: transfers under way. */
+int
+hagen_http_inflight(HagenHttp *h)
+{
+	return h->inflight;
+}
+
+/* Rebuilds the wait set: the latch, postmaster death and curl's sockets. */
+static void
+rebuild_wait_set(HagenHttp *h)
+{
+	int			i;
+
+	if (h->wes)
+		FreeWaitEventSet(h->wes);
+	h->wes = CreateWaitEventSet(h->cxt, h->nsocks + 2);
+	AddWaitEventToSet(h->wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(h->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (i = 0; i < h->nsocks; i++)
+	{
+		uint32		ev = 0;
+
+		if (h->sock_what[i] & CURL_POLL_IN)
+			ev |= WL_SOCKET_READABLE;
+		if (h->sock_what[i] & CURL_POLL_OUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		if (ev)
+			AddWaitEventToSet(h->wes, ev, h->sock_fd[i], NULL, NULL);
+	}
+	h->socks_changed = false;
+}
+
+/*
+ * hagen_http_wait waits for the latch, socket activity or the timeout,
+ * drives the transfers that are ready, and handles interrupts.  Returns
+ * true when the latch woke it.
+ */
+bool
+hagen_http_wait(HagenHttp *h, long timeout_ms)
+{
+	WaitEvent	events[64];
+	int			n;
+	int			i;
+	int			running;
+	bool		woken = false;
+
+	if (h->socks_changed || h->wes == NULL)
+		rebuild_wait_set(h);
+	if (h->timer_set)
+	{
+		long		t = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), h->timer_at);
+
+		if (timeout_ms < 0 || t < timeout_ms)
+			timeout_ms = t;
+	}
+	if (!dlist_is_empty(&h->done))
+		timeout_ms = 0;
+
+	n = WaitEventSetWait(h->wes, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
+	for (i = 0; i < n; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			woken = true;
+		}
+		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			int			mask = 0;
+
+			if (events[i].events & WL_SOCKET_READABLE)
+				mask |= CURL_CSELECT_IN;
+			if (events[i].events & WL_SOCKET_WRITEABLE)
+				mask |= CURL_CSELECT_OUT;
+			curl_multi_socket_action(h->multi, events[i].fd, mask, &running);
+		}
+	}
+	if (h->timer_set && GetCurrentTimestamp() >= h->timer_at)
+	{
+		h->timer_set = false;
+		curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	collect_done(h);
+
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	return woken;
+}
+
+/*
+ * hagen_http_next_done pops one finished transfer.  The outcome is
+ * palloc'd in the caller's context; the transfer's own memory is freed.
+ */
+bool
+hagen_http_next_done(HagenHttp *h, int64 *job_id, int64 *token, char **outcome_json)
+{
+	Transfer   *t;
+
+	if (dlist_is_empty(&h->done))
+		return false;
+	t = dlist_container(Transfer, node, dlist_pop_head_node(&h->done));
+	*job_id = t->job_id;
+	*token = t->token;
+	*outcome_json = pstrdup(t->outcome);
+	MemoryContextDelete(t->cxt);
+	return true;
+}

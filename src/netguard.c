@@ -1,0 +1,194 @@
+/*-------------------------------------------------------------------------
+ *
+ * netguard.c
+ *	  The network guard: URLs that come from users or providers may not
+ *	  reach loopback, private, link-local, CGNAT, multicast, reserved or
+ *	  cloud metadata addresses, unless their host is the host of a
+ *	  configured service endpoint or listed in hagen.trusted_hosts.
+ *
+ * The check is made on the address a connection is actually about to use
+ * (libcurl's open-socket callback), after DNS resolution, so names that
+ * resolve to loopback and numeric forms like 0x7f.1 or 2130706433 cannot
+ * slip through.  Redirects are followed by the executor one hop at a time,
+ * each hop checked again.
+ *
+ * IDENTIFICATION
+ *	  src/netguard.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hagenkit.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <curl/curl.h>
+
+#include "netguard.h"
+
+/* Is a in prefix/bits (host byte order)? */
+static bool
+in4(uint32 a, uint32 prefix, int bits)
+{
+	uint32		mask = bits == 0 ? 0 : 0xFFFFFFFFu << (32 - bits);
+
+	return (a & mask) == (prefix & mask);
+}
+
+/* The rule that refuses an IPv4 address (host byte order), or NULL. */
+static const char *
+refuses_v4(uint32 a)
+{
+	if (in4(a, 0x7F000000, 8))
+		return "loopback address";
+	if (in4(a, 0xA9FEA9FE, 32))
+		return "cloud metadata address";
+	if (in4(a, 0xA9FE0000, 16))
+		return "link-local address";
+	if (in4(a, 0x0A000000, 8) || in4(a, 0xAC100000, 12) || in4(a, 0xC0A80000, 16))
+		return "private address";
+	if (in4(a, 0x64400000, 10))
+		return "carrier-grade NAT address";
+	if (in4(a, 0x00000000, 8))
+		return "\"this network\" address";
+	if (in4(a, 0xE0000000, 4))
+		return "multicast address";
+	if (in4(a, 0xF0000000, 4))
+		return "reserved address";
+	if (in4(a, 0xC0000000, 24) || in4(a, 0xC0000200, 24) || in4(a, 0xC6120000, 15) ||
+		in4(a, 0xC6336400, 24) || in4(a, 0xCB007100, 24))
+		return "special-purpose address";
+	return NULL;
+}
+
+/*
+ * hagen_netguard_refuses returns the rule that refuses an address, or NULL
+ * when it may be reached.
+ */
+const char *
+hagen_netguard_refuses(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+	{
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *) sa;
+
+		return refuses_v4(ntohl(s4->sin_addr.s_addr));
+	}
+	if (sa->sa_family == AF_INET6)
+	{
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *) sa;
+		const uint8 *b = s6->sin6_addr.s6_addr;
+		static const uint8 mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+		static const uint8 nat64[12] = {0, 0x64, 0xFF, 0x9B, 0, 0, 0, 0, 0, 0, 0, 0};
+		static const uint8 zero[16] = {0};
+		uint32		v4 = ((uint32) b[12] << 24) | ((uint32) b[13] << 16) |
+			((uint32) b[14] << 8) | b[15];
+
+		if (memcmp(b, zero, 15) == 0 && (b[15] == 0 || b[15] == 1))
+			return b[15] == 1 ? "loopback address" : "unspecified address";
+		if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0 ||
+			memcmp(b, zero, 12) == 0)
+			return refuses_v4(v4);
+		if ((b[0] & 0xFE) == 0xFC)
+			return "private address";
+		if (b[0] == 0xFE && (b[1] & 0xC0) == 0x80)
+			return "link-local address";
+		if (b[0] == 0xFE && (b[1] & 0xC0) == 0xC0)
+			return "site-local address";
+		if (b[0] == 0xFF)
+			return "multicast address";
+		if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0D && b[3] == 0xB8)
+			return "documentation address";
+		if (b[0] == 0x20 && b[1] == 0x02)
+			return refuses_v4(((uint32) b[2] << 24) | ((uint32) b[3] << 16) |
+							  ((uint32) b[4] << 8) | b[5]);
+		return NULL;
+	}
+	return "address family other than IPv4 and IPv6";
+}
+
+/* The lower-cased host of a URL, palloc'd, or NULL. */
+static char *
+url_host(const char *url)
+{
+	CURLU	   *u;
+	char	   *host = NULL;
+	char	   *result = NULL;
+
+	if (url == NULL || url[0] == '\0')
+		return NULL;
+	u = curl_url();
+	if (u == NULL)
+		return NULL;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+		curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host)
+	{
+		char	   *p;
+
+		result = pstrdup(host);
+		for (p = result; *p; p++)
+			*p = pg_tolower((unsigned char) *p);
+		curl_free(host);
+	}
+	curl_url_cleanup(u);
+	return result;
+}
+
+/* Does the host appear in a comma-separated list? */
+static bool
+host_listed(const char *host, const char *list)
+{
+	const char *p = list;
+
+	while (p && *p)
+	{
+		const char *start;
+		const char *end;
+
+		while (*p == ',' || *p == ' ' || *p == '\t')
+			p++;
+		start = p;
+		while (*p && *p != ',')
+			p++;
+		end = p;
+		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		if (end > start && (size_t) (end - start) == strlen(host) &&
+			pg_strncasecmp(start, host, end - start) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * hagen_netguard_host_trusted: is the URL's host the host of a configured
+ * service endpoint, or listed in hagen.trusted_hosts?
+ */
+bool
+hagen_netguard_host_trusted(const char *url)
+{
+	const char *endpoints[5];
+	char	   *host = url_host(url);
+	bool		trusted = false;
+	int			i;
+
+	if (host == NULL)
+		return false;
+	endpoints[0] = hagen_fal_queue_url;
+	endpoints[1] = hagen_fal_rest_url;
+	endpoints[2] = hagen_xai_url;
+	endpoints[3] = hagen_s3_endpoint;
+	endpoints[4] = hagen_public_url;
+	for (i = 0; i < 5 && !trusted; i++)
+	{
+		char	   *eh = url_host(endpoints[i]);
+
+		if (eh && strcmp(eh, host) == 0)
+			trusted = true;
+		if (eh)
+			pfree(eh);
+	}
+	if (!trusted && hagen_trusted_hosts)
+		trusted = host_listed(host, hagen_trusted_hosts);
+	pfree(host);
+	return trusted;
+}

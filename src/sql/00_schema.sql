@@ -1,0 +1,146 @@
+-- hagenkit install script, part 00: tables.
+--
+-- The Makefile concatenates src/sql/*.sql in name order into the versioned
+-- install script sql/hagenkit--<version>.sql.  Nothing here is edited after
+-- a version is released; changes go into an upgrade script.
+
+\echo Use "CREATE EXTENSION hagenkit" to load this file. \quit
+
+-- A music track that projects may lay under their clips.
+CREATE TABLE hagen.music_track (
+	id			uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+	name		text NOT NULL CHECK (name <> ''),
+	audio_url	text NOT NULL,
+	category	text,
+	mood		text,
+	duration	real CHECK (duration IS NULL OR duration > 0),
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+
+-- A video project: an ordered list of clips plus the settings of the video.
+CREATE TABLE hagen.video_project (
+	id						uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+	workspace_id			text NOT NULL CHECK (workspace_id <> ''),
+	status					text NOT NULL DEFAULT 'pending'
+		CHECK (status IN ('pending', 'generating', 'compiling', 'completed', 'failed', 'canceled')),
+	aspect_ratio			text NOT NULL DEFAULT '16:9'
+		CHECK (aspect_ratio IN ('16:9', '9:16', '1:1')),
+	provider				text NOT NULL DEFAULT 'fal' CHECK (provider IN ('fal', 'xai')),
+	generate_native_audio	boolean NOT NULL DEFAULT false,
+	music_track_id			uuid REFERENCES hagen.music_track (id) ON DELETE SET NULL,
+	music_volume			real NOT NULL DEFAULT 0.3 CHECK (music_volume BETWEEN 0 AND 1),
+	video_volume			real NOT NULL DEFAULT 1.0 CHECK (video_volume BETWEEN 0 AND 1),
+	clip_count				integer NOT NULL DEFAULT 0,
+	completed_clips			integer NOT NULL DEFAULT 0,
+	failed_clips			integer NOT NULL DEFAULT 0,
+	estimated_cost_cents	integer,
+	actual_cost_cents		integer NOT NULL DEFAULT 0,
+	duration				real,
+	thumbnail_url			text,
+	final_video_url			text,
+	error_message			text,
+	progress				jsonb NOT NULL
+		DEFAULT '{"step": "created", "label": "Created", "percent": 0}',
+	metadata				jsonb NOT NULL DEFAULT '{}',
+	created_at				timestamptz NOT NULL DEFAULT now(),
+	updated_at				timestamptz NOT NULL DEFAULT now(),
+	started_at				timestamptz,
+	completed_at			timestamptz
+);
+CREATE INDEX video_project_workspace_idx ON hagen.video_project (workspace_id, created_at);
+CREATE INDEX video_project_active_idx ON hagen.video_project (status)
+	WHERE status IN ('generating', 'compiling');
+
+-- One clip of a project: one photo that becomes a few seconds of video.
+CREATE TABLE hagen.video_clip (
+	id					uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+	project_id			uuid NOT NULL REFERENCES hagen.video_project (id) ON DELETE CASCADE,
+	image_id			text,
+	source_image_url	text NOT NULL,
+	end_image_url		text,
+	room_type			text,
+	room_label			text,
+	motion_prompt		text,
+	status				text NOT NULL DEFAULT 'pending'
+		CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'canceled')),
+	clip_url			text,
+	transition_type		text NOT NULL DEFAULT 'cut' CHECK (transition_type IN ('cut', 'seamless')),
+	transition_status	text
+		CHECK (transition_status IN ('pending', 'processing', 'completed', 'failed', 'canceled')),
+	transition_clip_url	text,
+	duration			real NOT NULL DEFAULT 5 CHECK (duration IN (5, 10)),
+	sequence_order		integer NOT NULL CHECK (sequence_order >= 0),
+	error_message		text,
+	cost_cents			integer NOT NULL DEFAULT 0,
+	created_at			timestamptz NOT NULL DEFAULT now(),
+	updated_at			timestamptz NOT NULL DEFAULT now(),
+	UNIQUE (project_id, sequence_order)
+);
+
+-- What a provider charges, in cents per generated second.
+CREATE TABLE hagen.pricing (
+	provider				text NOT NULL,
+	model					text NOT NULL,
+	cents_per_second		numeric NOT NULL CHECK (cents_per_second >= 0),
+	cents_per_second_audio	numeric NOT NULL CHECK (cents_per_second_audio >= 0),
+	PRIMARY KEY (provider, model)
+);
+INSERT INTO hagen.pricing VALUES
+	('fal', 'fal-ai/kling-video/v2.6/pro/image-to-video', 7, 14),
+	('fal', 'fal-ai/kling-video/v2.1/pro/image-to-video', 9, 9),
+	('xai', 'grok-imagine-video', 5, 5);
+
+-- A job: one unit of pipeline work (a clip, a transition, a compile, a
+-- provider-side cancel).  It advances through persisted steps; each claim of
+-- a job hands one effect to a worker under a lease identified by a token.
+CREATE SEQUENCE hagen.lease_token_seq;
+CREATE TABLE hagen.job (
+	id					bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	project_id			uuid NOT NULL REFERENCES hagen.video_project (id) ON DELETE CASCADE,
+	clip_id				uuid REFERENCES hagen.video_clip (id) ON DELETE CASCADE,
+	kind				text NOT NULL CHECK (kind IN ('clip', 'transition', 'compile', 'cancel')),
+	lane				text NOT NULL DEFAULT 'http' CHECK (lane IN ('http', 'compile')),
+	provider			text,
+	status				text NOT NULL DEFAULT 'queued'
+		CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'canceled')),
+	step				text NOT NULL,
+	state				jsonb NOT NULL DEFAULT '{}',
+	request_id			text,
+	submit_unconfirmed	boolean NOT NULL DEFAULT false,
+	cancel_requested	boolean NOT NULL DEFAULT false,
+	attempts			integer NOT NULL DEFAULT 0,
+	total_attempts		integer NOT NULL DEFAULT 0,
+	run_at				timestamptz NOT NULL DEFAULT now(),
+	lease_token			bigint,
+	lease_owner			integer,
+	lease_expires_at	timestamptz,
+	deadline_at			timestamptz,
+	last_error			text,
+	cost_cents			integer NOT NULL DEFAULT 0,
+	created_at			timestamptz NOT NULL DEFAULT now(),
+	updated_at			timestamptz NOT NULL DEFAULT now(),
+	started_at			timestamptz,
+	finished_at			timestamptz
+);
+-- At most one live job of each kind per clip, and one live compile per project:
+-- this is what makes start_video idempotent even under concurrency.
+CREATE UNIQUE INDEX job_one_live_per_clip ON hagen.job (clip_id, kind)
+	WHERE status IN ('queued', 'running') AND kind IN ('clip', 'transition');
+CREATE UNIQUE INDEX job_one_live_compile ON hagen.job (project_id)
+	WHERE status IN ('queued', 'running') AND kind = 'compile';
+CREATE INDEX job_due_idx ON hagen.job (lane, run_at) WHERE status = 'queued';
+CREATE INDEX job_lease_idx ON hagen.job (lane, lease_expires_at) WHERE status = 'running';
+CREATE INDEX job_project_idx ON hagen.job (project_id);
+
+-- The structured log of every job, like a task logger.
+CREATE TABLE hagen.job_log (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	job_id		bigint REFERENCES hagen.job (id) ON DELETE CASCADE,
+	project_id	uuid REFERENCES hagen.video_project (id) ON DELETE CASCADE,
+	logged_at	timestamptz NOT NULL DEFAULT clock_timestamp(),
+	level		text NOT NULL CHECK (level IN ('debug', 'info', 'warning', 'error')),
+	message		text NOT NULL,
+	detail		jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX job_log_job_idx ON hagen.job_log (job_id, id);
+CREATE INDEX job_log_project_idx ON hagen.job_log (project_id, id);

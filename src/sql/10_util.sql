@@ -1,0 +1,126 @@
+-- hagenkit install script, part 10: small helpers shared by everything else.
+
+-- Functions implemented in C (src/sql_funcs.c).
+CREATE FUNCTION hagen._wake() RETURNS void
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hagen_wake';
+COMMENT ON FUNCTION hagen._wake() IS
+	'Wakes the hagenkit workers when the calling transaction commits.';
+
+CREATE FUNCTION hagen.provider_configured(provider text) RETURNS boolean
+	LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'hagen_provider_configured';
+COMMENT ON FUNCTION hagen.provider_configured(text) IS
+	'True when credentials for the provider (fal, xai, s3) are configured; never reveals them.';
+
+-- A setting of ours, or the fallback when it is unset or empty.
+CREATE FUNCTION hagen._setting(name text, fallback text DEFAULT NULL) RETURNS text
+	LANGUAGE sql STABLE
+	RETURN coalesce(nullif(current_setting(name, true), ''), fallback);
+
+-- A duration setting (a GUC holding an interval-like text, e.g. '20min').
+CREATE FUNCTION hagen._setting_interval(name text, fallback interval) RETURNS interval
+	LANGUAGE sql STABLE
+	RETURN coalesce(hagen._setting(name)::interval, fallback);
+
+-- Percent-encodes text as UTF-8 the way S3 wants it: every byte except the
+-- unreserved set A-Z a-z 0-9 - _ . ~ (and '/' when keep_slash).
+CREATE FUNCTION hagen._uri_encode(value text, keep_slash boolean DEFAULT true) RETURNS text
+	LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+	RETURN (
+		SELECT coalesce(string_agg(
+			CASE WHEN b BETWEEN 48 AND 57 OR b BETWEEN 65 AND 90 OR b BETWEEN 97 AND 122
+					  OR b IN (45, 46, 95, 126) OR (keep_slash AND b = 47)
+				 THEN chr(b)
+				 ELSE '%' || upper(lpad(to_hex(b), 2, '0'))
+			END, '' ORDER BY i), '')
+		FROM (SELECT i, get_byte(convert_to(value, 'UTF8'), i) AS b
+			  FROM generate_series(0, octet_length(convert_to(value, 'UTF8')) - 1) AS i) AS bytes
+	);
+
+-- Parses text as jsonb; NULL when it is not valid JSON.
+CREATE FUNCTION hagen._try_jsonb(value text) RETURNS jsonb
+	LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+	RETURN value::jsonb;
+EXCEPTION WHEN others THEN
+	RETURN NULL;
+END;
+$$;
+
+-- Exponential back-off with jitter: base * 2^(attempt-1), capped, then a
+-- random factor in [0.5, 1] so that many retries do not fire together.
+CREATE FUNCTION hagen._backoff(attempt integer, base interval DEFAULT '2 seconds',
+							   cap interval DEFAULT '5 minutes') RETURNS interval
+	LANGUAGE sql VOLATILE
+	RETURN least(cap, base * power(2, greatest(attempt - 1, 0))::float8)
+		   * (0.5 + random() * 0.5);
+
+-- Appends a line to the job log.
+CREATE FUNCTION hagen._log(job bigint, project uuid, level text, message text,
+						   detail jsonb DEFAULT '{}') RETURNS void
+	LANGUAGE sql VOLATILE AS $$
+	INSERT INTO hagen.job_log (job_id, project_id, level, message, detail)
+	VALUES (job, project, level, message, coalesce(detail, '{}'));
+$$;
+
+-- Raises a clear error for a project that does not exist.
+CREATE FUNCTION hagen._project(project uuid) RETURNS hagen.video_project
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	p hagen.video_project;
+BEGIN
+	IF project IS NULL THEN
+		RAISE EXCEPTION 'project id must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the uuid returned by hagen.create_project().';
+	END IF;
+	SELECT * INTO p FROM hagen.video_project WHERE id = project;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'video project % does not exist', project
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it with hagen.create_project() first.';
+	END IF;
+	RETURN p;
+END;
+$$;
+
+-- Keeps updated_at current.
+CREATE FUNCTION hagen._touch() RETURNS trigger
+	LANGUAGE plpgsql AS $$
+BEGIN
+	NEW.updated_at := now();
+	RETURN NEW;
+END;
+$$;
+CREATE TRIGGER video_project_touch BEFORE UPDATE ON hagen.video_project
+	FOR EACH ROW EXECUTE FUNCTION hagen._touch();
+CREATE TRIGGER video_clip_touch BEFORE UPDATE ON hagen.video_clip
+	FOR EACH ROW EXECUTE FUNCTION hagen._touch();
+CREATE TRIGGER job_touch BEFORE UPDATE ON hagen.job
+	FOR EACH ROW EXECUTE FUNCTION hagen._touch();
+
+-- Every change of a project's status or progress is announced on the
+-- hagen_video channel, so apps can LISTEN instead of polling.
+CREATE FUNCTION hagen._notify_project() RETURNS trigger
+	LANGUAGE plpgsql AS $$
+BEGIN
+	IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status
+	   OR NEW.progress IS DISTINCT FROM OLD.progress THEN
+		PERFORM pg_notify('hagen_video', jsonb_build_object(
+			'project_id', NEW.id, 'status', NEW.status, 'progress', NEW.progress)::text);
+	END IF;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER video_project_notify AFTER INSERT OR UPDATE ON hagen.video_project
+	FOR EACH ROW EXECUTE FUNCTION hagen._notify_project();
+
+-- Jobs that become due wake the workers at commit.
+CREATE FUNCTION hagen._wake_on_job() RETURNS trigger
+	LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM hagen._wake();
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER job_wake AFTER INSERT OR UPDATE OF status, run_at ON hagen.job
+	FOR EACH STATEMENT EXECUTE FUNCTION hagen._wake_on_job();

@@ -1,0 +1,222 @@
+-- hagenkit install script, part 20: the public API for building projects.
+
+-- Checks that a URL given by a user is http(s); the network guard in C
+-- checks the address it resolves to when it is fetched.
+CREATE FUNCTION hagen._check_url(what text, url text) RETURNS void
+	LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	IF url IS NULL OR url = '' THEN
+		RAISE EXCEPTION '% must not be empty', what
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass an http:// or https:// URL.';
+	END IF;
+	IF url !~* '^https?://[^/?#[:space:]]+' OR url ~ '[[:cntrl:][:space:]]' THEN
+		RAISE EXCEPTION '% "%" is not an http(s) URL', what, left(url, 200)
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Only http:// and https:// URLs without spaces or control characters are accepted.',
+				  HINT = 'Pass a public http:// or https:// URL of the file.';
+	END IF;
+END;
+$$;
+
+-- Checks one of the choice-valued settings of a project or clip.
+CREATE FUNCTION hagen._check_choice(what text, value anycompatible, allowed anycompatiblearray)
+	RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	IF value IS NULL OR NOT value = ANY (allowed) THEN
+		RAISE EXCEPTION 'invalid % "%"', what, coalesce(value::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Use one of: %s.', array_to_string(allowed, ', '));
+	END IF;
+END;
+$$;
+
+CREATE FUNCTION hagen._check_volume(what text, value real) RETURNS void
+	LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	IF value IS NULL OR value = 'NaN'::real OR value < 0 OR value > 1 THEN
+		RAISE EXCEPTION 'invalid % %', what, coalesce(value::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A volume is a number from 0 (silent) to 1 (full).';
+	END IF;
+END;
+$$;
+
+-- Creates a video project and returns its id.
+CREATE FUNCTION hagen.create_project(workspace_id text,
+									 aspect_ratio text DEFAULT '16:9',
+									 provider text DEFAULT 'fal',
+									 generate_native_audio boolean DEFAULT false,
+									 music_track_id uuid DEFAULT NULL,
+									 music_volume real DEFAULT 0.3,
+									 video_volume real DEFAULT 1.0,
+									 metadata jsonb DEFAULT '{}')
+	RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+	new_id uuid;
+BEGIN
+	IF workspace_id IS NULL OR workspace_id = '' OR workspace_id ~ '[/[:cntrl:]]'
+	   OR workspace_id IN ('.', '..') OR length(workspace_id) > 200 THEN
+		RAISE EXCEPTION 'invalid workspace id "%"', coalesce(left(workspace_id, 200), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'The workspace id becomes the first segment of every storage key.',
+				  HINT = 'Use a non-empty id of at most 200 characters without "/" or control characters.';
+	END IF;
+	PERFORM hagen._check_choice('aspect ratio', aspect_ratio, ARRAY['16:9', '9:16', '1:1']);
+	PERFORM hagen._check_choice('provider', provider, ARRAY['fal', 'xai']);
+	IF generate_native_audio IS NULL THEN
+		RAISE EXCEPTION 'generate_native_audio must not be null'
+			USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass true or false.';
+	END IF;
+	PERFORM hagen._check_volume('music volume', music_volume);
+	PERFORM hagen._check_volume('video volume', video_volume);
+	IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+		RAISE EXCEPTION 'metadata must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass ''{}'' for none.';
+	END IF;
+	IF music_track_id IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM hagen.music_track m WHERE m.id = music_track_id) THEN
+		RAISE EXCEPTION 'music track % does not exist', music_track_id
+			USING ERRCODE = 'foreign_key_violation',
+				  HINT = 'Create it with hagen.add_music_track() first.';
+	END IF;
+
+	INSERT INTO hagen.video_project AS p (workspace_id, aspect_ratio, provider,
+			generate_native_audio, music_track_id, music_volume, video_volume, metadata)
+	VALUES (create_project.workspace_id, create_project.aspect_ratio, create_project.provider,
+			create_project.generate_native_audio, create_project.music_track_id,
+			create_project.music_volume, create_project.video_volume, create_project.metadata)
+	RETURNING p.id INTO new_id;
+	RETURN new_id;
+END;
+$$;
+
+-- Adds a clip to a project that has not started yet and returns its id.
+-- A NULL sequence_order appends the clip after the last one.
+CREATE FUNCTION hagen.add_clip(project_id uuid,
+							   source_image_url text,
+							   end_image_url text DEFAULT NULL,
+							   room_type text DEFAULT NULL,
+							   room_label text DEFAULT NULL,
+							   motion_prompt text DEFAULT NULL,
+							   duration real DEFAULT 5,
+							   transition_type text DEFAULT 'cut',
+							   sequence_order integer DEFAULT NULL,
+							   image_id text DEFAULT NULL)
+	RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project;
+	seq integer := sequence_order;
+	new_id uuid;
+BEGIN
+	p := hagen._project(project_id);
+	PERFORM 1 FROM hagen.video_project v WHERE v.id = p.id FOR UPDATE;
+	IF p.status NOT IN ('pending', 'failed', 'canceled', 'completed') THEN
+		RAISE EXCEPTION 'cannot add a clip to video project % while it is %', p.id, p.status
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Wait until the project has finished, or cancel it with hagen.cancel_video().';
+	END IF;
+	PERFORM hagen._check_url('source image URL', source_image_url);
+	IF end_image_url IS NOT NULL THEN
+		PERFORM hagen._check_url('end image URL', end_image_url);
+	END IF;
+	PERFORM hagen._check_choice('clip duration', duration, ARRAY[5, 10]::real[]);
+	PERFORM hagen._check_choice('transition type', transition_type, ARRAY['cut', 'seamless']);
+	IF motion_prompt IS NOT NULL AND length(motion_prompt) > 2000 THEN
+		RAISE EXCEPTION 'motion prompt is % characters long', length(motion_prompt)
+			USING ERRCODE = 'string_data_right_truncation',
+				  HINT = 'Keep it under 2000 characters; providers refuse longer prompts.';
+	END IF;
+	IF seq IS NULL THEN
+		SELECT coalesce(max(c.sequence_order) + 1, 0) INTO seq
+		FROM hagen.video_clip c WHERE c.project_id = p.id;
+	ELSIF seq < 0 THEN
+		RAISE EXCEPTION 'invalid sequence order %', seq
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a number of 0 or more, or NULL to append.';
+	ELSIF EXISTS (SELECT 1 FROM hagen.video_clip c
+				  WHERE c.project_id = p.id AND c.sequence_order = seq) THEN
+		RAISE EXCEPTION 'video project % already has a clip at sequence order %', p.id, seq
+			USING ERRCODE = 'unique_violation',
+				  HINT = 'Pick a free position, or pass NULL to append.';
+	END IF;
+
+	INSERT INTO hagen.video_clip AS c (project_id, image_id, source_image_url, end_image_url,
+			room_type, room_label, motion_prompt, duration, transition_type, sequence_order)
+	VALUES (p.id, image_id, source_image_url, end_image_url, room_type, room_label,
+			nullif(btrim(motion_prompt), ''), duration, transition_type, seq)
+	RETURNING c.id INTO new_id;
+	UPDATE hagen.video_project v SET clip_count = v.clip_count + 1 WHERE v.id = p.id;
+	RETURN new_id;
+END;
+$$;
+
+-- Adds a music track and returns its id.
+CREATE FUNCTION hagen.add_music_track(name text, audio_url text,
+									  category text DEFAULT NULL,
+									  mood text DEFAULT NULL,
+									  duration real DEFAULT NULL)
+	RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+	new_id uuid;
+BEGIN
+	IF name IS NULL OR btrim(name) = '' THEN
+		RAISE EXCEPTION 'music track name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the track a name.';
+	END IF;
+	PERFORM hagen._check_url('music track URL', audio_url);
+	IF duration IS NOT NULL AND NOT (duration > 0 AND duration < 86400) THEN
+		RAISE EXCEPTION 'invalid music track duration %', duration
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give the length in seconds, or NULL when unknown.';
+	END IF;
+	INSERT INTO hagen.music_track AS m (name, audio_url, category, mood, duration)
+	VALUES (add_music_track.name, audio_url, category, mood, add_music_track.duration)
+	RETURNING m.id INTO new_id;
+	RETURN new_id;
+END;
+$$;
+
+-- The storage key of a file of a project: {workspace_id}/videos/{project_id}/{filename}.
+CREATE FUNCTION hagen.get_video_path(workspace_id text, project_id uuid, filename text)
+	RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	IF workspace_id IS NULL OR workspace_id = '' OR workspace_id ~ '[/[:cntrl:]]'
+	   OR workspace_id IN ('.', '..') THEN
+		RAISE EXCEPTION 'invalid workspace id "%"', coalesce(workspace_id, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a non-empty id without "/" or control characters.';
+	END IF;
+	IF project_id IS NULL THEN
+		RAISE EXCEPTION 'project id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF filename IS NULL OR filename = '' OR filename ~ '[/\\[:cntrl:]]'
+	   OR filename IN ('.', '..') THEN
+		RAISE EXCEPTION 'invalid file name "%"', coalesce(filename, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a plain file name such as "final.mp4", without "/" or "..".';
+	END IF;
+	RETURN workspace_id || '/videos/' || project_id || '/' || filename;
+END;
+$$;
+
+-- The public URL of a storage key: the hagen.public_url base plus the key,
+-- each path segment percent-encoded.
+CREATE FUNCTION hagen.public_url(key text) RETURNS text
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	base text := rtrim(hagen._setting('hagen.public_url'), '/');
+BEGIN
+	IF key IS NULL OR key = '' OR key ~ '^/' OR key ~ '(^|/)\.\.?(/|$)' OR key ~ '[[:cntrl:]]' THEN
+		RAISE EXCEPTION 'invalid storage key "%"', coalesce(key, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A key is a relative path such as "ws/videos/<project>/final.mp4", without a leading "/" or ".." segments.';
+	END IF;
+	IF base IS NULL THEN
+		RAISE EXCEPTION 'hagen.public_url is not set'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Set hagen.public_url (or R2_PUBLIC_URL) to the public base URL of the bucket.';
+	END IF;
+	RETURN base || '/' || hagen._uri_encode(key, true);
+END;
+$$;

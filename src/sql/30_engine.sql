@@ -1,0 +1,428 @@
+-- hagenkit install script, part 30: the job engine.
+--
+-- Workers (C) call three functions:
+--   hagen.claim_jobs(lane, n)            -> due jobs, each with a lease token and one effect
+--   hagen.complete_job(job, token, outcome) -> SQL interprets what happened and decides
+--   hagen.next_due(lane)                 -> how long a worker may sleep
+-- A job advances through persisted steps.  Every decision (what a step needs,
+-- how an answer is read, whether to retry, what follows) is taken here; the
+-- adapters for each job kind and provider plug in through _effect/_interpret.
+
+-- How many times one step may be tried before the job fails.
+CREATE FUNCTION hagen._max_attempts() RETURNS integer
+	LANGUAGE sql STABLE RETURN hagen._setting('hagen.max_attempts', '8')::integer;
+
+-- Puts a job in the queue unless an equivalent live job exists; returns its id or NULL.
+CREATE FUNCTION hagen._enqueue(project uuid, clip uuid, kind text, provider text,
+							   step text, state jsonb, lane text DEFAULT 'http',
+							   time_limit interval DEFAULT NULL)
+	RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+	new_id bigint;
+BEGIN
+	INSERT INTO hagen.job (project_id, clip_id, kind, lane, provider, step, state, deadline_at)
+	VALUES (project, clip, kind, lane, provider, step, state, now() + time_limit)
+	ON CONFLICT DO NOTHING
+	RETURNING id INTO new_id;
+	IF new_id IS NOT NULL THEN
+		PERFORM hagen._log(new_id, project, 'info', format('%s job queued', kind),
+						   jsonb_build_object('step', step, 'clip_id', clip));
+	END IF;
+	RETURN new_id;
+END;
+$$;
+
+-- Puts back in the queue the running jobs of a lane whose lease has expired
+-- (their worker died or hung).  Their step is re-run from its recorded state.
+CREATE FUNCTION hagen._recover_expired(lane text) RETURNS integer
+	LANGUAGE plpgsql AS $$
+DECLARE
+	n integer;
+BEGIN
+	WITH expired AS (
+		UPDATE hagen.job j
+		SET status = 'queued', run_at = now(), lease_token = NULL, lease_owner = NULL,
+			lease_expires_at = NULL, last_error = 'lease expired'
+		WHERE j.lane = _recover_expired.lane AND j.status = 'running'
+		  AND j.lease_expires_at < now()
+		RETURNING j.id, j.project_id, j.step
+	), logged AS (
+		INSERT INTO hagen.job_log (job_id, project_id, level, message, detail)
+		SELECT id, project_id, 'warning', 'lease expired; job taken up again',
+			   jsonb_build_object('step', step)
+		FROM expired
+		RETURNING 1
+	)
+	SELECT count(*) INTO n FROM logged;
+	RETURN n;
+END;
+$$;
+
+-- Called by a worker when it starts: the jobs it (or a previous incarnation
+-- with a dead backend) held are taken up again at once instead of waiting
+-- for their leases to expire.
+CREATE FUNCTION hagen.recover_jobs(lane text) RETURNS integer
+	LANGUAGE plpgsql AS $$
+DECLARE
+	n integer;
+BEGIN
+	WITH orphaned AS (
+		UPDATE hagen.job j
+		SET status = 'queued', run_at = now(), lease_token = NULL, lease_owner = NULL,
+			lease_expires_at = NULL, last_error = 'worker restarted'
+		WHERE j.lane = recover_jobs.lane AND j.status = 'running'
+		  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+						  WHERE a.pid = j.lease_owner AND a.pid <> pg_backend_pid())
+		RETURNING j.id, j.project_id, j.step
+	), logged AS (
+		INSERT INTO hagen.job_log (job_id, project_id, level, message, detail)
+		SELECT id, project_id, 'warning', 'worker restarted; job taken up again',
+			   jsonb_build_object('step', step)
+		FROM orphaned
+		RETURNING 1
+	)
+	SELECT count(*) INTO n FROM logged;
+	RETURN n;
+END;
+$$;
+
+-- The milliseconds until the next job of a lane falls due (0 when one is due
+-- now), or NULL when nothing is queued or leased.
+CREATE FUNCTION hagen.next_due(lane text) RETURNS bigint
+	LANGUAGE sql STABLE AS $$
+	SELECT greatest(0, ceil(extract(epoch FROM (min(t) - now())) * 1000))::bigint
+	FROM (SELECT min(run_at) AS t FROM hagen.job
+		  WHERE status = 'queued' AND job.lane = next_due.lane
+		  UNION ALL
+		  SELECT min(lease_expires_at) FROM hagen.job
+		  WHERE status = 'running' AND job.lane = next_due.lane) AS due;
+$$;
+
+-- Claims up to max_jobs due jobs of a lane for the calling worker.  Each
+-- comes with a fresh lease token and the one effect its current step needs.
+CREATE FUNCTION hagen.claim_jobs(lane text, max_jobs integer,
+								 lease interval DEFAULT '2 minutes')
+	RETURNS TABLE (job_id bigint, token bigint, effect jsonb)
+	LANGUAGE plpgsql AS $$
+DECLARE
+	j hagen.job;
+	eff jsonb;
+	tok bigint;
+	timeout_ms bigint;
+BEGIN
+	IF max_jobs IS NULL OR max_jobs <= 0 THEN
+		RETURN;
+	END IF;
+	PERFORM hagen._recover_expired(claim_jobs.lane);
+
+	FOR j IN
+		SELECT * FROM hagen.job q
+		WHERE q.lane = claim_jobs.lane AND q.status = 'queued' AND q.run_at <= now()
+		ORDER BY q.run_at, q.id
+		LIMIT max_jobs
+		FOR UPDATE SKIP LOCKED
+	LOOP
+		-- A job past its time limit, or of a canceled project, gets no effect.
+		IF j.deadline_at IS NOT NULL AND j.deadline_at < now() THEN
+			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail', 'error',
+				format('%s job took longer than its time limit (%s)', j.kind,
+					   date_trunc('second', j.deadline_at - j.created_at))));
+			CONTINUE;
+		END IF;
+		IF j.cancel_requested THEN
+			PERFORM hagen._cancel_job(j);
+			CONTINUE;
+		END IF;
+
+		BEGIN
+			eff := hagen._effect(j);
+		EXCEPTION WHEN others THEN
+			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail',
+				'error', format('could not prepare step %s: %s', j.step, SQLERRM)));
+			CONTINUE;
+		END;
+
+		tok := nextval('hagen.lease_token_seq');
+		timeout_ms := coalesce((eff ->> 'timeout_ms')::bigint, 60000);
+		UPDATE hagen.job
+		SET status = 'running', lease_token = tok, lease_owner = pg_backend_pid(),
+			lease_expires_at = now() + greatest(lease, make_interval(secs => timeout_ms / 1000.0 + 60)),
+			attempts = attempts + 1, total_attempts = total_attempts + 1,
+			started_at = coalesce(started_at, now())
+		WHERE id = j.id;
+		job_id := j.id;
+		token := tok;
+		effect := eff;
+		RETURN NEXT;
+	END LOOP;
+END;
+$$;
+
+-- Lets a worker that is still busy with a long effect (a compile) keep its
+-- lease and report progress.  Returns false when the lease was lost.
+CREATE FUNCTION hagen.heartbeat(job_id bigint, token bigint, progress jsonb DEFAULT NULL,
+								extend interval DEFAULT '2 minutes')
+	RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+	j hagen.job;
+BEGIN
+	SELECT * INTO j FROM hagen.job WHERE id = heartbeat.job_id FOR UPDATE;
+	IF NOT FOUND OR j.status <> 'running' OR j.lease_token IS DISTINCT FROM heartbeat.token THEN
+		RETURN false;
+	END IF;
+	UPDATE hagen.job SET lease_expires_at = greatest(lease_expires_at, now() + extend)
+	WHERE id = j.id;
+	IF progress IS NOT NULL THEN
+		PERFORM hagen._set_progress(j.project_id, progress ->> 'step', progress ->> 'label',
+									(progress ->> 'percent')::numeric);
+	END IF;
+	RETURN NOT j.cancel_requested;
+END;
+$$;
+
+-- Takes back what happened when a worker carried out an effect, and decides
+-- what follows.  Returns 'applied', or 'stale' when the token is no longer
+-- the job's (the job was recovered and claimed again meanwhile): a slow
+-- worker never overwrites newer state.
+CREATE FUNCTION hagen.complete_job(job_id bigint, token bigint, outcome jsonb)
+	RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	j hagen.job;
+	o jsonb := coalesce(outcome, '{}');
+	decision jsonb;
+BEGIN
+	SELECT * INTO j FROM hagen.job WHERE id = complete_job.job_id FOR UPDATE;
+	IF NOT FOUND OR j.status <> 'running' OR j.lease_token IS DISTINCT FROM complete_job.token THEN
+		RETURN 'stale';
+	END IF;
+
+	-- Read a JSON body once, so adapters see it as jsonb under "body".
+	IF o ? 'body_text' AND NOT o ? 'body' THEN
+		o := o || jsonb_build_object('body', hagen._try_jsonb(o ->> 'body_text'));
+	END IF;
+
+	BEGIN
+		decision := hagen._interpret(j, o);
+	EXCEPTION WHEN others THEN
+		decision := jsonb_build_object('action', 'retry',
+			'error', format('could not interpret the answer to step %s: %s', j.step, SQLERRM));
+	END;
+	IF decision IS NULL OR NOT decision ? 'action' THEN
+		decision := jsonb_build_object('action', 'fail',
+			'error', format('no decision for step %s of a %s job', j.step, j.kind));
+	END IF;
+
+	IF j.cancel_requested THEN
+		-- Keep what we learnt (a provider request id above all), then stop.
+		IF decision ? 'request_id' THEN
+			j.request_id := decision ->> 'request_id';
+			j.state := j.state || coalesce(decision -> 'state', '{}');
+			UPDATE hagen.job SET request_id = j.request_id, state = j.state WHERE id = j.id;
+		END IF;
+		PERFORM hagen._cancel_job(j);
+		RETURN 'applied';
+	END IF;
+
+	PERFORM hagen._apply(j, decision, o);
+	RETURN 'applied';
+END;
+$$;
+
+-- Records a failure that happened in a worker outside any effect (for
+-- example a crash of the C code that carried the effect out).
+CREATE FUNCTION hagen.fail_job(job_id bigint, token bigint, error text)
+	RETURNS text LANGUAGE sql AS $$
+	SELECT hagen.complete_job(job_id, token,
+		jsonb_build_object('status', 0, 'error', error, 'phase', 'worker'));
+$$;
+
+-- Applies a decision to a job: advance to a step, retry the step after a
+-- back-off, fail, or succeed.  Logs what it does.
+CREATE FUNCTION hagen._apply(j hagen.job, decision jsonb, outcome jsonb DEFAULT NULL)
+	RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	action text := decision ->> 'action';
+	err text := decision ->> 'error';
+	delay interval;
+	retry_after interval;
+	new_state jsonb := j.state || coalesce(decision -> 'state', '{}');
+	req text := coalesce(decision ->> 'request_id', j.request_id);
+	summary jsonb;
+BEGIN
+	summary := jsonb_strip_nulls(jsonb_build_object('step', j.step, 'attempt', j.attempts,
+		'http_status', outcome -> 'status', 'transport_error', outcome -> 'error',
+		'elapsed_ms', outcome -> 'elapsed_ms'));
+
+	IF action = 'retry' AND j.attempts >= coalesce((decision ->> 'max_attempts')::integer,
+													hagen._max_attempts()) THEN
+		action := 'fail';
+		err := format('gave up on step %s after %s attempts: %s', j.step, j.attempts, err);
+	END IF;
+
+	IF decision ? 'log' THEN
+		PERFORM hagen._log(j.id, j.project_id, 'info', decision ->> 'log', summary);
+	END IF;
+
+	CASE action
+	WHEN 'advance' THEN
+		delay := coalesce(make_interval(secs => (decision ->> 'delay_ms')::float8 / 1000), '0');
+		UPDATE hagen.job
+		SET status = 'queued', step = coalesce(decision ->> 'step', j.step), state = new_state,
+			request_id = req, attempts = CASE WHEN decision ->> 'step' = j.step
+											  AND (decision ->> 'keep_attempts')::boolean
+											  THEN attempts ELSE 0 END,
+			run_at = now() + delay, lease_token = NULL, lease_owner = NULL,
+			lease_expires_at = NULL, last_error = NULL,
+			submit_unconfirmed = coalesce((decision ->> 'unconfirmed')::boolean, false)
+		WHERE id = j.id;
+		IF decision ->> 'step' IS DISTINCT FROM j.step THEN
+			PERFORM hagen._log(j.id, j.project_id, 'info',
+				format('step %s done; next: %s', j.step, decision ->> 'step'), summary);
+		END IF;
+	WHEN 'retry' THEN
+		delay := hagen._backoff(j.attempts);
+		retry_after := make_interval(secs => (decision ->> 'retry_after_ms')::float8 / 1000);
+		IF retry_after IS NOT NULL AND retry_after > delay THEN
+			delay := least(retry_after, interval '1 hour');
+		END IF;
+		UPDATE hagen.job
+		SET status = 'queued', state = new_state, request_id = req, run_at = now() + delay,
+			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = err
+		WHERE id = j.id;
+		PERFORM hagen._log(j.id, j.project_id, 'warning',
+			format('step %s failed (attempt %s), retrying in %s: %s', j.step, j.attempts,
+				   date_trunc('millisecond', delay), err),
+			summary || jsonb_build_object('retry_in_ms', round(extract(epoch FROM delay) * 1000)));
+	WHEN 'fail' THEN
+		UPDATE hagen.job
+		SET status = 'failed', state = new_state, request_id = req, last_error = err,
+			submit_unconfirmed = coalesce((decision ->> 'unconfirmed')::boolean, submit_unconfirmed),
+			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
+		WHERE id = j.id
+		RETURNING * INTO j;
+		PERFORM hagen._log(j.id, j.project_id, 'error', err, summary);
+		PERFORM hagen._job_finished(j);
+	WHEN 'succeed' THEN
+		UPDATE hagen.job
+		SET status = 'succeeded', state = new_state, request_id = req, last_error = NULL,
+			cost_cents = coalesce((decision ->> 'cost_cents')::integer, cost_cents),
+			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
+		WHERE id = j.id
+		RETURNING * INTO j;
+		PERFORM hagen._log(j.id, j.project_id, 'info', format('%s job succeeded', j.kind), summary);
+		PERFORM hagen._job_finished(j);
+	ELSE
+		RAISE EXCEPTION 'unknown job decision "%"', action;
+	END CASE;
+END;
+$$;
+
+-- Cancels a job: a provider request already made gets a cancel request of
+-- its own; the job's clip is marked canceled.
+CREATE FUNCTION hagen._cancel_job(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	UPDATE hagen.job
+	SET status = 'canceled', lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL,
+		finished_at = now(), last_error = 'canceled'
+	WHERE id = j.id
+	RETURNING * INTO j;
+	PERFORM hagen._log(j.id, j.project_id, 'info', format('%s job canceled', j.kind),
+					   jsonb_build_object('step', j.step));
+	IF j.request_id IS NOT NULL AND j.kind IN ('clip', 'transition')
+	   AND j.step IN ('submit', 'poll', 'result') THEN
+		PERFORM hagen._enqueue(j.project_id, j.clip_id, 'cancel', j.provider, 'cancel',
+			jsonb_build_object('request_id', j.request_id, 'for_job', j.id, 'model', j.state ->> 'model',
+							   'cancel_url', j.state ->> 'cancel_url'));
+	END IF;
+	PERFORM hagen._job_finished(j);
+END;
+$$;
+
+-- The effect the current step of a job needs, by job kind.
+CREATE FUNCTION hagen._effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+BEGIN
+	CASE j.kind
+	WHEN 'clip', 'transition' THEN RETURN hagen._generation_effect(j);
+	WHEN 'compile' THEN RETURN hagen._compile_effect(j);
+	WHEN 'cancel' THEN RETURN hagen._provider_cancel_effect(j);
+	END CASE;
+	RAISE EXCEPTION 'unknown job kind "%"', j.kind;
+END;
+$$;
+
+-- How to read the outcome of the current step of a job, by job kind.
+CREATE FUNCTION hagen._interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+BEGIN
+	CASE j.kind
+	WHEN 'clip', 'transition' THEN RETURN hagen._generation_interpret(j, o);
+	WHEN 'compile' THEN RETURN hagen._compile_interpret(j, o);
+	WHEN 'cancel' THEN RETURN hagen._provider_cancel_interpret(j, o);
+	END CASE;
+	RAISE EXCEPTION 'unknown job kind "%"', j.kind;
+END;
+$$;
+
+-- The decision for an answer that failed in a way worth retrying (transport
+-- errors, 429 and 5xx), honouring Retry-After; or NULL when it did not.
+CREATE FUNCTION hagen._transient(o jsonb, what text) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	ra text := o -> 'headers' ->> 'retry-after';
+	ra_ms bigint;
+BEGIN
+	IF status <> 0 AND status <> 429 AND status < 500 THEN
+		RETURN NULL;
+	END IF;
+	IF ra ~ '^\s*\d+(\.\d+)?\s*$' THEN
+		ra_ms := (ra::numeric * 1000)::bigint;
+	END IF;
+	RETURN jsonb_strip_nulls(jsonb_build_object('action', 'retry', 'retry_after_ms', ra_ms,
+		'error', CASE WHEN status = 0
+					  THEN format('%s: %s', what, coalesce(o ->> 'error', 'no answer'))
+					  ELSE format('%s: HTTP %s%s', what, status,
+								  coalesce(': ' || left(hagen._error_text(o), 300), '')) END));
+END;
+$$;
+
+-- A short readable error from an answer body: a JSON "detail" (string or
+-- list of {msg}), an "error" / "message" field, an S3 XML Code/Message, or
+-- the start of the body.
+CREATE FUNCTION hagen._error_text(o jsonb) RETURNS text
+	LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+	b jsonb := o -> 'body';
+	t text := o ->> 'body_text';
+	d jsonb;
+	r text;
+BEGIN
+	IF o ? 'error' AND o ->> 'error' IS NOT NULL AND coalesce((o ->> 'status')::integer, 0) = 0 THEN
+		RETURN o ->> 'error';
+	END IF;
+	IF jsonb_typeof(b) = 'object' THEN
+		d := b -> 'detail';
+		IF jsonb_typeof(d) = 'string' THEN
+			RETURN d #>> '{}';
+		ELSIF jsonb_typeof(d) = 'array' THEN
+			SELECT string_agg(coalesce(e ->> 'msg', e #>> '{}')
+							  || coalesce(' (' || (e ->> 'type') || ')', ''), '; ')
+			INTO r FROM jsonb_array_elements(d) AS e;
+			RETURN r;
+		ELSIF jsonb_typeof(b -> 'error') = 'string' THEN
+			RETURN b ->> 'error';
+		ELSIF jsonb_typeof(b -> 'error') = 'object' THEN
+			RETURN coalesce(b -> 'error' ->> 'message', b ->> 'error');
+		ELSIF b ? 'message' THEN
+			RETURN b ->> 'message';
+		END IF;
+	END IF;
+	IF t ~ '<Code>' THEN
+		RETURN substring(t FROM '<Code>([^<]*)</Code>')
+			   || coalesce(': ' || substring(t FROM '<Message>([^<]*)</Message>'), '');
+	END IF;
+	RETURN nullif(left(regexp_replace(coalesce(t, ''), '\s+', ' ', 'g'), 200), '');
+END;
+$$;

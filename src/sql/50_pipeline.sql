@@ -1,0 +1,379 @@
+-- hagenkit install script, part 50: the pipeline of a project (start,
+-- cancel, retry, status) and the generic steps of its jobs.
+
+-- Where a project's files go in the work directory (relative to hagen.work_dir).
+CREATE FUNCTION hagen._work_file(project uuid, filename text) RETURNS text
+	LANGUAGE sql IMMUTABLE RETURN project::text || '/' || filename;
+
+-- The S3 (path-style) URL of a storage key.
+CREATE FUNCTION hagen._s3_url(key text) RETURNS text
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	endpoint text := rtrim(hagen._setting('hagen.s3_endpoint'), '/');
+	bucket text := hagen._setting('hagen.s3_bucket');
+BEGIN
+	IF endpoint IS NULL OR bucket IS NULL THEN
+		RAISE EXCEPTION 'storage is not configured'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = format('hagen.s3_endpoint is %s and hagen.s3_bucket is %s.',
+								  coalesce(endpoint, 'unset'), coalesce(bucket, 'unset')),
+				  HINT = 'Set hagen.s3_endpoint (or R2_ACCOUNT_ID) and hagen.s3_bucket (or R2_BUCKET_NAME).';
+	END IF;
+	RETURN endpoint || '/' || hagen._uri_encode(bucket, false) || '/' || hagen._uri_encode(key, true);
+END;
+$$;
+
+-- The URL recorded for a stored object: its public URL when a public base is
+-- configured, else its S3 URL.
+CREATE FUNCTION hagen._stored_url(key text) RETURNS text
+	LANGUAGE sql STABLE
+	RETURN CASE WHEN hagen._setting('hagen.public_url') IS NOT NULL
+				THEN hagen.public_url(key) ELSE hagen._s3_url(key) END;
+
+-- Sets a project's progress.  The percent only moves forward while a run lasts.
+CREATE FUNCTION hagen._set_progress(project uuid, step text, label text, percent numeric)
+	RETURNS void LANGUAGE sql AS $$
+	UPDATE hagen.video_project p
+	SET progress = jsonb_build_object('step', coalesce(step, p.progress ->> 'step'),
+		'label', coalesce(label, p.progress ->> 'label'),
+		'percent', greatest(coalesce((p.progress ->> 'percent')::numeric, 0),
+							least(100, round(coalesce(percent, 0), 1))))
+	WHERE p.id = project;
+$$;
+
+-- The project as apps see it.
+CREATE FUNCTION hagen.video_status(project_id uuid) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	p hagen.video_project := hagen._project(project_id);
+BEGIN
+	RETURN jsonb_build_object(
+		'project_id', p.id,
+		'workspace_id', p.workspace_id,
+		'status', p.status,
+		'progress', p.progress,
+		'provider', p.provider,
+		'aspect_ratio', p.aspect_ratio,
+		'clip_count', p.clip_count,
+		'completed_clips', p.completed_clips,
+		'failed_clips', p.failed_clips,
+		'clips', coalesce((
+			SELECT jsonb_agg(jsonb_build_object(
+				'id', c.id, 'sequence_order', c.sequence_order, 'status', c.status,
+				'clip_url', c.clip_url, 'transition_type', c.transition_type,
+				'transition_status', c.transition_status,
+				'transition_clip_url', c.transition_clip_url, 'error', c.error_message)
+				ORDER BY c.sequence_order)
+			FROM hagen.video_clip c WHERE c.project_id = p.id), '[]'),
+		'final_video_url', p.final_video_url,
+		'thumbnail_url', p.thumbnail_url,
+		'duration', p.duration,
+		'estimated_cost_cents', p.estimated_cost_cents,
+		'actual_cost_cents', p.actual_cost_cents,
+		'error_message', p.error_message,
+		'started_at', p.started_at,
+		'completed_at', p.completed_at);
+END;
+$$;
+
+-- The estimated cost of generating what a run still has to generate.
+CREATE FUNCTION hagen._estimate_cents(p hagen.video_project) RETURNS integer
+	LANGUAGE sql STABLE AS $$
+	SELECT (coalesce(sum(c.cost_cents), 0)
+		   + coalesce(sum(hagen._cost_cents(p.provider, hagen._model(p.provider),
+										c.duration::numeric, p.generate_native_audio))
+						  FILTER (WHERE c.status <> 'completed'), 0)
+		   + coalesce(sum(hagen._cost_cents(p.provider, hagen._model(p.provider), 5, false))
+						  FILTER (WHERE c.transition_type = 'seamless' AND c.has_next), 0))::integer
+	FROM (SELECT c.*, lead(c.id) OVER (ORDER BY c.sequence_order) IS NOT NULL AS has_next
+		  FROM hagen.video_clip c WHERE c.project_id = p.id) AS c;
+$$;
+
+-- Queues a generation job for every clip and seamless transition of a
+-- project that is not completed and has no live job.  Returns how many.
+CREATE FUNCTION hagen._enqueue_generation(p hagen.video_project) RETURNS integer
+	LANGUAGE plpgsql AS $$
+DECLARE
+	c record;
+	n integer := 0;
+	model text := hagen._model(p.provider);
+	time_limit interval := hagen._setting_interval('hagen.clip_timeout', '20 minutes');
+	common jsonb;
+BEGIN
+	common := jsonb_build_object('model', model, 'aspect_ratio', p.aspect_ratio,
+								 'negative_prompt', hagen._negative_prompt());
+	FOR c IN
+		SELECT v.*, lead(v.source_image_url) OVER w AS next_source, lead(v.id) OVER w AS next_id
+		FROM hagen.video_clip v WHERE v.project_id = p.id
+		WINDOW w AS (ORDER BY v.sequence_order)
+		ORDER BY v.sequence_order
+	LOOP
+		IF c.status <> 'completed' THEN
+			IF hagen._enqueue(p.id, c.id, 'clip', p.provider, 'submit', common || jsonb_build_object(
+					'start_image', c.source_image_url,
+					'end_image', coalesce(c.end_image_url, c.source_image_url),
+					'prompt', hagen._clip_prompt(c::hagen.video_clip, p),
+					'duration', c.duration::integer,
+					'audio', p.generate_native_audio,
+					'key', hagen.get_video_path(p.workspace_id, p.id, c.id || '.mp4'),
+					'file', hagen._work_file(p.id, c.id || '.mp4'),
+					'cost_cents', hagen._cost_cents(p.provider, model, c.duration::numeric,
+													p.generate_native_audio)),
+					'http', time_limit) IS NOT NULL THEN
+				n := n + 1;
+			END IF;
+			UPDATE hagen.video_clip SET status = 'processing', error_message = NULL
+			WHERE id = c.id;
+		END IF;
+		IF c.transition_type = 'seamless' AND c.next_id IS NOT NULL
+		   AND c.transition_status IS DISTINCT FROM 'completed' THEN
+			IF hagen._enqueue(p.id, c.id, 'transition', p.provider, 'submit', common || jsonb_build_object(
+					'start_image', coalesce(c.end_image_url, c.source_image_url),
+					'end_image', c.next_source,
+					'next_clip_id', c.next_id,
+					'prompt', hagen._transition_prompt(),
+					'duration', 5,
+					'audio', false,
+					'key', hagen.get_video_path(p.workspace_id, p.id, 'transition_' || c.id || '.mp4'),
+					'file', hagen._work_file(p.id, 'transition_' || c.id || '.mp4'),
+					'cost_cents', hagen._cost_cents(p.provider, model, 5, false)),
+					'http', time_limit) IS NOT NULL THEN
+				n := n + 1;
+			END IF;
+			UPDATE hagen.video_clip SET transition_status = 'processing' WHERE id = c.id;
+		END IF;
+	END LOOP;
+	RETURN n;
+END;
+$$;
+
+-- Checks what a run needs before anything is queued: clips, credentials for
+-- the provider and for storage.
+CREATE FUNCTION hagen._check_runnable(p hagen.video_project) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM hagen.video_clip c WHERE c.project_id = p.id) THEN
+		RAISE EXCEPTION 'video project % has no clips', p.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Add clips with hagen.add_clip() before starting it.';
+	END IF;
+	IF NOT hagen.provider_configured(p.provider) THEN
+		RAISE EXCEPTION 'no API key is configured for provider "%"', p.provider
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = CASE p.provider
+					WHEN 'fal' THEN 'Set hagen.fal_key in postgresql.conf (or FAL_KEY in the server''s environment) and reload.'
+					ELSE 'Set hagen.xai_key in postgresql.conf (or XAI_API_KEY in the server''s environment) and reload.' END;
+	END IF;
+	PERFORM hagen._s3_url('probe');
+	IF NOT hagen.provider_configured('s3') THEN
+		RAISE EXCEPTION 'no storage credentials are configured'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Set hagen.s3_access_key_id and hagen.s3_secret_access_key (or R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY) and reload.';
+	END IF;
+END;
+$$;
+
+-- Starts (or resumes) a run of a locked project: queues what is missing and
+-- moves it to generating.  Returns the status with the number of new jobs.
+CREATE FUNCTION hagen._begin_run(p hagen.video_project) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	n integer;
+BEGIN
+	PERFORM hagen._check_runnable(p);
+	UPDATE hagen.video_project v
+	SET status = 'generating', started_at = now(), completed_at = NULL, error_message = NULL,
+		final_video_url = NULL, thumbnail_url = NULL, duration = NULL,
+		progress = '{"step": "generating", "label": "Generating clips", "percent": 0}'
+	WHERE v.id = p.id
+	RETURNING * INTO p;
+	n := hagen._enqueue_generation(p);
+	UPDATE hagen.video_project v SET estimated_cost_cents = hagen._estimate_cents(p)
+	WHERE v.id = p.id;
+	PERFORM hagen._log(NULL, p.id, 'info', 'run started', jsonb_build_object('jobs', n));
+	PERFORM hagen._advance_project(p.id);
+	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n);
+END;
+$$;
+
+-- Starts generating a project's video.  Calling it again while it runs
+-- changes nothing; it never duplicates work and skips completed clips.
+CREATE FUNCTION hagen.start_video(project_id uuid) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project := hagen._project(project_id);
+BEGIN
+	SELECT * INTO p FROM hagen.video_project v WHERE v.id = p.id FOR UPDATE;
+	CASE p.status
+	WHEN 'generating', 'compiling' THEN
+		RETURN hagen.video_status(p.id) || '{"enqueued_jobs": 0, "note": "already running"}';
+	WHEN 'completed' THEN
+		RAISE EXCEPTION 'video project % is already completed', p.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Its video is at final_video_url; use hagen.retry_video() to re-run failed clips.';
+	WHEN 'canceled' THEN
+		RAISE EXCEPTION 'video project % was canceled', p.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Use hagen.retry_video() to resume it; completed clips are kept.';
+	ELSE
+		RETURN hagen._begin_run(p);
+	END CASE;
+END;
+$$;
+
+-- Re-runs the failed and canceled clips and transitions of a project, then
+-- compiles again.  Completed clips are never generated again.
+CREATE FUNCTION hagen.retry_video(project_id uuid) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project := hagen._project(project_id);
+BEGIN
+	SELECT * INTO p FROM hagen.video_project v WHERE v.id = p.id FOR UPDATE;
+	IF p.status IN ('generating', 'compiling') THEN
+		RETURN hagen.video_status(p.id) || '{"enqueued_jobs": 0, "note": "already running"}';
+	ELSIF p.status = 'pending' THEN
+		RAISE EXCEPTION 'video project % has not been started', p.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Use hagen.start_video() to start it.';
+	ELSIF p.status = 'completed'
+		  AND NOT EXISTS (SELECT 1 FROM hagen.video_clip c WHERE c.project_id = p.id
+						  AND (c.status <> 'completed'
+							   OR c.transition_status IN ('failed', 'canceled'))) THEN
+		RETURN hagen.video_status(p.id) || '{"enqueued_jobs": 0, "note": "nothing to retry"}';
+	END IF;
+	UPDATE hagen.video_clip c SET status = 'pending', error_message = NULL
+	WHERE c.project_id = p.id AND c.status IN ('failed', 'canceled');
+	UPDATE hagen.video_clip c SET transition_status = NULL
+	WHERE c.project_id = p.id AND c.transition_status IN ('failed', 'canceled');
+	RETURN hagen._begin_run(p);
+END;
+$$;
+
+-- Stops a project's work: queued jobs are canceled at once, running ones as
+-- soon as their current effect returns, and provider requests already made
+-- get a cancel request.  Completed clips are kept.
+CREATE FUNCTION hagen.cancel_video(project_id uuid) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project := hagen._project(project_id);
+	j hagen.job;
+BEGIN
+	SELECT * INTO p FROM hagen.video_project v WHERE v.id = p.id FOR UPDATE;
+	IF p.status = 'completed' THEN
+		RAISE EXCEPTION 'video project % is already completed', p.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'There is nothing to cancel.';
+	ELSIF p.status = 'canceled' THEN
+		RETURN hagen.video_status(p.id) || '{"note": "already canceled"}';
+	END IF;
+	UPDATE hagen.video_project v
+	SET status = 'canceled', completed_at = now(),
+		progress = jsonb_build_object('step', 'canceled', 'label', 'Canceled',
+									  'percent', coalesce((v.progress ->> 'percent')::numeric, 0))
+	WHERE v.id = p.id;
+	FOR j IN SELECT * FROM hagen.job q WHERE q.project_id = p.id AND q.status = 'queued'
+			 AND q.kind <> 'cancel' ORDER BY q.id FOR UPDATE
+	LOOP
+		PERFORM hagen._cancel_job(j);
+	END LOOP;
+	UPDATE hagen.job q SET cancel_requested = true
+	WHERE q.project_id = p.id AND q.status = 'running' AND q.kind <> 'cancel';
+	UPDATE hagen.video_clip c SET status = 'canceled'
+	WHERE c.project_id = p.id AND c.status IN ('pending', 'processing');
+	UPDATE hagen.video_clip c SET transition_status = 'canceled'
+	WHERE c.project_id = p.id AND c.transition_status IN ('pending', 'processing');
+	PERFORM hagen._log(NULL, p.id, 'info', 'run canceled');
+	RETURN hagen.video_status(p.id);
+END;
+$$;
+
+-- Records the end of a job on its clip or project and moves the project on.
+CREATE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
+BEGIN
+	CASE j.kind
+	WHEN 'clip' THEN
+		UPDATE hagen.video_clip c
+		SET status = CASE WHEN c.status = 'canceled' AND st <> 'completed' THEN c.status ELSE st END,
+			clip_url = CASE WHEN st = 'completed' THEN j.state ->> 'url' ELSE c.clip_url END,
+			cost_cents = c.cost_cents + j.cost_cents,
+			error_message = CASE WHEN st = 'failed' THEN j.last_error ELSE NULL END
+		WHERE c.id = j.clip_id;
+	WHEN 'transition' THEN
+		UPDATE hagen.video_clip c
+		SET transition_status = CASE WHEN c.transition_status = 'canceled' AND st <> 'completed'
+									 THEN c.transition_status ELSE st END,
+			transition_clip_url = CASE WHEN st = 'completed' THEN j.state ->> 'url'
+									   ELSE c.transition_clip_url END,
+			cost_cents = c.cost_cents + j.cost_cents
+		WHERE c.id = j.clip_id;
+	WHEN 'compile' THEN
+		PERFORM hagen._compile_finished(j);
+		RETURN;
+	ELSE
+		RETURN;
+	END CASE;
+	PERFORM hagen._advance_project(j.project_id);
+END;
+$$;
+
+-- Moves a generating project on: counts and progress, and once no
+-- generation job is live, queues the compile (or fails the project when no
+-- clip completed).
+CREATE FUNCTION hagen._advance_project(project uuid) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project;
+	n_done integer;
+	n_all integer;
+	live boolean;
+	errors text;
+BEGIN
+	SELECT * INTO p FROM hagen.video_project WHERE id = project FOR UPDATE;
+	IF NOT FOUND OR p.status <> 'generating' THEN
+		RETURN;
+	END IF;
+	UPDATE hagen.video_project v
+	SET clip_count = s.n, completed_clips = s.ok, failed_clips = s.bad,
+		actual_cost_cents = s.cost
+	FROM (SELECT count(*) AS n, count(*) FILTER (WHERE status = 'completed') AS ok,
+				 count(*) FILTER (WHERE status IN ('failed', 'canceled')) AS bad,
+				 coalesce(sum(cost_cents), 0) AS cost
+		  FROM hagen.video_clip WHERE project_id = p.id) AS s
+	WHERE v.id = p.id
+	RETURNING v.* INTO p;
+
+	SELECT count(*) FILTER (WHERE status NOT IN ('queued', 'running')), count(*),
+		   bool_or(status IN ('queued', 'running'))
+	INTO n_done, n_all, live
+	FROM hagen.job WHERE project_id = p.id AND kind IN ('clip', 'transition')
+	  AND created_at >= p.started_at;
+	IF coalesce(live, false) THEN
+		PERFORM hagen._set_progress(p.id, 'generating',
+			format('Generating clips (%s of %s done)', n_done, n_all),
+			85.0 * n_done / greatest(n_all, 1));
+		RETURN;
+	END IF;
+
+	IF p.completed_clips = 0 THEN
+		SELECT string_agg(format('clip %s: %s', c.sequence_order,
+								 coalesce(c.error_message, c.status)), '; ' ORDER BY c.sequence_order)
+		INTO errors FROM hagen.video_clip c WHERE c.project_id = p.id;
+		UPDATE hagen.video_project v
+		SET status = 'failed', completed_at = now(),
+			error_message = format('all %s clips failed: %s', p.clip_count, errors),
+			progress = jsonb_build_object('step', 'failed', 'label', 'Failed',
+				'percent', coalesce((v.progress ->> 'percent')::numeric, 0))
+		WHERE v.id = p.id;
+		PERFORM hagen._log(NULL, p.id, 'error', 'run failed: no clip completed');
+		RETURN;
+	END IF;
+
+	UPDATE hagen.video_project v SET status = 'compiling' WHERE v.id = p.id;
+	PERFORM hagen._set_progress(p.id, 'compiling', 'Compiling the video', 85);
+	PERFORM hagen._enqueue(p.id, NULL, 'compile', NULL, 'compile', '{}', 'compile',
+						   hagen._setting_interval('hagen.compile_timeout', '30 minutes') * 2);
+END;
+$$;

@@ -1,0 +1,110 @@
+-- hagenkit install script, part 70: clip and transition jobs.
+--
+-- Steps: submit -> poll -> result (the provider's adapter) -> download ->
+-- store (generic).  The job's state holds its inputs, fixed when it was
+-- queued, and what each step learnt (request id and URLs, the video URL,
+-- the local file).
+
+CREATE FUNCTION hagen._max_download_bytes() RETURNS bigint
+	LANGUAGE sql STABLE
+	RETURN pg_size_bytes(hagen._setting('hagen.max_download_bytes', '1GB'));
+
+-- The effect of the current step of a clip or transition job.
+CREATE FUNCTION hagen._generation_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+BEGIN
+	CASE j.step
+	WHEN 'submit', 'poll', 'result' THEN
+		CASE j.provider
+		WHEN 'fal' THEN RETURN hagen._fal_effect(j);
+		WHEN 'xai' THEN RETURN hagen._xai_effect(j);
+		END CASE;
+		RAISE EXCEPTION 'unknown provider "%"', j.provider;
+	WHEN 'download' THEN
+		RETURN jsonb_build_object('type', 'http', 'method', 'GET', 'url', j.state ->> 'video_url',
+			'auth', 'none', 'guard', true, 'follow_redirects', true,
+			'save_to', j.state ->> 'file', 'max_bytes', hagen._max_download_bytes(),
+			'timeout_ms', 600000);
+	WHEN 'store' THEN
+		RETURN jsonb_build_object('type', 'http', 'method', 'PUT',
+			'url', hagen._s3_url(j.state ->> 'key'), 'auth', 's3',
+			'headers', jsonb_build_object('content-type', 'video/mp4'),
+			'body_file', j.state ->> 'file', 'timeout_ms', 600000);
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a % job', j.step, j.kind;
+END;
+$$;
+
+-- Reads the outcome of the current step of a clip or transition job.
+CREATE FUNCTION hagen._generation_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+BEGIN
+	CASE j.step
+	WHEN 'submit', 'poll', 'result' THEN
+		CASE j.provider
+		WHEN 'fal' THEN RETURN hagen._fal_interpret(j, o);
+		WHEN 'xai' THEN RETURN hagen._xai_interpret(j, o);
+		END CASE;
+	WHEN 'download' THEN
+		IF o ->> 'error_kind' = 'guard' THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('refused to download %s: %s', j.state ->> 'video_url', o ->> 'error'));
+		ELSIF o ->> 'error_kind' = 'too_large' THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('the video at %s is larger than hagen.max_download_bytes (%s bytes)',
+								j.state ->> 'video_url', hagen._max_download_bytes()));
+		ELSIF status BETWEEN 200 AND 299 AND o ? 'file' THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'store',
+				'state', jsonb_build_object('bytes', o -> 'bytes'));
+		END IF;
+		RETURN coalesce(hagen._transient(o, 'download of the generated video'),
+			jsonb_build_object('action', 'fail', 'error',
+				format('download of %s failed: HTTP %s%s', j.state ->> 'video_url', status,
+					   coalesce(': ' || hagen._error_text(o), ''))));
+	WHEN 'store' THEN
+		IF status BETWEEN 200 AND 299 THEN
+			RETURN jsonb_build_object('action', 'succeed',
+				'cost_cents', coalesce((j.state ->> 'cost_cents')::integer, 0),
+				'state', jsonb_build_object('url', hagen._stored_url(j.state ->> 'key')));
+		END IF;
+		RETURN coalesce(hagen._transient(o, 'upload to storage'),
+			jsonb_build_object('action', 'fail', 'error',
+				format('upload of %s to storage failed: HTTP %s%s', j.state ->> 'key', status,
+					   coalesce(': ' || hagen._error_text(o), ''))));
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a % job', j.step, j.kind;
+END;
+$$;
+
+-- A cancel job sends the provider's cancel request for a request already made.
+CREATE FUNCTION hagen._provider_cancel_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+BEGIN
+	CASE j.provider
+	WHEN 'fal' THEN
+		RETURN jsonb_build_object('type', 'http', 'method', 'PUT', 'auth', 'fal',
+			'url', coalesce(j.state ->> 'cancel_url',
+							hagen._fal_request_url(j.state ->> 'model', j.state ->> 'request_id') || '/cancel'),
+			'headers', '{"accept": "application/json"}', 'timeout_ms', 30000);
+	WHEN 'xai' THEN
+		RETURN hagen._xai_cancel_effect(j);
+	END CASE;
+	RAISE EXCEPTION 'unknown provider "%"', j.provider;
+END;
+$$;
+
+CREATE FUNCTION hagen._provider_cancel_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+BEGIN
+	IF o ->> 'type' = 'noop' THEN
+		RETURN jsonb_build_object('action', 'succeed', 'log', 'provider has no cancel endpoint');
+	ELSIF coalesce((o ->> 'status')::integer, 0) BETWEEN 200 AND 499 THEN
+		RETURN jsonb_build_object('action', 'succeed', 'log',
+			format('provider answered the cancel of request %s with HTTP %s',
+				   j.state ->> 'request_id', o ->> 'status'));
+	END IF;
+	RETURN hagen._transient(o, 'cancel request') || '{"max_attempts": 3}';
+END;
+$$;

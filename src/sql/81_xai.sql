@@ -1,0 +1,106 @@
+-- hagenkit install script, part 81: the xAI adapter (grok-imagine-video).
+--
+-- submit: POST {hagen.xai_url}/videos/generations -> {"request_id"}
+-- poll:   GET {hagen.xai_url}/videos/{request_id}: 202 pending (maybe with an
+--         empty body), 200 with status done / failed / expired; the older
+--         shape has no status and is done when video.url is present.
+-- xAI has no cancel endpoint: a canceled request is left to finish.
+
+CREATE FUNCTION hagen._xai_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	base text := rtrim(hagen._setting('hagen.xai_url', 'https://api.x.ai/v1'), '/');
+BEGIN
+	CASE j.step
+	WHEN 'submit' THEN
+		RETURN jsonb_build_object('type', 'http', 'method', 'POST', 'auth', 'xai',
+			'url', base || '/videos/generations',
+			'headers', '{"content-type": "application/json", "accept": "application/json"}',
+			'body', jsonb_build_object('model', j.state ->> 'model', 'prompt', j.state ->> 'prompt',
+				'image', jsonb_build_object('url', j.state ->> 'start_image'),
+				'duration', (j.state ->> 'duration')::integer,
+				'aspect_ratio', j.state ->> 'aspect_ratio',
+				'resolution', hagen._setting('hagen.xai_resolution', '720p')),
+			'timeout_ms', 60000);
+	WHEN 'poll', 'result' THEN
+		RETURN jsonb_build_object('type', 'http', 'method', 'GET', 'auth', 'xai',
+			'url', base || '/videos/' || hagen._uri_encode(j.request_id, false),
+			'headers', '{"accept": "application/json"}', 'timeout_ms', 30000);
+	END CASE;
+	RAISE EXCEPTION 'unknown xAI step "%"', j.step;
+END;
+$$;
+
+CREATE FUNCTION hagen._xai_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	b jsonb := o -> 'body';
+	st text;
+	poll_ms bigint := (extract(epoch FROM hagen._setting_interval('hagen.poll_interval', '2 seconds'))
+					   * 1000)::bigint;
+	msg text := hagen._error_text(o);
+BEGIN
+	IF j.step = 'submit' THEN
+		IF status = 200 AND jsonb_typeof(b -> 'request_id') = 'string' AND b ->> 'request_id' <> '' THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
+				'request_id', b ->> 'request_id',
+				'log', format('submitted to xAI as request %s', b ->> 'request_id'),
+				'state', jsonb_build_object('request_id', b ->> 'request_id'));
+		ELSIF status IN (429, 503) OR (status = 0 AND o ->> 'phase' = 'connect') THEN
+			RETURN hagen._transient(o, 'submit to xAI');
+		ELSIF status BETWEEN 400 AND 499 THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('xAI refused the request (HTTP %s): %s', status, coalesce(msg, 'no detail')));
+		END IF;
+		RETURN jsonb_build_object('action', 'fail', 'unconfirmed', true,
+			'error', format('submit to xAI unconfirmed: %s. The request may have reached xAI and be billed, so it was not sent again; hagen.retry_video() sends it again.',
+							CASE WHEN status = 0 THEN coalesce(o ->> 'error', 'no answer')
+								 ELSE format('HTTP %s%s', status, coalesce(': ' || msg, '')) END));
+	END IF;
+
+	-- poll (and result, which is the same request)
+	IF status = 202 THEN
+		RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
+			'state', jsonb_strip_nulls(jsonb_build_object('provider_status', 'pending',
+				'provider_progress', b -> 'progress')));
+	ELSIF status = 404 THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('xAI does not know request %s (HTTP 404)', j.request_id));
+	ELSIF status <> 200 THEN
+		RETURN coalesce(hagen._transient(o, 'xAI status'),
+			jsonb_build_object('action', 'fail',
+				'error', format('xAI status of request %s failed (HTTP %s): %s', j.request_id, status,
+								coalesce(msg, 'no detail'))));
+	ELSIF jsonb_typeof(b) <> 'object' THEN
+		RETURN jsonb_build_object('action', 'retry',
+			'error', 'xAI answered with a body that is not a JSON object');
+	END IF;
+	st := coalesce(b ->> 'status', CASE WHEN b -> 'video' ->> 'url' <> '' THEN 'done' END, 'pending');
+	IF st = 'done' THEN
+		IF (b -> 'video' ->> 'respect_moderation')::boolean IS FALSE THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', 'xAI blocked the video by content moderation');
+		ELSIF coalesce(b -> 'video' ->> 'url', '') = '' THEN
+			RETURN jsonb_build_object('action', 'fail', 'error', 'xAI result has no video.url');
+		END IF;
+		RETURN jsonb_build_object('action', 'advance', 'step', 'download',
+			'state', jsonb_build_object('video_url', b -> 'video' ->> 'url',
+										'provider_duration', b -> 'video' -> 'duration'));
+	ELSIF st = 'failed' THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('xAI could not generate the video (%s): %s',
+							coalesce(b -> 'error' ->> 'code', 'failed'),
+							coalesce(b -> 'error' ->> 'message', 'no detail')));
+	ELSIF st = 'expired' THEN
+		RETURN jsonb_build_object('action', 'fail', 'error', format('xAI request %s expired', j.request_id));
+	END IF;
+	RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
+		'state', jsonb_build_object('provider_status', st));
+END;
+$$;
+
+-- xAI offers no way to cancel a request: the cancel job only records that.
+CREATE FUNCTION hagen._xai_cancel_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE sql IMMUTABLE
+	RETURN jsonb_build_object('type', 'noop', 'reason', 'xAI has no cancel endpoint');
