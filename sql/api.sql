@@ -49,7 +49,7 @@ BEGIN
 EXCEPTION WHEN others THEN
 	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
 		det = PG_EXCEPTION_DETAIL, hin = PG_EXCEPTION_HINT;
-	RETURN st || ': ' || regexp_replace(msg, '[0-9a-f]{8}-[1-9a-f][0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>') || coalesce(nullif(' | ' || det, ' | '), '') || coalesce(nullif(' | hint: ' || hin, ' | hint: '), '');
+	RETURN st || ': ' || regexp_replace(msg, '[0-9a-f]{8}-[0-9a-f]{4}-[1-9a-f][0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>') || coalesce(nullif(' | ' || det, ' | '), '') || coalesce(nullif(' | hint: ' || hin, ' | hint: '), '');
 END;
 $f$;
 \pset format unaligned

@@ -584,7 +584,8 @@ $$;
 -- now), or NULL when nothing is queued or leased.
 CREATE FUNCTION hagen.next_due(lane text) RETURNS bigint
 	LANGUAGE sql STABLE AS $$
-	SELECT greatest(0, ceil(extract(epoch FROM (min(t) - now())) * 1000))::bigint
+	SELECT CASE WHEN min(t) IS NOT NULL
+				THEN greatest(0, ceil(extract(epoch FROM (min(t) - now())) * 1000))::bigint END
 	FROM (SELECT min(run_at) AS t FROM hagen.job
 		  WHERE status = 'queued' AND job.lane = next_due.lane
 		  UNION ALL
@@ -619,8 +620,9 @@ BEGIN
 		-- A job past its time limit, or of a canceled project, gets no effect.
 		IF j.deadline_at IS NOT NULL AND j.deadline_at < now() THEN
 			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail', 'error',
-				format('%s job took longer than its time limit (%s)', j.kind,
-					   date_trunc('second', j.deadline_at - j.created_at))));
+				format('%s job did not finish within its time limit (%s)', j.kind,
+					   CASE j.kind WHEN 'compile' THEN 'hagen.compile_timeout'
+								   ELSE 'hagen.clip_timeout' END)));
 			CONTINUE;
 		END IF;
 		IF j.cancel_requested THEN
@@ -784,8 +786,8 @@ BEGIN
 			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = err
 		WHERE id = j.id;
 		PERFORM hagen._log(j.id, j.project_id, 'warning',
-			format('step %s failed (attempt %s), retrying in %s: %s', j.step, j.attempts,
-				   date_trunc('millisecond', delay), err),
+			format('step %s failed (attempt %s), retrying in %s ms: %s', j.step, j.attempts,
+				   round(extract(epoch FROM delay) * 1000), err),
 			summary || jsonb_build_object('retry_in_ms', round(extract(epoch FROM delay) * 1000)));
 	WHEN 'fail' THEN
 		UPDATE hagen.job
@@ -1123,7 +1125,7 @@ BEGIN
 			IF hagen._enqueue(p.id, c.id, 'clip', p.provider, 'submit', common || jsonb_build_object(
 					'start_image', c.source_image_url,
 					'end_image', coalesce(c.end_image_url, c.source_image_url),
-					'prompt', hagen._clip_prompt(c::hagen.video_clip, p),
+					'prompt', hagen._clip_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id), p),
 					'duration', c.duration::integer,
 					'audio', p.generate_native_audio,
 					'key', hagen.get_video_path(p.workspace_id, p.id, c.id || '.mp4'),

@@ -90,7 +90,8 @@ $$;
 -- now), or NULL when nothing is queued or leased.
 CREATE FUNCTION hagen.next_due(lane text) RETURNS bigint
 	LANGUAGE sql STABLE AS $$
-	SELECT greatest(0, ceil(extract(epoch FROM (min(t) - now())) * 1000))::bigint
+	SELECT CASE WHEN min(t) IS NOT NULL
+				THEN greatest(0, ceil(extract(epoch FROM (min(t) - now())) * 1000))::bigint END
 	FROM (SELECT min(run_at) AS t FROM hagen.job
 		  WHERE status = 'queued' AND job.lane = next_due.lane
 		  UNION ALL
@@ -125,8 +126,9 @@ BEGIN
 		-- A job past its time limit, or of a canceled project, gets no effect.
 		IF j.deadline_at IS NOT NULL AND j.deadline_at < now() THEN
 			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail', 'error',
-				format('%s job took longer than its time limit (%s)', j.kind,
-					   date_trunc('second', j.deadline_at - j.created_at))));
+				format('%s job did not finish within its time limit (%s)', j.kind,
+					   CASE j.kind WHEN 'compile' THEN 'hagen.compile_timeout'
+								   ELSE 'hagen.clip_timeout' END)));
 			CONTINUE;
 		END IF;
 		IF j.cancel_requested THEN
@@ -290,8 +292,8 @@ BEGIN
 			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = err
 		WHERE id = j.id;
 		PERFORM hagen._log(j.id, j.project_id, 'warning',
-			format('step %s failed (attempt %s), retrying in %s: %s', j.step, j.attempts,
-				   date_trunc('millisecond', delay), err),
+			format('step %s failed (attempt %s), retrying in %s ms: %s', j.step, j.attempts,
+				   round(extract(epoch FROM delay) * 1000), err),
 			summary || jsonb_build_object('retry_in_ms', round(extract(epoch FROM delay) * 1000)));
 	WHEN 'fail' THEN
 		UPDATE hagen.job

@@ -112,7 +112,7 @@ BEGIN
 			IF hagen._enqueue(p.id, c.id, 'clip', p.provider, 'submit', common || jsonb_build_object(
 					'start_image', c.source_image_url,
 					'end_image', coalesce(c.end_image_url, c.source_image_url),
-					'prompt', hagen._clip_prompt(c::hagen.video_clip, p),
+					'prompt', hagen._clip_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id), p),
 					'duration', c.duration::integer,
 					'audio', p.generate_native_audio,
 					'key', hagen.get_video_path(p.workspace_id, p.id, c.id || '.mp4'),

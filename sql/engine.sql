@@ -1,0 +1,239 @@
+-- The job engine driven by hand: a fake provider answers every effect
+-- with canned outcomes, with no network, through whole pipelines.
+\pset null '(null)'
+
+-- Test helpers shared with the later regress files.
+CREATE SCHEMA t;
+-- Outcomes to give instead of the happy ones: (kind, clip seq, step) -> outcome, n times.
+CREATE TABLE t.script (id serial, kind text, clip_seq integer, step text, outcome jsonb, times integer DEFAULT 1);
+
+-- The happy answer of a fake Fal.ai / storage / compile to an effect.
+CREATE FUNCTION t.happy(j hagen.job, eff jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+	seq integer := (SELECT sequence_order FROM hagen.video_clip WHERE id = j.clip_id);
+	req text := j.kind || '-' || seq;
+BEGIN
+	IF j.kind = 'compile' THEN
+		RETURN jsonb_build_object('status', 'ok', 'final_key', eff -> 'output' ->> 'key',
+			'thumbnail_key', eff -> 'thumbnail' ->> 'key',
+			'result', jsonb_build_object('duration', 5.0 * jsonb_array_length(eff -> 'segments'),
+										 'mode', 'copy_video_mix_audio'));
+	ELSIF j.kind = 'cancel' THEN
+		RETURN '{"status": 202, "body_text": "{\"status\": \"CANCELLATION_REQUESTED\"}"}';
+	END IF;
+	CASE j.step
+	WHEN 'submit' THEN
+		IF j.provider = 'xai' THEN
+			RETURN jsonb_build_object('status', 200, 'body_text', jsonb_build_object('request_id', req)::text);
+		END IF;
+		RETURN jsonb_build_object('status', 200, 'headers', jsonb_build_object('x-fal-request-id', req),
+			'body_text', jsonb_build_object('status', 'IN_QUEUE', 'request_id', req,
+				'status_url', 'http://fal.test/queue/fal-ai/kling-video/requests/' || req || '/status',
+				'response_url', 'http://fal.test/queue/fal-ai/kling-video/requests/' || req,
+				'cancel_url', 'http://fal.test/queue/fal-ai/kling-video/requests/' || req || '/cancel',
+				'queue_position', 0)::text);
+	WHEN 'poll' THEN
+		IF j.provider = 'xai' THEN
+			IF j.state ->> 'provider_status' IS NULL THEN
+				RETURN '{"status": 202, "body_text": "{\"status\": \"pending\", \"progress\": 40}"}';
+			END IF;
+			RETURN jsonb_build_object('status', 200, 'body_text', jsonb_build_object('status', 'done',
+				'video', jsonb_build_object('url', 'https://vidgen.x.ai/' || req || '.mp4', 'duration', 5),
+				'progress', 100)::text);
+		ELSIF j.state ->> 'provider_status' IS NULL THEN
+			RETURN jsonb_build_object('status', 202, 'body_text',
+				jsonb_build_object('status', 'IN_QUEUE', 'queue_position', 3)::text);
+		ELSIF j.state ->> 'provider_status' = 'IN_QUEUE' THEN
+			RETURN jsonb_build_object('status', 202, 'body_text', '{"status": "IN_PROGRESS", "logs": null}');
+		END IF;
+		RETURN jsonb_build_object('status', 200, 'body_text',
+			'{"status": "COMPLETED", "logs": null, "metrics": {"inference_time": 3.4}}');
+	WHEN 'result' THEN
+		RETURN jsonb_build_object('status', 200, 'body_text', jsonb_build_object('video',
+			jsonb_build_object('url', 'https://v3.fal.media/files/' || req || '/output.mp4',
+							   'content_type', 'video/mp4'))::text);
+	WHEN 'download' THEN
+		RETURN jsonb_build_object('status', 200, 'file', eff ->> 'save_to', 'bytes', 123456);
+	WHEN 'store' THEN
+		RETURN '{"status": 200, "headers": {"etag": "\"abc\""}}';
+	END CASE;
+	RAISE EXCEPTION 'no happy answer for % step %', j.kind, j.step;
+END;
+$$;
+
+-- Makes every queued job due now (skips back-off waits).
+CREATE FUNCTION t.due() RETURNS void LANGUAGE sql AS $$
+	UPDATE hagen.job SET run_at = now() - interval '1 second' WHERE status = 'queued';
+$$;
+
+-- One round of a worker: claim every due job of a lane and answer each.
+CREATE FUNCTION t.tick(lane text DEFAULT 'http')
+	RETURNS TABLE (kind text, seq integer, step text, verdict text, next_step text, status text)
+	LANGUAGE plpgsql AS $$
+DECLARE
+	c record;
+	j hagen.job;
+	o jsonb;
+	s t.script;
+BEGIN
+	PERFORM t.due();
+	FOR c IN SELECT * FROM hagen.claim_jobs(tick.lane, 100) ORDER BY 1 LOOP
+		SELECT * INTO j FROM hagen.job WHERE id = c.job_id;
+		seq := (SELECT sequence_order FROM hagen.video_clip WHERE id = j.clip_id);
+		SELECT * INTO s FROM t.script x
+		WHERE x.kind = j.kind AND x.clip_seq IS NOT DISTINCT FROM seq AND x.step = j.step AND x.times > 0
+		ORDER BY x.id LIMIT 1;
+		IF FOUND THEN
+			UPDATE t.script x SET times = x.times - 1 WHERE x.id = s.id;
+			o := s.outcome;
+		ELSE
+			o := t.happy(j, c.effect);
+		END IF;
+		kind := j.kind;
+		step := j.step;
+		verdict := hagen.complete_job(c.job_id, c.token, o);
+		SELECT q.step, q.status INTO next_step, status FROM hagen.job q WHERE q.id = c.job_id;
+		RETURN NEXT;
+	END LOOP;
+END;
+$$;
+
+
+-- Runs the workers until nothing is left to do: every lane, round after
+-- round.  Returns how many effects were answered.
+CREATE FUNCTION t.run(max_rounds integer DEFAULT 50) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+	total integer := 0;
+	n integer;
+	i integer;
+BEGIN
+	FOR i IN 1 .. max_rounds LOOP
+		SELECT count(*) INTO n FROM t.tick('http');
+		total := total + n;
+		IF n = 0 THEN
+			SELECT count(*) INTO n FROM t.tick('compile');
+			total := total + n;
+			EXIT WHEN n = 0;
+		END IF;
+	END LOOP;
+	RETURN total;
+END;
+$$;
+
+-- A project of three clips (the second with a seamless transition) and music.
+CREATE FUNCTION t.project(ws text, provider text DEFAULT 'fal') RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+	m uuid := hagen.add_music_track('Bright', 'https://music.example.com/bright.mp3', 'acoustic', 'uplifting');
+	p uuid := hagen.create_project(ws, '16:9', provider, false, m, 0.3, 1.0);
+BEGIN
+	PERFORM hagen.add_clip(p, 'https://img.example.com/1.jpg', room_type => 'exterior');
+	PERFORM hagen.add_clip(p, 'https://img.example.com/2.jpg', 'https://img.example.com/2-end.jpg',
+						   'living_room', 'Living room', transition_type => 'seamless');
+	PERFORM hagen.add_clip(p, 'https://img.example.com/3.jpg', room_type => 'Primary Bedroom', duration => 10);
+	RETURN p;
+END;
+$$;
+
+-- 1. A whole pipeline, happy path.
+SELECT t.project('ws-happy') AS p \gset
+SELECT status, enqueued_jobs, estimated_cost_cents, progress
+FROM jsonb_to_record(hagen.start_video(:'p'))
+	AS r(status text, enqueued_jobs int, estimated_cost_cents int, progress jsonb);
+-- The jobs: clips and the transition start together (one provider round).
+SELECT j.kind, c.sequence_order AS seq, j.step, j.status, j.state ->> 'prompt' AS prompt,
+       j.state ->> 'start_image' AS start_image, j.state ->> 'end_image' AS end_image,
+       j.state ->> 'key' AS key_tail
+FROM hagen.job j JOIN hagen.video_clip c ON c.id = j.clip_id
+WHERE j.project_id = :'p' ORDER BY j.id;
+-- The submit effects, exactly as they go to Fal.ai.
+SELECT c.effect ->> 'method' AS method, c.effect ->> 'url' AS url, c.effect ->> 'auth' AS auth,
+       c.effect -> 'body' AS body
+FROM hagen.claim_jobs('http', 1) c;
+-- That job is leased now: nobody else gets it.
+SELECT count(*) AS claimable FROM hagen.job WHERE status = 'queued';
+UPDATE hagen.job SET status = 'queued', lease_token = NULL, attempts = 0 WHERE status = 'running';
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT status, completed_clips, progress FROM hagen.video_project WHERE id = :'p';
+-- The compile effect lists clip 0, clip 1, its transition, clip 2, with the music.
+SELECT c.effect -> 'segments' @? '$[3]' AS four_segments,
+       jsonb_path_query_array(c.effect -> 'segments', '$[*].kind') AS kinds,
+       c.effect -> 'music' ->> 'url' AS music, c.effect -> 'music' -> 'volume' AS volume,
+       c.effect -> 'output' ->> 'url' LIKE 'http://s3.test:9000/videos/ws-happy/videos/%/final.mp4' AS output_url
+FROM hagen.claim_jobs('compile', 1) c;
+UPDATE hagen.job SET status = 'queued', lease_token = NULL, attempts = 0 WHERE status = 'running';
+SELECT * FROM t.tick('compile');
+SELECT status, duration, completed_clips, failed_clips, estimated_cost_cents, actual_cost_cents,
+       final_video_url LIKE 'https://cdn.example.com/ws-happy/videos/%/final.mp4' AS final_url,
+       thumbnail_url LIKE '%/thumbnail.jpg' AS thumb, error_message, progress
+FROM hagen.video_project WHERE id = :'p';
+SELECT c.sequence_order, c.status, c.clip_url LIKE 'https://cdn.example.com/ws-happy/videos/%.mp4' AS url_ok,
+       c.transition_status, c.transition_clip_url LIKE '%/transition_%.mp4' AS transition_ok, c.cost_cents
+FROM hagen.video_clip c WHERE project_id = :'p' ORDER BY 1;
+-- Each clip was submitted exactly once, and the log tells the story.
+SELECT kind, count(*) FILTER (WHERE message LIKE 'submitted%') AS submits
+FROM hagen.job_log l JOIN hagen.job j ON j.id = l.job_id WHERE j.project_id = :'p'
+GROUP BY kind ORDER BY kind;
+SELECT level, message FROM hagen.job_log
+WHERE job_id = (SELECT min(id) FROM hagen.job WHERE project_id = :'p') ORDER BY id;
+-- Starting a completed project is refused.
+SELECT hagen.start_video(:'p');
+
+-- 2. Faults: 429 with Retry-After and a 503 are retried; a lost submit
+-- answer is never sent again; a 422 at result time fails that clip only.
+SELECT t.project('ws-faults') AS p \gset
+INSERT INTO t.script (kind, clip_seq, step, outcome, times) VALUES
+	('clip', 0, 'submit', '{"status": 429, "headers": {"retry-after": "30"}, "body_text": "{\"detail\": \"Rate limited\"}"}', 1),
+	('clip', 0, 'poll', '{"status": 503, "body_text": "<html>busy</html>"}', 1),
+	('clip', 1, 'submit', '{"status": 0, "error": "http://fal.test/queue: Operation timed out", "phase": "transfer"}', 1),
+	('clip', 2, 'result', '{"status": 422, "body_text": "{\"detail\": [{\"loc\": [\"body\", \"prompt\"], \"msg\": \"Prompt violates the content policy\", \"type\": \"content_policy_violation\"}]}"}', 1),
+	('transition', 1, 'poll', '{"status": 200, "body_text": "{not json"}', 1);
+SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT * FROM t.tick();
+-- The 429 waits at least its Retry-After.
+SELECT step, attempts, last_error, run_at - now() >= interval '29 seconds' AS waits
+FROM hagen.job WHERE project_id = :'p' AND kind = 'clip' AND status = 'queued' AND last_error IS NOT NULL;
+SELECT t.run() > 0 AS ran;
+SELECT c.sequence_order, c.status, c.error_message FROM hagen.video_clip c
+WHERE c.project_id = :'p' ORDER BY 1;
+SELECT kind, step, status, submit_unconfirmed, total_attempts FROM hagen.job
+WHERE project_id = :'p' ORDER BY id;
+-- Back-off is visible in the log.
+SELECT level, regexp_replace(message, '\d+ ms', 'N ms') AS message
+FROM hagen.job_log WHERE project_id = :'p' AND level = 'warning' ORDER BY id;
+SELECT status, completed_clips, failed_clips, error_message FROM hagen.video_project WHERE id = :'p';
+
+-- 3. A stale token is ignored: the job was recovered and claimed again.
+SELECT t.project('ws-stale') AS p \gset
+SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT job_id AS stale_job, token AS stale_token FROM hagen.claim_jobs('http', 1) \gset
+UPDATE hagen.job SET lease_expires_at = now() - interval '1 second' WHERE id = :stale_job;
+SELECT count(*) AS reclaimed FROM hagen.claim_jobs('http', 100) WHERE job_id = :stale_job;
+SELECT hagen.complete_job(:stale_job, :stale_token, '{"status": 200}');
+SELECT level, regexp_replace(message, '\d+ ms', 'N ms') AS message FROM hagen.job_log WHERE job_id = :stale_job ORDER BY id;
+
+UPDATE hagen.job SET lease_expires_at = now() - interval '1 second' WHERE status = 'running';
+SELECT t.run() > 0 AS ran;
+SELECT status FROM hagen.video_project WHERE id = :'p';
+
+-- 4. Every clip fails: the project fails and says why.
+SELECT t.project('ws-allfail') AS p \gset
+INSERT INTO t.script (kind, clip_seq, step, outcome, times) SELECT 'clip', s, 'submit',
+	'{"status": 403, "body_text": "{\"detail\": \"User is locked. Reason: Exhausted balance.\"}"}', 1
+FROM generate_series(0, 2) s;
+SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT t.run() > 0 AS ran;
+SELECT status, failed_clips, error_message FROM hagen.video_project WHERE id = :'p';
+
+-- 5. A job past its time limit is failed without another effect.
+SELECT t.project('ws-timeout') AS p \gset
+SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+UPDATE hagen.job SET deadline_at = now() - interval '1 second' WHERE project_id = :'p';
+SELECT count(*) AS effects FROM hagen.claim_jobs('http', 100);
+SELECT DISTINCT status, last_error FROM hagen.job WHERE project_id = :'p';
+SELECT status, error_message FROM hagen.video_project WHERE id = :'p';

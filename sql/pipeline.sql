@@ -1,0 +1,102 @@
+-- Project life cycle: idempotent start, cancel (with provider cancels),
+-- retry of only what failed, the xAI adapter, recovery and scheduling.
+\pset null '(null)'
+SELECT count(*) AS leftover FROM hagen.job WHERE status IN ('queued', 'running');
+
+-- 1. Starting twice queues the work once.
+SELECT t.project('ws-idem') AS p \gset
+SELECT (hagen.start_video(:'p')) -> 'enqueued_jobs' AS first;
+SELECT (hagen.start_video(:'p')) ->> 'note' AS second;
+SELECT kind, count(*) FROM hagen.job WHERE project_id = :'p' GROUP BY kind ORDER BY kind;
+
+-- 2. Cancel while running: queued jobs stop at once, a job whose request
+-- is at the provider gets a cancel request, a running effect's answer is
+-- kept (its request id) and then canceled too.
+SELECT * FROM t.tick();
+SELECT job_id AS running_job, token AS running_token FROM hagen.claim_jobs('http', 1) \gset
+SELECT (hagen.cancel_video(:'p')) ->> 'status' AS status;
+SELECT kind, step, status, cancel_requested FROM hagen.job WHERE project_id = :'p' ORDER BY id;
+SELECT hagen.complete_job(:running_job, :running_token,
+	'{"status": 202, "body_text": "{\"status\": \"IN_PROGRESS\", \"logs\": null}"}');
+SELECT j.kind, j.status, j.state ->> 'request_id' AS request_id, e.effect ->> 'method' AS method,
+       e.effect ->> 'url' AS url
+FROM hagen.claim_jobs('http', 10) e JOIN hagen.job j ON j.id = e.job_id ORDER BY j.id;
+UPDATE hagen.job SET status = 'queued', lease_token = NULL WHERE status = 'running' AND kind = 'cancel';
+SELECT * FROM t.tick();
+SELECT status, progress ->> 'label' AS label FROM hagen.video_project WHERE id = :'p';
+SELECT sequence_order, status, transition_status FROM hagen.video_clip WHERE project_id = :'p' ORDER BY 1;
+SELECT hagen.cancel_video(:'p') ->> 'note' AS again;
+SELECT hagen.start_video(:'p');
+
+-- 3. Retry: only the canceled clips are generated again, then compiled.
+UPDATE hagen.video_clip SET status = 'completed', clip_url = 'https://cdn.example.com/kept.mp4'
+WHERE project_id = :'p' AND sequence_order = 0;
+SELECT (hagen.retry_video(:'p')) -> 'enqueued_jobs' AS enqueued;
+SELECT c.sequence_order, j.kind FROM hagen.job j JOIN hagen.video_clip c ON c.id = j.clip_id
+WHERE j.project_id = :'p' AND j.status = 'queued' ORDER BY 1, 2;
+SELECT t.run() > 0 AS ran;
+SELECT status, completed_clips, error_message FROM hagen.video_project WHERE id = :'p';
+SELECT clip_url FROM hagen.video_clip WHERE project_id = :'p' AND sequence_order = 0;
+SELECT (hagen.retry_video(:'p')) ->> 'note' AS nothing_left;
+
+-- 4. An unconfirmed submit is sent again only by retry_video.
+SELECT t.project('ws-unconfirmed') AS p \gset
+INSERT INTO t.script (kind, clip_seq, step, outcome, times) VALUES ('clip', 2, 'submit',
+	'{"status": 502, "body_text": "<html>Bad Gateway</html>"}', 1);
+SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT t.run() > 0 AS ran;
+SELECT status, completed_clips, failed_clips FROM hagen.video_project WHERE id = :'p';
+SELECT (hagen.retry_video(:'p')) -> 'enqueued_jobs' AS resubmits;
+SELECT t.run() > 0 AS ran;
+SELECT status, completed_clips, failed_clips, error_message FROM hagen.video_project WHERE id = :'p';
+
+-- 5. The xAI adapter: its request shapes and both answer shapes.
+SELECT t.project('ws-xai', 'xai') AS p \gset
+SELECT (hagen.start_video(:'p')) -> 'estimated_cost_cents' AS estimate;
+SELECT e.effect ->> 'url' AS url, e.effect ->> 'auth' AS auth, e.effect -> 'body' AS body
+FROM hagen.claim_jobs('http', 1) e;
+UPDATE hagen.job SET status = 'queued', lease_token = NULL WHERE status = 'running';
+DELETE FROM t.script;
+INSERT INTO t.script (kind, clip_seq, step, outcome, times) SELECT 'clip', s, 'submit',
+	jsonb_build_object('status', 200, 'body_text', format('{"request_id": "xai-%s"}', s)), 1
+FROM generate_series(0, 2) s;
+INSERT INTO t.script (kind, clip_seq, step, outcome, times) VALUES
+	('transition', 1, 'submit', '{"status": 200, "body_text": "{\"request_id\": \"xai-t1\"}"}', 1),
+	('clip', 0, 'poll', '{"status": 202, "body_text": ""}', 1),
+	('clip', 0, 'poll', '{"status": 200, "body_text": "{\"status\": \"done\", \"video\": {\"url\": \"https://vidgen.x.ai/a.mp4\", \"duration\": 5, \"respect_moderation\": true}, \"model\": \"grok-imagine-video\", \"progress\": 100}"}', 1),
+	('clip', 1, 'poll', '{"status": 200, "body_text": "{\"video\": {\"url\": \"https://vidgen.x.ai/legacy.mp4\", \"duration\": 5}, \"model\": \"grok-imagine-video\"}"}', 1),
+	('clip', 2, 'poll', '{"status": 200, "body_text": "{\"status\": \"failed\", \"error\": {\"code\": \"invalid_argument\", \"message\": \"Prompt cannot be empty.\"}}"}', 1),
+	('transition', 1, 'poll', '{"status": 200, "body_text": "{\"status\": \"done\", \"video\": {\"url\": \"\", \"respect_moderation\": false}}"}', 1);
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT c.sequence_order, j.kind, j.status, j.step, j.request_id, j.state ->> 'video_url' AS video_url, j.last_error
+FROM hagen.job j JOIN hagen.video_clip c ON c.id = j.clip_id WHERE j.project_id = :'p' ORDER BY j.id;
+SELECT t.run() > 0 AS ran;
+SELECT status, completed_clips, failed_clips, actual_cost_cents, error_message FROM hagen.video_project WHERE id = :'p';
+
+-- 6. A worker that restarts takes its lane's orphaned jobs up at once.
+SELECT t.project('ws-recover') AS p \gset
+SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT count(*) AS claimed FROM hagen.claim_jobs('http', 100);
+UPDATE hagen.job SET lease_owner = 999999 WHERE status = 'running';
+SELECT hagen.recover_jobs('http') AS recovered;
+SELECT hagen.next_due('http') AS due_ms;
+SELECT hagen.next_due('compile') IS NULL AS compile_idle;
+SELECT t.run() > 0 AS ran;
+SELECT status FROM hagen.video_project WHERE id = :'p';
+
+-- 7. Heartbeats keep a lease and report progress; a canceled job is told to stop.
+SELECT t.project('ws-beat') AS p \gset
+UPDATE hagen.video_clip SET status = 'completed' WHERE project_id = :'p';
+UPDATE hagen.video_clip SET transition_status = 'completed' WHERE project_id = :'p' AND sequence_order = 1;
+SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT job_id AS cj, token AS ct FROM hagen.claim_jobs('compile', 1) \gset
+SELECT hagen.heartbeat(:cj, :ct, '{"step": "compiling", "label": "Compiling", "percent": 92}') AS keep;
+SELECT progress FROM hagen.video_project WHERE id = :'p';
+SELECT hagen.heartbeat(:cj, :ct + 1) AS wrong_token;
+SELECT (hagen.cancel_video(:'p')) ->> 'status' AS status;
+SELECT hagen.heartbeat(:cj, :ct) AS keep_after_cancel;
+SELECT hagen.complete_job(:cj, :ct, '{"status": "error", "error": "killed"}');
+SELECT kind, status FROM hagen.job WHERE project_id = :'p';
+SELECT count(*) AS left_running FROM hagen.job WHERE status IN ('queued', 'running');
