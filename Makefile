@@ -22,7 +22,7 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl libcrypto)
 
 REGRESS = api engine pipeline
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/hagenkit.conf
-ISOLATION = concurrent_start concurrent_claim
+ISOLATION = concurrent_start concurrent_claim notify
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso --temp-instance=tmp_check_iso \
 	--temp-config=test/hagenkit.conf
 TAP_TESTS = 1
