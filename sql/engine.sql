@@ -7,6 +7,25 @@ CREATE SCHEMA t;
 -- Outcomes to give instead of the happy ones: (kind, clip seq, step) -> outcome, n times.
 CREATE TABLE t.script (id serial, kind text, clip_seq integer, step text, outcome jsonb, times integer DEFAULT 1);
 
+-- Masks random uuids in text so that outputs are stable.
+CREATE FUNCTION t.mask(s text) RETURNS text LANGUAGE sql IMMUTABLE
+	RETURN regexp_replace(s, '[0-9a-f]{8}-[0-9a-f]{4}-[1-9a-f][0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'g');
+
+-- Runs a statement and shows the error it raises: SQLSTATE, message, detail, hint.
+CREATE FUNCTION t.err(q text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE
+	st text; msg text; det text; hin text;
+BEGIN
+	EXECUTE q;
+	RETURN 'no error';
+EXCEPTION WHEN others THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+		det = PG_EXCEPTION_DETAIL, hin = PG_EXCEPTION_HINT;
+	RETURN st || ': ' || t.mask(msg) || coalesce(' | ' || nullif(det, ''), '')
+		|| coalesce(' | hint: ' || nullif(hin, ''), '');
+END;
+$f$;
+
 -- The happy answer of a fake Fal.ai / storage / compile to an effect.
 CREATE FUNCTION t.happy(j hagen.job, eff jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
@@ -142,7 +161,7 @@ FROM jsonb_to_record(hagen.start_video(:'p'))
 -- The jobs: clips and the transition start together (one provider round).
 SELECT j.kind, c.sequence_order AS seq, j.step, j.status, j.state ->> 'prompt' AS prompt,
        j.state ->> 'start_image' AS start_image, j.state ->> 'end_image' AS end_image,
-       j.state ->> 'key' AS key_tail
+       t.mask(j.state ->> 'key') AS key
 FROM hagen.job j JOIN hagen.video_clip c ON c.id = j.clip_id
 WHERE j.project_id = :'p' ORDER BY j.id;
 -- The submit effects, exactly as they go to Fal.ai.
@@ -182,7 +201,7 @@ GROUP BY kind ORDER BY kind;
 SELECT level, message FROM hagen.job_log
 WHERE job_id = (SELECT min(id) FROM hagen.job WHERE project_id = :'p') ORDER BY id;
 -- Starting a completed project is refused.
-SELECT hagen.start_video(:'p');
+SELECT t.err(format('SELECT hagen.start_video(%L)', :'p'));
 
 -- 2. Faults: 429 with Retry-After and a 503 are retried; a lost submit
 -- answer is never sent again; a 422 at result time fails that clip only.
@@ -211,14 +230,24 @@ SELECT status, completed_clips, failed_clips, error_message FROM hagen.video_pro
 -- 3. A stale token is ignored: the job was recovered and claimed again.
 SELECT t.project('ws-stale') AS p \gset
 SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT count(*) AS submitted FROM t.tick();
+UPDATE hagen.job SET run_at = now() WHERE status = 'queued';
 SELECT job_id AS stale_job, token AS stale_token FROM hagen.claim_jobs('http', 1) \gset
 UPDATE hagen.job SET lease_expires_at = now() - interval '1 second' WHERE id = :stale_job;
 SELECT count(*) AS reclaimed FROM hagen.claim_jobs('http', 100) WHERE job_id = :stale_job;
 SELECT hagen.complete_job(:stale_job, :stale_token, '{"status": 200}');
-SELECT level, regexp_replace(message, '\d+ ms', 'N ms') AS message FROM hagen.job_log WHERE job_id = :stale_job ORDER BY id;
-
+SELECT level, message FROM hagen.job_log WHERE job_id = :stale_job ORDER BY id;
 UPDATE hagen.job SET lease_expires_at = now() - interval '1 second' WHERE status = 'running';
 SELECT t.run() > 0 AS ran;
+SELECT status FROM hagen.video_project WHERE id = :'p';
+
+-- A submit whose worker vanished mid-request is never sent again on its own.
+SELECT t.project('ws-vanished') AS p \gset
+SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT count(*) AS claimed FROM hagen.claim_jobs('http', 100);
+UPDATE hagen.job SET lease_expires_at = now() - interval '1 second' WHERE status = 'running';
+SELECT count(*) AS effects FROM hagen.claim_jobs('http', 100);
+SELECT kind, status, submit_unconfirmed, last_error FROM hagen.job WHERE project_id = :'p' ORDER BY id;
 SELECT status FROM hagen.video_project WHERE id = :'p';
 
 -- 4. Every clip fails: the project fails and says why.

@@ -26,7 +26,7 @@ SELECT * FROM t.tick();
 SELECT status, progress ->> 'label' AS label FROM hagen.video_project WHERE id = :'p';
 SELECT sequence_order, status, transition_status FROM hagen.video_clip WHERE project_id = :'p' ORDER BY 1;
 SELECT hagen.cancel_video(:'p') ->> 'note' AS again;
-SELECT hagen.start_video(:'p');
+SELECT t.err(format('SELECT hagen.start_video(%L)', :'p'));
 
 -- 3. Retry: only the canceled clips are generated again, then compiled.
 UPDATE hagen.video_clip SET status = 'completed', clip_url = 'https://cdn.example.com/kept.mp4'
@@ -78,6 +78,8 @@ SELECT status, completed_clips, failed_clips, actual_cost_cents, error_message F
 -- 6. A worker that restarts takes its lane's orphaned jobs up at once.
 SELECT t.project('ws-recover') AS p \gset
 SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT count(*) AS submitted FROM t.tick();
+UPDATE hagen.job SET run_at = now() WHERE status = 'queued';
 SELECT count(*) AS claimed FROM hagen.claim_jobs('http', 100);
 UPDATE hagen.job SET lease_owner = 999999 WHERE status = 'running';
 SELECT hagen.recover_jobs('http') AS recovered;

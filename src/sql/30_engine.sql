@@ -32,56 +32,66 @@ BEGIN
 END;
 $$;
 
--- Puts back in the queue the running jobs of a lane whose lease has expired
--- (their worker died or hung).  Their step is re-run from its recorded state.
+-- Takes up a job whose worker died or hung: its step is re-run from its
+-- recorded state.  A submit is the exception: it may have reached the
+-- provider (and be billed), so unless hagen.resubmit_unconfirmed is on it
+-- is not sent again; the job fails and hagen.retry_video() resends it.
+CREATE FUNCTION hagen._recover(j hagen.job, reason text) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	IF j.kind IN ('clip', 'transition') AND j.step = 'submit'
+	   AND NOT coalesce(hagen._setting('hagen.resubmit_unconfirmed', 'off')::boolean, false) THEN
+		PERFORM hagen._apply(j, jsonb_build_object('action', 'fail', 'unconfirmed', true,
+			'error', format('submit to %s unconfirmed: %s while the request was being sent. It may have reached the provider and be billed, so it was not sent again; hagen.retry_video() sends it again.',
+							j.provider, reason)));
+		RETURN;
+	END IF;
+	UPDATE hagen.job
+	SET status = 'queued', run_at = now(), lease_token = NULL, lease_owner = NULL,
+		lease_expires_at = NULL, last_error = reason
+	WHERE id = j.id;
+	PERFORM hagen._log(j.id, j.project_id, 'warning', reason || '; job taken up again',
+					   jsonb_build_object('step', j.step));
+END;
+$$;
+
+-- Takes up the running jobs of a lane whose lease has expired.
 CREATE FUNCTION hagen._recover_expired(lane text) RETURNS integer
 	LANGUAGE plpgsql AS $$
 DECLARE
-	n integer;
+	j hagen.job;
+	n integer := 0;
 BEGIN
-	WITH expired AS (
-		UPDATE hagen.job j
-		SET status = 'queued', run_at = now(), lease_token = NULL, lease_owner = NULL,
-			lease_expires_at = NULL, last_error = 'lease expired'
-		WHERE j.lane = _recover_expired.lane AND j.status = 'running'
-		  AND j.lease_expires_at < now()
-		RETURNING j.id, j.project_id, j.step
-	), logged AS (
-		INSERT INTO hagen.job_log (job_id, project_id, level, message, detail)
-		SELECT id, project_id, 'warning', 'lease expired; job taken up again',
-			   jsonb_build_object('step', step)
-		FROM expired
-		RETURNING 1
-	)
-	SELECT count(*) INTO n FROM logged;
+	FOR j IN SELECT * FROM hagen.job q
+			 WHERE q.lane = _recover_expired.lane AND q.status = 'running'
+			   AND q.lease_expires_at < now()
+			 ORDER BY q.id FOR UPDATE SKIP LOCKED
+	LOOP
+		PERFORM hagen._recover(j, 'lease expired');
+		n := n + 1;
+	END LOOP;
 	RETURN n;
 END;
 $$;
 
--- Called by a worker when it starts: the jobs it (or a previous incarnation
--- with a dead backend) held are taken up again at once instead of waiting
--- for their leases to expire.
+-- Called by a worker when it starts: the jobs of its lane held by a backend
+-- that no longer exists are taken up at once instead of waiting for their
+-- leases to expire.
 CREATE FUNCTION hagen.recover_jobs(lane text) RETURNS integer
 	LANGUAGE plpgsql AS $$
 DECLARE
-	n integer;
+	j hagen.job;
+	n integer := 0;
 BEGIN
-	WITH orphaned AS (
-		UPDATE hagen.job j
-		SET status = 'queued', run_at = now(), lease_token = NULL, lease_owner = NULL,
-			lease_expires_at = NULL, last_error = 'worker restarted'
-		WHERE j.lane = recover_jobs.lane AND j.status = 'running'
-		  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-						  WHERE a.pid = j.lease_owner AND a.pid <> pg_backend_pid())
-		RETURNING j.id, j.project_id, j.step
-	), logged AS (
-		INSERT INTO hagen.job_log (job_id, project_id, level, message, detail)
-		SELECT id, project_id, 'warning', 'worker restarted; job taken up again',
-			   jsonb_build_object('step', step)
-		FROM orphaned
-		RETURNING 1
-	)
-	SELECT count(*) INTO n FROM logged;
+	FOR j IN SELECT * FROM hagen.job q
+			 WHERE q.lane = recover_jobs.lane AND q.status = 'running'
+			   AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+							   WHERE a.pid = q.lease_owner AND a.pid <> pg_backend_pid())
+			 ORDER BY q.id FOR UPDATE SKIP LOCKED
+	LOOP
+		PERFORM hagen._recover(j, 'worker restarted');
+		n := n + 1;
+	END LOOP;
 	RETURN n;
 END;
 $$;
