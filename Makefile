@@ -16,8 +16,8 @@ PGFILEDESC = "hagenkit - AI video pipeline inside PostgreSQL"
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA = $(filter-out $(DATA_built), $(wildcard sql/$(EXTENSION)--*.sql))
 
-PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
-	-Wno-sign-compare -DHAGEN_VERSION=\"$(EXTVERSION)\" -Isrc $(shell pkg-config --cflags libcurl openssl)
+PG_CPPFLAGS = -std=gnu11 -Wall -Wextra \
+	-isystem $(shell $(PG_CONFIG) --includedir-server) -DHAGEN_VERSION=\"$(EXTVERSION)\" -Isrc $(shell pkg-config --cflags libcurl openssl)
 SHLIB_LINK = $(shell pkg-config --libs libcurl libcrypto)
 
 REGRESS = api engine pipeline

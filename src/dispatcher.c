@@ -28,7 +28,7 @@
 #define NOT_INSTALLED_SLEEP_MS 10000
 
 void
-hagen_dispatcher_main(Datum arg)
+hagen_dispatcher_main(Datum arg pg_attribute_unused())
 {
 	MemoryContext cxt;
 	MemoryContext loop_cxt;

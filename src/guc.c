@@ -145,7 +145,7 @@ hagen_effective_work_dir(void)
 
 /* check hook for endpoint settings: empty, or an http(s) URL. */
 static bool
-check_http_url(char **newval, void **extra, GucSource source)
+check_http_url(char **newval, void **extra pg_attribute_unused(), GucSource source pg_attribute_unused())
 {
 	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
@@ -160,7 +160,7 @@ check_http_url(char **newval, void **extra, GucSource source)
 
 /* check hook for the compile helper: an absolute path, or empty for the default. */
 static bool
-check_helper_path(char **newval, void **extra, GucSource source)
+check_helper_path(char **newval, void **extra pg_attribute_unused(), GucSource source pg_attribute_unused())
 {
 	if (*newval == NULL || (*newval)[0] == '\0' || is_absolute_path(*newval))
 		return true;

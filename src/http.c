@@ -103,7 +103,8 @@ static void collect_done(HagenHttp *h);
 /* ---- libcurl callbacks (must never ereport) ---- */
 
 static int
-socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+socket_cb(CURL *easy pg_attribute_unused(), curl_socket_t s, int what, void *userp,
+		  void *socketp pg_attribute_unused())
 {
 	HagenHttp  *h = (HagenHttp *) userp;
 	int			i;
@@ -133,7 +134,7 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 }
 
 static int
-timer_cb(CURLM *multi, long timeout_ms, void *userp)
+timer_cb(CURLM *multi pg_attribute_unused(), long timeout_ms, void *userp)
 {
 	HagenHttp  *h = (HagenHttp *) userp;
 
@@ -144,7 +145,8 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 }
 
 static curl_socket_t
-opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+opensocket_cb(void *clientp, curlsocktype purpose pg_attribute_unused(),
+			  struct curl_sockaddr *addr)
 {
 	Transfer   *t = (Transfer *) clientp;
 

@@ -75,7 +75,7 @@ hagen_shmem_init(void)
 
 /* Clears a worker's latch from shared memory when it exits. */
 static void
-worker_detach(int code, Datum arg)
+worker_detach(int code pg_attribute_unused(), Datum arg)
 {
 	int			v = DatumGetInt32(arg);
 
@@ -127,7 +127,7 @@ hagen_wake_all(void)
 }
 
 static void
-wake_xact_callback(XactEvent event, void *arg)
+wake_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
 	switch (event)
 	{
