@@ -13,6 +13,7 @@ packages=(
 	libipc-run-perl
 	nodejs
 	python3
+	curl
 )
 
 missing=()

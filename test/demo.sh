@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The main job on embedded defaults: a throwaway cluster with hagenkit
+# preloaded, the local Fal.ai simulator and a local S3 server, a sample
+# property of five photos (made here), hagen.start_video, a live progress
+# line until the project ends, and a summary of what was produced.
+# With FAL_KEY and R2_* in the environment it uses the real services instead.
+# Run as root on Debian 12.  Output goes to ./demo-output/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+bash test/deps.sh
+make -s && make -s install >/dev/null
+
+out="$root/demo-output"
+rm -rf "$out"
+mkdir -p "$out"
+work=$(mktemp -d /tmp/hagenkit-demo.XXXXXX)
+chown postgres "$work"
+pids=()
+cleanup() {
+	[ -f "$work/pgdata/postmaster.pid" ] && su postgres -c "pg_ctl -D '$work/pgdata' -m fast stop" >/dev/null 2>&1 || true
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+pgbin=$(pg_config --bindir)
+export PATH="$pgbin:$PATH"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts a node server that prints {"listening": URL}; echoes the URL.
+start_server() {
+	local log=$1; shift
+	node "$@" >"$log" 2>"$log.err" &
+	pids+=($!)
+	for _ in $(seq 1 100); do
+		if grep -q listening "$log" 2>/dev/null; then
+			sed -nE 's/.*"listening" *: *"([^"]+)".*/\1/p' "$log" | head -1
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "server $* did not start:" >&2
+	cat "$log.err" >&2
+	return 1
+}
+
+echo "== local services"
+real_services=false
+if [ -n "${FAL_KEY:-}" ] && [ -n "${R2_ACCOUNT_ID:-}" ] && [ -n "${R2_ACCESS_KEY_ID:-}" ]; then
+	real_services=true
+	echo "using the real Fal.ai and R2 from the environment"
+fi
+s3_key=demo-access-key
+s3_secret=demo-secret-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+fal_key="demo-id:demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+if ! $real_services; then
+	for f in test/sim/fal_sim.js test/s3/s3server.js; do
+		[ -f "$f" ] || { echo "demo: $f is not there yet: the simulators land with the Fal.ai and storage issues" >&2; exit 1; }
+	done
+	fal=$(start_server "$work/fal.log" test/sim/fal_sim.js --port 0 --key "$fal_key" --mode realistic --time-scale "${DEMO_TIME_SCALE:-0.05}" --workdir "$work/fal")
+	s3=$(start_server "$work/s3.log" --openssl-legacy-provider test/s3/s3server.js --port 0 \
+		--access-key "$s3_key" --secret "$s3_secret" --bucket videos --dir "$work/s3")
+	echo "Fal.ai simulator: $fal"
+	echo "S3 server:        $s3 (bucket videos)"
+fi
+
+echo "== sample property"
+names=(exterior living_room kitchen primary_bedroom backyard)
+labels=("Front of the house" "Living room" "Kitchen" "Primary bedroom" "Backyard")
+colors=(0x4a7a3a 0xc9a66b 0xe8e2d0 0x8aa3c2 0x3f8f5f)
+for i in "${!names[@]}"; do
+	ffmpeg -loglevel error -y -f lavfi -i "color=c=${colors[$i]}:s=1280x720,drawbox=x=80:y=80:w=1120:h=560:color=white@0.25:t=fill,drawgrid=w=160:h=120:t=2:c=white@0.4" \
+		-frames:v 1 "$out/photo_$i.jpg"
+done
+ffmpeg -loglevel error -y -f lavfi -i "aevalsrc=0.2*sin(2*PI*220*t)+0.1*sin(2*PI*330*t):s=44100:d=40" -c:a libmp3lame -b:a 128k "$out/music.mp3" 2>/dev/null \
+	|| ffmpeg -loglevel error -y -f lavfi -i "aevalsrc=0.2*sin(2*PI*220*t):s=44100:d=40" "$out/music.wav"
+music_file=$(ls "$out"/music.* | head -1)
+if ! $real_services; then
+	# The local S3 server serves objects to anonymous GETs, like a public bucket.
+	for i in "${!names[@]}"; do
+		curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary @"$out/photo_$i.jpg" "$s3/videos/demo/photo_$i.jpg" >/dev/null
+	done
+	curl -sf -X PUT --data-binary @"$music_file" "$s3/videos/demo/$(basename "$music_file")" >/dev/null
+	image_base="$s3/videos/demo"
+else
+	image_base="${DEMO_IMAGE_BASE:?set DEMO_IMAGE_BASE to a public URL holding photo_0..4.jpg}"
+fi
+
+echo "== throwaway cluster"
+port=$(free_port)
+su postgres -c "initdb -D '$work/pgdata' -A trust -U postgres" >/dev/null
+cat >>"$work/pgdata/postgresql.conf" <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$work'
+shared_preload_libraries = 'hagenkit'
+hagen.database = 'postgres'
+hagen.poll_interval = '200ms'
+CONF
+if ! $real_services; then
+	cat >>"$work/pgdata/postgresql.conf" <<CONF
+hagen.fal_key = '$fal_key'
+hagen.fal_queue_url = '$fal/queue'
+hagen.fal_rest_url = '$fal/rest'
+hagen.s3_endpoint = '$s3'
+hagen.s3_bucket = 'videos'
+hagen.s3_access_key_id = '$s3_key'
+hagen.s3_secret_access_key = '$s3_secret'
+hagen.public_url = '$s3/videos'
+CONF
+fi
+su postgres -c "pg_ctl -D '$work/pgdata' -l '$work/server.log' -w start" >/dev/null
+psql_() { su postgres -c "psql -h '$work' -p $port -d postgres -X -q -At -v ON_ERROR_STOP=1 $*"; }
+psql_ "-c 'CREATE EXTENSION hagenkit'"
+
+project=$(psql_ "-c \"
+	SELECT p FROM hagen.add_music_track('Warm acoustic', '$image_base/$(basename "$music_file")', 'acoustic', 'warm') m,
+		LATERAL hagen.create_project('demo-workspace', '16:9', 'fal', false, m, 0.3, 1.0, '{\\\"listing\\\": \\\"12 Demo Street\\\"}') p\"")
+for i in "${!names[@]}"; do
+	transition=cut
+	[ "$i" = 1 ] && transition=seamless
+	psql_ "-c \"SELECT hagen.add_clip('$project', '$image_base/photo_$i.jpg', room_type => '${names[$i]}', room_label => '${labels[$i]}', transition_type => '$transition')\"" >/dev/null
+done
+echo "project $project: ${#names[@]} photos, one seamless transition, a music track"
+
+echo "== hagen.start_video"
+start=$(date +%s%N)
+psql_ "-c \"SELECT jsonb_pretty(hagen.start_video('$project') - 'clips')\""
+status=generating
+while :; do
+	line=$(psql_ "-c \"SELECT status || '|' || (progress->>'percent') || '|' || (progress->>'label') FROM hagen.video_project WHERE id = '$project'\"")
+	IFS='|' read -r status percent label <<<"$line"
+	printf '\r[%-40s] %5s%%  %-12s %-50s' "$(printf '#%.0s' $(seq 1 $(( ${percent%.*} * 40 / 100 + 1 ))) | head -c 40)" "$percent" "$status" "$label"
+	case "$status" in completed|failed|canceled) break ;; esac
+	sleep 0.5
+done
+echo
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+elapsed="$((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000)))"
+
+echo "== result after ${elapsed}s"
+psql_ "-c \"SELECT jsonb_pretty(hagen.video_status('$project'))\"" | tee "$out/status.json"
+psql_ "-c \"SELECT to_char(logged_at, 'HH24:MI:SS.MS') || ' ' || level || ' ' || message FROM hagen.job_log WHERE project_id = '$project' ORDER BY id\"" > "$out/job_log.txt"
+echo "job log: $out/job_log.txt ($(wc -l <"$out/job_log.txt") lines)"
+final=$(psql_ "-c \"SELECT final_video_url FROM hagen.video_project WHERE id = '$project'\"")
+if [ -n "$final" ]; then
+	curl -sf -o "$out/final.mp4" "$final"
+	ffprobe -v error -show_entries format=duration:stream=codec_name,width,height -of compact "$out/final.mp4"
+	echo "final video: $out/final.mp4"
+fi
+[ "$status" = completed ]
