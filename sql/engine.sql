@@ -41,6 +41,15 @@ BEGIN
 		RETURN '{"status": 202, "body_text": "{\"status\": \"CANCELLATION_REQUESTED\"}"}';
 	END IF;
 	CASE j.step
+	WHEN 'image_fetch' THEN
+		RETURN jsonb_build_object('status', 200, 'headers', '{"content-type": "image/jpeg"}'::jsonb,
+								  'file', eff ->> 'save_to', 'bytes', 48000);
+	WHEN 'image_initiate' THEN
+		RETURN jsonb_build_object('status', 200, 'body_text', jsonb_build_object(
+			'upload_url', format('http://fal.test/cdn/upload/%s-%s', req, j.state ->> 'image_index'),
+			'file_url', format('https://v3.fal.media/files/%s/%s', req, eff -> 'body' ->> 'file_name'))::text);
+	WHEN 'image_put' THEN
+		RETURN '{"status": 200}';
 	WHEN 'submit' THEN
 		IF j.provider = 'xai' THEN
 			RETURN jsonb_build_object('status', 200, 'body_text', jsonb_build_object('request_id', req)::text);
@@ -86,7 +95,7 @@ CREATE FUNCTION t.due() RETURNS void LANGUAGE sql AS $$
 $$;
 
 -- One round of a worker: claim every due job of a lane and answer each.
-CREATE FUNCTION t.tick(lane text DEFAULT 'http')
+CREATE FUNCTION t.tick(lane text DEFAULT 'http', make_due boolean DEFAULT true)
 	RETURNS TABLE (kind text, seq integer, step text, verdict text, next_step text, status text)
 	LANGUAGE plpgsql AS $$
 DECLARE
@@ -95,7 +104,9 @@ DECLARE
 	o jsonb;
 	s t.script;
 BEGIN
-	PERFORM t.due();
+	IF make_due THEN
+		PERFORM t.due();
+	END IF;
 	FOR c IN SELECT * FROM hagen.claim_jobs(tick.lane, 100) ORDER BY 1 LOOP
 		SELECT * INTO j FROM hagen.job WHERE id = c.job_id;
 		seq := (SELECT sequence_order FROM hagen.video_clip WHERE id = j.clip_id);
@@ -139,6 +150,26 @@ BEGIN
 END;
 $$;
 
+-- Answers rounds until no job is uploading its images any more (the
+-- scenarios below are about what follows).
+CREATE FUNCTION t.upload_images() RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+	rounds integer := 0;
+BEGIN
+	WHILE EXISTS (SELECT 1 FROM hagen.job WHERE status = 'queued' AND step LIKE 'image\_%') LOOP
+		PERFORM t.due();
+		-- Hold back the jobs that are done with their images.
+		UPDATE hagen.job SET run_at = now() + interval '1 hour'
+		WHERE status = 'queued' AND step NOT LIKE 'image\_%';
+		PERFORM t.tick('http', false);
+		rounds := rounds + 1;
+		EXIT WHEN rounds > 20;
+	END LOOP;
+	PERFORM t.due();
+	RETURN rounds;
+END;
+$$;
+
 -- A project of three clips (the second with a seamless transition) and music.
 CREATE FUNCTION t.project(ws text, provider text DEFAULT 'fal') RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
@@ -164,13 +195,14 @@ SELECT j.kind, c.sequence_order AS seq, j.step, j.status, j.state ->> 'prompt' A
        t.mask(j.state ->> 'key') AS key
 FROM hagen.job j JOIN hagen.video_clip c ON c.id = j.clip_id
 WHERE j.project_id = :'p' ORDER BY j.id;
--- The submit effects, exactly as they go to Fal.ai.
+-- The first effects: fetching the images to upload them to Fal storage.
 SELECT c.effect ->> 'method' AS method, c.effect ->> 'url' AS url, c.effect ->> 'auth' AS auth,
-       c.effect -> 'body' AS body
+       c.effect ->> 'guard' AS guard, t.mask(c.effect ->> 'save_to') AS save_to, c.effect -> 'max_bytes' AS max_bytes
 FROM hagen.claim_jobs('http', 1) c;
 -- That job is leased now: nobody else gets it.
 SELECT count(*) AS claimable FROM hagen.job WHERE status = 'queued';
 UPDATE hagen.job SET status = 'queued', lease_token = NULL, attempts = 0 WHERE status = 'running';
+-- Round by round: images to Fal storage, submit, poll, result, download, store.
 SELECT * FROM t.tick();
 SELECT * FROM t.tick();
 SELECT * FROM t.tick();
@@ -178,6 +210,15 @@ SELECT * FROM t.tick();
 SELECT * FROM t.tick();
 SELECT * FROM t.tick();
 SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
+-- What was submitted: the images as uploaded to Fal storage.
+SELECT c.sequence_order AS seq, j.kind, j.state ->> 'start_image' AS start_image, j.state ->> 'end_image' AS end_image
+FROM hagen.job j JOIN hagen.video_clip c ON c.id = j.clip_id WHERE j.project_id = :'p' ORDER BY j.id;
 SELECT status, completed_clips, progress FROM hagen.video_project WHERE id = :'p';
 -- The compile effect lists clip 0, clip 1, its transition, clip 2, with the music.
 SELECT c.effect -> 'segments' @? '$[3]' AS four_segments,
@@ -213,6 +254,7 @@ INSERT INTO t.script (kind, clip_seq, step, outcome, times) VALUES
 	('clip', 2, 'result', '{"status": 422, "body_text": "{\"detail\": [{\"loc\": [\"body\", \"prompt\"], \"msg\": \"Prompt violates the content policy\", \"type\": \"content_policy_violation\"}]}"}', 1),
 	('transition', 1, 'poll', '{"status": 200, "body_text": "{not json"}', 1);
 SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT t.upload_images() AS image_rounds;
 SELECT * FROM t.tick();
 -- The 429 waits at least its Retry-After.
 SELECT step, attempts, last_error, run_at - now() >= interval '29 seconds' AS waits
@@ -230,6 +272,7 @@ SELECT status, completed_clips, failed_clips, error_message FROM hagen.video_pro
 -- 3. A stale token is ignored: the job was recovered and claimed again.
 SELECT t.project('ws-stale') AS p \gset
 SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT t.upload_images() AS image_rounds;
 SELECT count(*) AS submitted FROM t.tick();
 UPDATE hagen.job SET run_at = now() WHERE status = 'queued';
 SELECT job_id AS stale_job, token AS stale_token FROM hagen.claim_jobs('http', 1) \gset
@@ -244,6 +287,7 @@ SELECT status FROM hagen.video_project WHERE id = :'p';
 -- A submit whose worker vanished mid-request is never sent again on its own.
 SELECT t.project('ws-vanished') AS p \gset
 SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT t.upload_images() AS image_rounds;
 SELECT count(*) AS claimed FROM hagen.claim_jobs('http', 100);
 UPDATE hagen.job SET lease_expires_at = now() - interval '1 second' WHERE status = 'running';
 SELECT count(*) AS effects FROM hagen.claim_jobs('http', 100);

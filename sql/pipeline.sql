@@ -12,6 +12,7 @@ SELECT kind, count(*) FROM hagen.job WHERE project_id = :'p' GROUP BY kind ORDER
 -- 2. Cancel while running: queued jobs stop at once, a job whose request
 -- is at the provider gets a cancel request, a running effect's answer is
 -- kept (its request id) and then canceled too.
+SELECT t.upload_images() AS image_rounds;
 SELECT * FROM t.tick();
 SELECT job_id AS running_job, token AS running_token FROM hagen.claim_jobs('http', 1) \gset
 SELECT (hagen.cancel_video(:'p')) ->> 'status' AS status;
@@ -78,6 +79,7 @@ SELECT status, completed_clips, failed_clips, actual_cost_cents, error_message F
 -- 6. A worker that restarts takes its lane's orphaned jobs up at once.
 SELECT t.project('ws-recover') AS p \gset
 SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT t.upload_images() AS image_rounds;
 SELECT count(*) AS submitted FROM t.tick();
 UPDATE hagen.job SET run_at = now() WHERE status = 'queued';
 SELECT count(*) AS claimed FROM hagen.claim_jobs('http', 100);

@@ -46,6 +46,13 @@ static int	hagen_clip_timeout_s = 1200;
 static int	hagen_max_attempts = 8;
 static bool hagen_resubmit_unconfirmed = false;
 static char *hagen_xai_resolution = NULL;
+static int	hagen_fal_image_mode = 0;
+
+static const struct config_enum_entry fal_image_modes[] = {
+	{"upload", 0, false},
+	{"url", 1, false},
+	{NULL, 0, false}
+};
 
 /* The secrets as set in the configuration (may be empty). */
 static char *secret_fal_key = NULL;
@@ -229,6 +236,11 @@ hagen_define_gucs(void)
 	define_string("hagen.fal_video_model", "Fal.ai image-to-video model id.",
 				  &hagen_fal_video_model, "fal-ai/kling-video/v2.6/pro/image-to-video",
 				  PGC_SIGHUP, NULL);
+
+	DefineCustomEnumVariable("hagen.fal_image_mode",
+							 "How source images reach Fal.ai: upload (through Fal storage) or url (passed through).",
+							 NULL, &hagen_fal_image_mode, 0, fal_image_modes,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	define_secret("hagen.xai_key", "xAI API key (falls back to XAI_API_KEY).",
 				  &secret_xai_key, show_xai_key);

@@ -99,6 +99,7 @@ DECLARE
 	model text := hagen._model(p.provider);
 	time_limit interval := hagen._setting_interval('hagen.clip_timeout', '20 minutes');
 	common jsonb;
+	first_step text := hagen._first_step(p.provider);
 BEGIN
 	common := jsonb_build_object('model', model, 'aspect_ratio', p.aspect_ratio,
 								 'negative_prompt', hagen._negative_prompt());
@@ -109,9 +110,10 @@ BEGIN
 		ORDER BY v.sequence_order
 	LOOP
 		IF c.status <> 'completed' THEN
-			IF hagen._enqueue(p.id, c.id, 'clip', p.provider, 'submit', common || jsonb_build_object(
+			IF hagen._enqueue(p.id, c.id, 'clip', p.provider, first_step, common || jsonb_build_object(
 					'start_image', c.source_image_url,
 					'end_image', coalesce(c.end_image_url, c.source_image_url),
+					'images', hagen._fal_image_steps(ARRAY[c.source_image_url, c.end_image_url]),
 					'prompt', hagen._clip_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id), p),
 					'duration', c.duration::integer,
 					'audio', p.generate_native_audio,
@@ -127,9 +129,10 @@ BEGIN
 		END IF;
 		IF c.transition_type = 'seamless' AND c.next_id IS NOT NULL
 		   AND c.transition_status IS DISTINCT FROM 'completed' THEN
-			IF hagen._enqueue(p.id, c.id, 'transition', p.provider, 'submit', common || jsonb_build_object(
+			IF hagen._enqueue(p.id, c.id, 'transition', p.provider, first_step, common || jsonb_build_object(
 					'start_image', coalesce(c.end_image_url, c.source_image_url),
 					'end_image', c.next_source,
+					'images', hagen._fal_image_steps(ARRAY[coalesce(c.end_image_url, c.source_image_url), c.next_source]),
 					'next_clip_id', c.next_id,
 					'prompt', hagen._transition_prompt(),
 					'duration', 5,

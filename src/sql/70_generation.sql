@@ -14,7 +14,7 @@ CREATE FUNCTION hagen._generation_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 BEGIN
 	CASE j.step
-	WHEN 'submit', 'poll', 'result' THEN
+	WHEN 'image_fetch', 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
 		CASE j.provider
 		WHEN 'fal' THEN RETURN hagen._fal_effect(j);
 		WHEN 'xai' THEN RETURN hagen._xai_effect(j);
@@ -42,7 +42,7 @@ DECLARE
 	status integer := coalesce((o ->> 'status')::integer, 0);
 BEGIN
 	CASE j.step
-	WHEN 'submit', 'poll', 'result' THEN
+	WHEN 'image_fetch', 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
 		CASE j.provider
 		WHEN 'fal' THEN RETURN hagen._fal_interpret(j, o);
 		WHEN 'xai' THEN RETURN hagen._xai_interpret(j, o);

@@ -51,6 +51,9 @@ DECLARE
 	base text := hagen._fal_request_url(j.state ->> 'model', coalesce(j.request_id, ''));
 	url text;
 BEGIN
+	IF j.step LIKE 'image\_%' THEN
+		RETURN hagen._fal_upload_effect(j);
+	END IF;
 	CASE j.step
 	WHEN 'submit' THEN
 		RETURN jsonb_build_object('type', 'http', 'method', 'POST', 'auth', 'fal',
@@ -83,6 +86,9 @@ DECLARE
 					   * 1000)::bigint;
 	msg text := hagen._error_text(o);
 BEGIN
+	IF j.step LIKE 'image\_%' THEN
+		RETURN hagen._fal_upload_interpret(j, o);
+	END IF;
 	CASE j.step
 	WHEN 'submit' THEN
 		req := coalesce(CASE WHEN jsonb_typeof(b -> 'request_id') = 'string' THEN b ->> 'request_id' END,
