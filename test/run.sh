@@ -85,7 +85,7 @@ stage "TAP (PostgreSQL::Test::Cluster)"
 as_pg "make installcheck REGRESS= ISOLATION= PROVE_FLAGS=-v" >"$scratch/tap.log" 2>&1
 grep -E '^(ok|not ok|#)' "$scratch/tap.log" || cat "$scratch/tap.log"
 count_tap "$scratch/tap.log" tap
-if grep -qE '^(Result: FAIL|Bailout|Dubious)' "$scratch/tap.log"; then
+if grep -qE '^(Bailout|.*Dubious|Parse errors)' "$scratch/tap.log"; then
 	result fail "tap: a test script died"
 	for f in "$scratch"/tmp_check/log/*.log; do [ -f "$f" ] && tail -n 40 "$f"; done
 fi

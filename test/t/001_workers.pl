@@ -30,6 +30,7 @@ hagen.s3_bucket = 'videos'
 hagen.s3_access_key_id = 'AKID'
 hagen.s3_secret_access_key = 'secret'
 hagen.poll_interval = '100ms'
+hagen.fal_image_mode = 'url'
 restart_after_crash = on
 });
 $node->start;
