@@ -25,6 +25,60 @@
 #include "utils/timestamp.h"
 
 #define SAFETY_TIMER_MS 5000
+#define MAX_BATCH 128
+
+static bool reported = false;
+
+typedef struct Outcome
+{
+	int64		job_id;
+	int64		token;
+	char	   *json;
+} Outcome;
+
+/*
+ * Hands every finished transfer's outcome back to SQL, many in one
+ * transaction; should that transaction fail as a whole, one by one.
+ */
+static void
+report_outcomes(HagenHttp *h)
+{
+	Outcome		batch[MAX_BATCH];
+	int			n;
+	int			i;
+
+	reported = false;
+	for (;;)
+	{
+		StringInfoData buf;
+
+		n = 0;
+		while (n < MAX_BATCH &&
+			   hagen_http_next_done(h, &batch[n].job_id, &batch[n].token, &batch[n].json))
+			n++;
+		if (n == 0)
+			return;
+		reported = true;
+		if (n == 1)
+		{
+			hagen_complete_job(batch[0].job_id, batch[0].token, batch[0].json);
+			pfree(batch[0].json);
+			continue;
+		}
+		initStringInfo(&buf);
+		appendStringInfoChar(&buf, '[');
+		for (i = 0; i < n; i++)
+			appendStringInfo(&buf, "%s{\"job_id\":" INT64_FORMAT ",\"token\":" INT64_FORMAT ",\"outcome\":%s}",
+							 i > 0 ? "," : "", batch[i].job_id, batch[i].token, batch[i].json);
+		appendStringInfoChar(&buf, ']');
+		if (!hagen_complete_jobs(buf.data))
+			for (i = 0; i < n; i++)
+				hagen_complete_job(batch[i].job_id, batch[i].token, batch[i].json);
+		for (i = 0; i < n; i++)
+			pfree(batch[i].json);
+		pfree(buf.data);
+	}
+}
 #define NOT_INSTALLED_SLEEP_MS 10000
 
 void
@@ -45,9 +99,6 @@ hagen_dispatcher_main(Datum arg pg_attribute_unused())
 
 	for (;;)
 	{
-		int64		job_id;
-		int64		token;
-		char	   *outcome;
 		int			free_slots;
 		long		timeout_ms = SAFETY_TIMER_MS;
 		TimestampTz now;
@@ -56,12 +107,9 @@ hagen_dispatcher_main(Datum arg pg_attribute_unused())
 		CHECK_FOR_INTERRUPTS();
 
 		/* Outcomes first: they free slots and may queue follow-up steps. */
-		while (hagen_http_next_done(h, &job_id, &token, &outcome))
-		{
-			hagen_complete_job(job_id, token, outcome);
-			pfree(outcome);
+		report_outcomes(h);
+		if (reported)
 			claim_at = 0;
-		}
 
 		if (!recovered)
 		{

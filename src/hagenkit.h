@@ -89,6 +89,7 @@ typedef struct HagenClaim
 extern int	hagen_claim_jobs(const char *lane, int max_jobs, MemoryContext cxt,
 							 HagenClaim **claims, long *next_due_ms);
 extern bool hagen_complete_job(int64 job_id, int64 token, const char *outcome_json);
+extern bool hagen_complete_jobs(const char *outcomes_json);
 extern void hagen_recover_jobs(const char *lane);
 extern bool hagen_heartbeat(int64 job_id, int64 token, const char *progress_json);
 

@@ -25,6 +25,62 @@
 
 typedef void (*XactBody) (void *arg);
 
+/* A statement of the protocol, prepared once per worker and kept. */
+typedef struct ProtocolQuery
+{
+	const char *sql;
+	int			nargs;
+	Oid			types[3];
+	SPIPlanPtr	plan;
+} ProtocolQuery;
+
+static ProtocolQuery q_claim = {"SELECT job_id, token, effect FROM hagen.claim_jobs($1, $2)", 2, {TEXTOID, INT4OID}, NULL};
+static ProtocolQuery q_next_due = {"SELECT hagen.next_due($1)", 1, {TEXTOID}, NULL};
+static ProtocolQuery q_complete = {"SELECT hagen.complete_job($1, $2, $3::jsonb)", 3, {INT8OID, INT8OID, TEXTOID}, NULL};
+static ProtocolQuery q_complete_many = {"SELECT hagen.complete_jobs($1::jsonb)", 1, {TEXTOID}, NULL};
+static ProtocolQuery q_fail = {"SELECT hagen.fail_job($1, $2, $3)", 3, {INT8OID, INT8OID, TEXTOID}, NULL};
+static ProtocolQuery q_recover = {"SELECT hagen.recover_jobs($1)", 1, {TEXTOID}, NULL};
+static ProtocolQuery q_heartbeat = {"SELECT hagen.heartbeat($1, $2, $3::jsonb)", 3, {INT8OID, INT8OID, TEXTOID}, NULL};
+
+static ProtocolQuery *all_queries[] = {&q_claim, &q_next_due, &q_complete, &q_complete_many,
+&q_fail, &q_recover, &q_heartbeat};
+
+/*
+ * Runs a protocol statement through its kept plan, preparing it the first
+ * time.  Plans are dropped after any error (the extension may have been
+ * dropped and created again) and prepared anew on next use.
+ */
+static int
+run_query(ProtocolQuery *q, Datum *values, const char *nulls, bool read_only, long count)
+{
+	if (q->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(q->sql, q->nargs, q->types);
+
+		if (plan == NULL)
+			elog(ERROR, "could not prepare \"%s\": %s", q->sql,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not keep the plan of \"%s\"", q->sql);
+		q->plan = plan;
+	}
+	return SPI_execute_plan(q->plan, values, nulls, read_only, count);
+}
+
+/* Forgets every kept plan. */
+static void
+forget_plans(void)
+{
+	int			i;
+
+	for (i = 0; i < (int) lengthof(all_queries); i++)
+	{
+		if (all_queries[i]->plan)
+			SPI_freeplan(all_queries[i]->plan);
+		all_queries[i]->plan = NULL;
+	}
+}
+
 /*
  * run_xact runs body inside its own transaction with SPI connected.
  * Returns false (after logging) when it raised an error, which is rolled back.
@@ -56,6 +112,7 @@ run_xact(const char *activity, XactBody body, void *arg)
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		forget_plans();
 		ereport(LOG,
 				(errmsg("hagenkit: %s failed: %s", activity, edata->message),
 				 edata->detail ? errdetail_internal("%s", edata->detail) : 0));
@@ -91,7 +148,6 @@ static void
 claim_body(void *arg)
 {
 	ClaimArgs  *a = (ClaimArgs *) arg;
-	Oid			types[2] = {TEXTOID, INT4OID};
 	Datum		values[2];
 	uint64		i;
 	bool		isnull;
@@ -101,8 +157,7 @@ claim_body(void *arg)
 		return;
 	values[0] = CStringGetTextDatum(a->lane);
 	values[1] = Int32GetDatum(a->max_jobs);
-	if (SPI_execute_with_args("SELECT job_id, token, effect FROM hagen.claim_jobs($1, $2)",
-							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+	if (run_query(&q_claim, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hagen.claim_jobs failed");
 	a->n = (int) SPI_processed;
 	a->claims = MemoryContextAllocZero(a->cxt, sizeof(HagenClaim) * Max(a->n, 1));
@@ -121,8 +176,7 @@ claim_body(void *arg)
 		MemoryContextSwitchTo(old);
 	}
 
-	if (SPI_execute_with_args("SELECT hagen.next_due($1)", 1, types, values,
-							  NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (run_query(&q_next_due, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "hagen.next_due failed");
 	{
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -162,23 +216,44 @@ typedef struct CompleteArgs
 	int64		job_id;
 	int64		token;
 	const char *outcome;
-	const char *sql;
+	ProtocolQuery	   *query;
 } CompleteArgs;
 
 static void
 complete_body(void *arg)
 {
 	CompleteArgs *a = (CompleteArgs *) arg;
-	Oid			types[3] = {INT8OID, INT8OID, TEXTOID};
 	Datum		values[3];
 
 	if (!extension_installed())
 		return;
-	values[0] = Int64GetDatum(a->job_id);
-	values[1] = Int64GetDatum(a->token);
-	values[2] = CStringGetTextDatum(a->outcome);
-	if (SPI_execute_with_args(a->sql, 3, types, values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "%s failed", a->sql);
+	if (a->query == &q_complete_many)
+		values[0] = CStringGetTextDatum(a->outcome);
+	else
+	{
+		values[0] = Int64GetDatum(a->job_id);
+		values[1] = Int64GetDatum(a->token);
+		values[2] = CStringGetTextDatum(a->outcome);
+	}
+	if (run_query(a->query, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "%s failed", a->query->sql);
+}
+
+/*
+ * hagen_complete_jobs hands back many outcomes in one transaction: a JSON
+ * array of {"job_id", "token", "outcome"}.  Returns false when the
+ * transaction failed as a whole (the caller then hands them back one by one).
+ */
+bool
+hagen_complete_jobs(const char *outcomes_json)
+{
+	CompleteArgs a;
+
+	a.job_id = 0;
+	a.token = 0;
+	a.outcome = outcomes_json;
+	a.query = &q_complete_many;
+	return run_xact("reporting hagenkit job outcomes", complete_body, &a);
 }
 
 /*
@@ -193,11 +268,11 @@ hagen_complete_job(int64 job_id, int64 token, const char *outcome_json)
 	a.job_id = job_id;
 	a.token = token;
 	a.outcome = outcome_json;
-	a.sql = "SELECT hagen.complete_job($1, $2, $3::jsonb)";
+	a.query = &q_complete;
 	if (run_xact("reporting a hagenkit job outcome", complete_body, &a))
 		return true;
 	a.outcome = "the worker could not record the outcome of this step (see the server log)";
-	a.sql = "SELECT hagen.fail_job($1, $2, $3)";
+	a.query = &q_fail;
 	run_xact("failing a hagenkit job", complete_body, &a);
 	return false;
 }
@@ -212,15 +287,13 @@ static void
 recover_body(void *arg)
 {
 	RecoverArgs *a = (RecoverArgs *) arg;
-	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
 
 	a->installed = extension_installed();
 	if (!a->installed)
 		return;
 	values[0] = CStringGetTextDatum(a->lane);
-	if (SPI_execute_with_args("SELECT hagen.recover_jobs($1)", 1, types, values,
-							  NULL, false, 0) != SPI_OK_SELECT)
+	if (run_query(&q_recover, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hagen.recover_jobs failed");
 }
 
@@ -247,7 +320,6 @@ static void
 heartbeat_body(void *arg)
 {
 	HeartbeatArgs *a = (HeartbeatArgs *) arg;
-	Oid			types[3] = {INT8OID, INT8OID, TEXTOID};
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	bool		isnull;
@@ -260,8 +332,7 @@ heartbeat_body(void *arg)
 		values[2] = CStringGetTextDatum(a->progress);
 	else
 		nulls[2] = 'n';
-	if (SPI_execute_with_args("SELECT hagen.heartbeat($1, $2, $3::jsonb)", 3, types,
-							  values, nulls, false, 1) != SPI_OK_SELECT ||
+	if (run_query(&q_heartbeat, values, nulls, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "hagen.heartbeat failed");
 	a->keep = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],

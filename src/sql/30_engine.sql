@@ -240,6 +240,30 @@ BEGIN
 END;
 $$;
 
+-- Takes back many outcomes in one transaction: a JSON array of
+-- {"job_id", "token", "outcome"}.  Each is applied in a subtransaction of
+-- its own, so a bad one is failed alone.  Returns how many were applied.
+CREATE FUNCTION hagen.complete_jobs(outcomes jsonb) RETURNS integer
+	LANGUAGE plpgsql AS $$
+DECLARE
+	x jsonb;
+	n integer := 0;
+BEGIN
+	FOR x IN SELECT * FROM jsonb_array_elements(outcomes) LOOP
+		BEGIN
+			IF hagen.complete_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+								  x -> 'outcome') = 'applied' THEN
+				n := n + 1;
+			END IF;
+		EXCEPTION WHEN others THEN
+			PERFORM hagen.fail_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+				'the outcome of this step could not be recorded: ' || SQLERRM);
+		END;
+	END LOOP;
+	RETURN n;
+END;
+$$;
+
 -- Records a failure that happened in a worker outside any effect (for
 -- example a crash of the C code that carried the effect out).
 CREATE FUNCTION hagen.fail_job(job_id bigint, token bigint, error text)
