@@ -418,6 +418,8 @@ finish_transfer(HagenHttp *h, Transfer *t, CURLcode res)
 
 	if (t->easy)
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (res == CURLE_FILESIZE_EXCEEDED)
+		t->too_large = true;	/* refused on its declared Content-Length */
 	ok = res == CURLE_OK && !t->too_large && !t->io_errno && !t->guard_refused &&
 		code >= 200 && code < 300;
 	if (t->out)
