@@ -1,0 +1,129 @@
+# The compile worker's supervision of hagen-compile, with a stand-in helper
+# that can crash, hang, fail or report progress: the server stays up, the
+# helper runs under limits with a clean environment, progress reaches the
+# project, and every failure becomes a clear message.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $dir = PostgreSQL::Test::Utils::tempdir();
+my $mode = "$dir/mode";
+my $helper = "$dir/fake-hagen-compile";
+open my $fh, '>', $helper or die;
+print $fh <<"SH";
+#!/bin/sh
+# Stand-in for hagen-compile: behaves as $mode says.
+env > $dir/env.txt
+ulimit -t > $dir/cpu.txt
+ulimit -v > $dir/as.txt
+echo "\$@" > $dir/args.txt
+case "\$(cat $mode)" in
+crash)	kill -SEGV \$\$ ;;
+hang)	sleep 600 ;;
+error)	echo '{"error":{"message":"segment 1 (Kitchen) is not a video file","segment":1,"path":"x"}}'; exit 1 ;;
+quiet)	exit 3 ;;
+progress)
+	for i in 1 2 3 4 5 6; do echo "{\\"progress\\":0.\$i,\\"stage\\":\\"mix\\"}"; sleep 1; done
+	out=\$(sed -E 's/.*"output":"([^"]+)".*/\\1/' "\$2")
+	thumb=\$(sed -E 's/.*"thumbnail":"([^"]+)".*/\\1/' "\$2")
+	echo video > "\$out"; echo jpeg > "\$thumb"
+	echo '{"result":{"duration":15.0,"size":6,"mode":"copy_all","streams":[]}}' ;;
+esac
+SH
+close $fh;
+chmod 0755, $helper;
+
+my $node = PostgreSQL::Test::Cluster->new('compile');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'hagenkit'
+hagen.database = 'postgres'
+hagen.compile_helper = '$helper'
+hagen.compile_timeout = '10s'
+hagen.fal_key = 'test-id:test-secret'
+hagen.fal_queue_url = 'http://127.0.0.1:1/queue'
+hagen.s3_endpoint = 'http://127.0.0.1:1'
+hagen.s3_bucket = 'videos'
+hagen.s3_access_key_id = 'AKID'
+hagen.s3_secret_access_key = 'secret'
+hagen.work_dir = '$dir/work'
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+
+# A project whose three clips are generated (their files in the work
+# directory), so that starting it goes straight to the compile.
+sub compile_project
+{
+	my ($how) = @_;
+	open my $m, '>', $mode or die; print $m $how; close $m;
+	my $p = $node->safe_psql('postgres', q{
+		SELECT p FROM hagen.create_project('ws') p,
+			LATERAL (SELECT hagen.add_clip(p, 'https://img.example.com/' || i || '.jpg',
+										   room_label => 'Room ' || i) FROM generate_series(1, 3) i) c
+		LIMIT 1});
+	for my $c (split /\n/, $node->safe_psql('postgres',
+			"SELECT id FROM hagen.video_clip WHERE project_id = '$p'"))
+	{
+		mkdir "$dir/work"; mkdir "$dir/work/$p";
+		open my $v, '>', "$dir/work/$p/$c.mp4" or die; print $v "clip"; close $v;
+	}
+	$node->safe_psql('postgres', qq{
+		UPDATE hagen.video_clip SET status = 'completed' WHERE project_id = '$p';
+		SELECT hagen.start_video('$p');});
+	return $p;
+}
+
+sub wait_done
+{
+	my ($p) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT status IN ('completed', 'failed', 'canceled') FROM hagen.video_project WHERE id = '$p'")
+	  or die "project $p did not finish";
+	return $node->safe_psql('postgres',
+		"SELECT status || '|' || coalesce(error_message, '') FROM hagen.video_project WHERE id = '$p'");
+}
+
+my $p = compile_project('crash');
+like(wait_done($p), qr/^failed\|gave up on step compile after 2 attempts: compile failed: hagen-compile crashed \(signal 11: Segmentation fault\)/,
+	'a helper that crashes fails the compile with a clear message');
+is($node->safe_psql('postgres',
+		"SELECT total_attempts FROM hagen.job WHERE project_id = '$p' AND kind = 'compile'"),
+	'2', 'after one retry');
+is($node->safe_psql('postgres', 'SELECT 1'), '1', 'and the server stayed up');
+ok(!grep({ /terminated by signal|server process .* was terminated/ } slurp_file($node->logfile)),
+	'no server process died');
+
+is(slurp_file("$dir/cpu.txt"), "10\n", 'the helper runs with a CPU-time limit (hagen.compile_timeout)');
+is(slurp_file("$dir/as.txt"), "4194304\n", 'and a 4 GB address-space limit');
+my @env = sort map { (split /=/)[0] } split /\n/, slurp_file("$dir/env.txt");
+is_deeply([ grep { !/^(PWD|SHLVL|_)$/ } @env ], [ 'LANG', 'PATH' ], 'and a clean environment');
+like(slurp_file("$dir/args.txt"), qr{^compile \Q$dir\E/work/$p/manifest\.json$}, 'it is given the manifest');
+my $manifest = slurp_file("$dir/work/$p/manifest.json");
+like($manifest, qr{"segments":\[\{"path":"\Q$dir\E/work/$p/[0-9a-f-]+\.mp4","kind":"clip","label":"Room 1"\}},
+	'the manifest lists the local clip files in order');
+
+$p = compile_project('error');
+like(wait_done($p), qr/^failed\|.*compile failed: segment 1 \(Kitchen\) is not a video file \(segment 1\)/,
+	'a helper error names the segment');
+
+$p = compile_project('quiet');
+like(wait_done($p), qr/hagen-compile exited with status 3 without a result/, 'an exit without a result is reported');
+
+$p = compile_project('hang');
+like(wait_done($p), qr/took longer than hagen\.compile_timeout \(10 s\)/, 'a helper that hangs is killed at the time limit');
+my $left = `pgrep -f fake-hagen-compile`;
+is($left, '', 'and nothing of it is left running');
+
+$p = compile_project('progress');
+ok($node->poll_query_until('postgres',
+		"SELECT (progress->>'percent')::numeric > 86 FROM hagen.video_project WHERE id = '$p'"),
+	'the helper\'s progress reaches the project while it runs');
+like(wait_done($p), qr/could not store the final video/,
+	'the result is then stored (failing here: this cluster has no storage)');
+
+$node->stop;
+done_testing();
