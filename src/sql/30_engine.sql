@@ -55,19 +55,23 @@ BEGIN
 END;
 $$;
 
--- Takes up the running jobs of a lane whose lease has expired.
-CREATE FUNCTION hagen._recover_expired(lane text) RETURNS integer
+-- Takes up the running jobs of a lane whose worker is gone: with
+-- expired_only, those whose lease has expired; otherwise (a worker
+-- starting) those held by a backend that no longer exists.
+CREATE FUNCTION hagen._recover_lane(lane text, expired_only boolean) RETURNS integer
 	LANGUAGE plpgsql AS $$
 DECLARE
 	j hagen.job;
 	n integer := 0;
 BEGIN
 	FOR j IN SELECT * FROM hagen.job q
-			 WHERE q.lane = _recover_expired.lane AND q.status = 'running'
-			   AND q.lease_expires_at < now()
+			 WHERE q.lane = _recover_lane.lane AND q.status = 'running'
+			   AND CASE WHEN expired_only THEN q.lease_expires_at < now()
+						ELSE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+										 WHERE a.pid = q.lease_owner AND a.pid <> pg_backend_pid()) END
 			 ORDER BY q.id FOR UPDATE SKIP LOCKED
 	LOOP
-		PERFORM hagen._recover(j, 'lease expired');
+		PERFORM hagen._recover(j, CASE WHEN expired_only THEN 'lease expired' ELSE 'worker restarted' END);
 		n := n + 1;
 	END LOOP;
 	RETURN n;
@@ -78,23 +82,7 @@ $$;
 -- that no longer exists are taken up at once instead of waiting for their
 -- leases to expire.
 CREATE FUNCTION hagen.recover_jobs(lane text) RETURNS integer
-	LANGUAGE plpgsql AS $$
-DECLARE
-	j hagen.job;
-	n integer := 0;
-BEGIN
-	FOR j IN SELECT * FROM hagen.job q
-			 WHERE q.lane = recover_jobs.lane AND q.status = 'running'
-			   AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-							   WHERE a.pid = q.lease_owner AND a.pid <> pg_backend_pid())
-			 ORDER BY q.id FOR UPDATE SKIP LOCKED
-	LOOP
-		PERFORM hagen._recover(j, 'worker restarted');
-		n := n + 1;
-	END LOOP;
-	RETURN n;
-END;
-$$;
+	LANGUAGE sql RETURN hagen._recover_lane(lane, false);
 
 -- The milliseconds until the next job of a lane falls due (0 when one is due
 -- now), or NULL when nothing is queued or leased.
@@ -124,7 +112,7 @@ BEGIN
 	IF max_jobs IS NULL OR max_jobs <= 0 THEN
 		RETURN;
 	END IF;
-	PERFORM hagen._recover_expired(claim_jobs.lane);
+	PERFORM hagen._recover_lane(claim_jobs.lane, true);
 
 	FOR j IN
 		SELECT * FROM hagen.job q
