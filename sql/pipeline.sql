@@ -104,3 +104,20 @@ SELECT hagen.heartbeat(:cj, :ct) AS keep_after_cancel;
 SELECT hagen.complete_job(:cj, :ct, '{"status": "error", "error": "killed"}');
 SELECT kind, status FROM hagen.job WHERE project_id = :'p';
 SELECT count(*) AS left_running FROM hagen.job WHERE status IN ('queued', 'running');
+
+-- 8. Views for dashboards, and history retention.
+SELECT t.project('ws-views') AS p \gset
+SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT t.upload_images() AS image_rounds;
+SELECT count(*) AS submitted FROM t.tick();
+SELECT workspace_id, status, clip_count, percent, label, live_jobs, eta > started_at AS has_eta
+FROM hagen.active_projects;
+SELECT kind, provider, request_id, provider_status, step FROM hagen.provider_requests ORDER BY job_id;
+SELECT t.run() > 0 AS ran;
+SELECT count(*) AS active FROM hagen.active_projects;
+UPDATE hagen.job_log SET logged_at = now() - interval '15 days' WHERE project_id = :'p';
+UPDATE hagen.job SET finished_at = now() - interval '15 days' WHERE project_id = :'p';
+SELECT hagen.purge_history() > 0 AS purged;
+SELECT count(*) AS jobs_left, (SELECT count(*) FROM hagen.job_log WHERE project_id = :'p') AS log_left
+FROM hagen.job WHERE project_id = :'p';
+SELECT status, final_video_url IS NOT NULL AS has_video FROM hagen.video_project WHERE id = :'p';

@@ -26,6 +26,7 @@
 
 #define SAFETY_TIMER_MS 5000
 #define MAX_BATCH 128
+#define PURGE_INTERVAL_MS (3600 * 1000)
 
 static bool reported = false;
 
@@ -89,6 +90,7 @@ hagen_dispatcher_main(Datum arg pg_attribute_unused())
 	HagenHttp  *h;
 	bool		recovered = false;
 	TimestampTz claim_at = 0;	/* when to claim next; 0: now */
+	TimestampTz last_purge = 0;
 
 	hagen_worker_start("hagenkit dispatcher", HAGEN_WORKER_DISPATCHER, 0);
 	cxt = AllocSetContextCreate(TopMemoryContext, "hagenkit dispatcher",
@@ -115,6 +117,11 @@ hagen_dispatcher_main(Datum arg pg_attribute_unused())
 		{
 			hagen_recover_jobs("http");
 			recovered = true;
+		}
+		if (TimestampDifferenceExceeds(last_purge, GetCurrentTimestamp(), PURGE_INTERVAL_MS))
+		{
+			hagen_purge_history();
+			last_purge = GetCurrentTimestamp();
 		}
 
 		free_slots = hagen_max_inflight - hagen_http_inflight(h);

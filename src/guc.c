@@ -43,6 +43,7 @@ int			hagen_compile_timeout_s = 1800;
 char	   *hagen_compile_helper = NULL;
 
 static int	hagen_clip_timeout_s = 1200;
+static int	hagen_log_retention_min = 14 * 24 * 60;
 static int	hagen_max_attempts = 8;
 static bool hagen_resubmit_unconfirmed = false;
 static char *hagen_xai_resolution = NULL;
@@ -294,6 +295,10 @@ hagen_define_gucs(void)
 							"Time limit of one run of the compile helper.",
 							NULL, &hagen_compile_timeout_s, 1800, 10, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.log_retention",
+							"How long job history is kept.",
+							NULL, &hagen_log_retention_min, 14 * 24 * 60, 60, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MIN, NULL, NULL, NULL);
 	DefineCustomIntVariable("hagen.max_attempts",
 							"How many times one step of a job is tried before the job fails.",
 							NULL, &hagen_max_attempts, 8, 1, 100,

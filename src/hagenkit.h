@@ -91,6 +91,7 @@ extern int	hagen_claim_jobs(const char *lane, int max_jobs, MemoryContext cxt,
 extern bool hagen_complete_job(int64 job_id, int64 token, const char *outcome_json);
 extern bool hagen_complete_jobs(const char *outcomes_json);
 extern void hagen_recover_jobs(const char *lane);
+extern void hagen_purge_history(void);
 extern bool hagen_heartbeat(int64 job_id, int64 token, const char *progress_json);
 
 /* Reading effects (effect.c) */

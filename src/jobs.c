@@ -42,8 +42,10 @@ static ProtocolQuery q_fail = {"SELECT hagen.fail_job($1, $2, $3)", 3, {INT8OID,
 static ProtocolQuery q_recover = {"SELECT hagen.recover_jobs($1)", 1, {TEXTOID}, NULL};
 static ProtocolQuery q_heartbeat = {"SELECT hagen.heartbeat($1, $2, $3::jsonb)", 3, {INT8OID, INT8OID, TEXTOID}, NULL};
 
+static ProtocolQuery q_purge = {"SELECT hagen.purge_history()", 0, {InvalidOid}, NULL};
+
 static ProtocolQuery *all_queries[] = {&q_claim, &q_next_due, &q_complete, &q_complete_many,
-&q_fail, &q_recover, &q_heartbeat};
+&q_fail, &q_recover, &q_heartbeat, &q_purge};
 
 /*
  * Runs a protocol statement through its kept plan, preparing it the first
@@ -355,4 +357,20 @@ hagen_heartbeat(int64 job_id, int64 token, const char *progress_json)
 	if (!run_xact("hagenkit heartbeat", heartbeat_body, &a))
 		return true;			/* a failed heartbeat is not a cancel */
 	return a.keep;
+}
+
+static void
+purge_body(void *arg pg_attribute_unused())
+{
+	if (!extension_installed())
+		return;
+	if (run_query(&q_purge, NULL, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "hagen.purge_history failed");
+}
+
+/* hagen_purge_history deletes history older than hagen.log_retention. */
+void
+hagen_purge_history(void)
+{
+	run_xact("purging hagenkit history", purge_body, NULL);
 }

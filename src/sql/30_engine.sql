@@ -303,6 +303,11 @@ BEGIN
 			PERFORM hagen._log(j.id, j.project_id, 'info',
 				format('step %s done; next: %s', j.step, decision ->> 'step'), summary);
 		END IF;
+		IF j.kind IN ('clip', 'transition') AND (decision ->> 'step' IS DISTINCT FROM j.step
+			OR new_state ->> 'provider_status' IS DISTINCT FROM j.state ->> 'provider_status'
+			OR new_state ->> 'provider_progress' IS DISTINCT FROM j.state ->> 'provider_progress') THEN
+			PERFORM hagen._advance_project(j.project_id);
+		END IF;
 	WHEN 'retry' THEN
 		delay := hagen._backoff(j.attempts);
 		retry_after := make_interval(secs => (decision ->> 'retry_after_ms')::float8 / 1000);

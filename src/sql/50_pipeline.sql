@@ -322,6 +322,23 @@ BEGIN
 END;
 $$;
 
+-- How far a generation job has come, from 0 to 1, by its step (and the
+-- provider's own progress where it gives one).
+CREATE FUNCTION hagen._job_fraction(j hagen.job) RETURNS numeric
+	LANGUAGE sql IMMUTABLE
+	RETURN CASE WHEN j.status NOT IN ('queued', 'running') THEN 1.0
+		ELSE CASE j.step
+			WHEN 'image_fetch' THEN 0.02 WHEN 'image_initiate' THEN 0.04 WHEN 'image_put' THEN 0.06
+			WHEN 'submit' THEN 0.08
+			WHEN 'poll' THEN CASE
+				WHEN j.state ->> 'provider_progress' ~ '^[0-9.]+$'
+					THEN 0.1 + 0.7 * least((j.state ->> 'provider_progress')::numeric, 100) / 100
+				WHEN j.state ->> 'provider_status' = 'IN_PROGRESS' THEN 0.45
+				ELSE 0.12 END
+			WHEN 'result' THEN 0.8 WHEN 'download' THEN 0.85 WHEN 'store' THEN 0.92
+			ELSE 0 END
+		END;
+
 -- Moves a generating project on: counts and progress, and once no
 -- generation job is live, queues the compile (or fails the project when no
 -- clip completed).
@@ -332,6 +349,7 @@ DECLARE
 	n_done integer;
 	n_all integer;
 	live boolean;
+	fraction numeric;
 	errors text;
 BEGIN
 	SELECT * INTO p FROM hagen.video_project WHERE id = project FOR UPDATE;
@@ -349,14 +367,13 @@ BEGIN
 	RETURNING v.* INTO p;
 
 	SELECT count(*) FILTER (WHERE status NOT IN ('queued', 'running')), count(*),
-		   bool_or(status IN ('queued', 'running'))
-	INTO n_done, n_all, live
+		   bool_or(status IN ('queued', 'running')), avg(hagen._job_fraction(job))
+	INTO n_done, n_all, live, fraction
 	FROM hagen.job WHERE project_id = p.id AND kind IN ('clip', 'transition')
 	  AND created_at >= p.started_at;
 	IF coalesce(live, false) THEN
 		PERFORM hagen._set_progress(p.id, 'generating',
-			format('Generating clips (%s of %s done)', n_done, n_all),
-			85.0 * n_done / greatest(n_all, 1));
+			format('Generating clips (%s of %s done)', n_done, n_all), 85.0 * fraction);
 		RETURN;
 	END IF;
 

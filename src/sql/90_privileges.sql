@@ -17,3 +17,4 @@ GRANT EXECUTE ON FUNCTION
 	hagen.public_url(text),
 	hagen.provider_configured(text)
 TO PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA hagen FROM PUBLIC;
