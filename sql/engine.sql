@@ -310,3 +310,16 @@ UPDATE hagen.job SET deadline_at = now() - interval '1 second' WHERE project_id 
 SELECT count(*) AS effects FROM hagen.claim_jobs('http', 100);
 SELECT DISTINCT status, last_error FROM hagen.job WHERE project_id = :'p';
 SELECT status, error_message FROM hagen.video_project WHERE id = :'p';
+-- A request still at the provider when its job's time runs out is canceled there.
+SELECT t.project('ws-timeout-poll') AS p \gset
+SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+SELECT t.upload_images() AS image_rounds;
+SELECT count(*) AS submitted FROM t.tick();
+UPDATE hagen.job SET deadline_at = now() - interval '1 second', run_at = now() WHERE project_id = :'p';
+SELECT count(*) AS effects FROM hagen.claim_jobs('http', 100) e JOIN hagen.job j ON j.id = e.job_id WHERE j.kind <> 'cancel';
+SELECT j.kind, j.status, j.state ->> 'request_id' AS request_id FROM hagen.job j
+WHERE j.project_id = :'p' ORDER BY j.id;
+UPDATE hagen.job SET status = 'queued', lease_token = NULL WHERE status = 'running';
+SELECT t.run() >= 0 AS ran;
+SELECT count(*) FILTER (WHERE kind = 'cancel' AND status = 'succeeded') AS provider_cancels
+FROM hagen.job WHERE project_id = :'p';

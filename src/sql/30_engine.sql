@@ -127,6 +127,12 @@ BEGIN
 				format('%s job did not finish within its time limit (%s)', j.kind,
 					   CASE j.kind WHEN 'compile' THEN 'hagen.compile_timeout'
 								   ELSE 'hagen.clip_timeout' END)));
+			-- A request still at the provider is canceled there.
+			IF j.request_id IS NOT NULL AND j.step IN ('poll', 'result') THEN
+				PERFORM hagen._enqueue(j.project_id, j.clip_id, 'cancel', j.provider, 'cancel',
+					jsonb_build_object('request_id', j.request_id, 'for_job', j.id,
+									   'model', j.state ->> 'model', 'cancel_url', j.state ->> 'cancel_url'));
+			END IF;
 			CONTINUE;
 		END IF;
 		IF j.cancel_requested THEN

@@ -94,10 +94,19 @@ BEGIN
 		RETURN;
 	END IF;
 	IF j.status = 'succeeded' THEN
-		SELECT string_agg(format('clip %s (%s)', c.sequence_order,
-								 coalesce(c.error_message, c.status)), '; ' ORDER BY c.sequence_order)
-		INTO omitted FROM hagen.video_clip c
-		WHERE c.project_id = p.id AND c.status <> 'completed';
+		SELECT string_agg(note, '; ' ORDER BY seq, part) INTO omitted
+		FROM (SELECT c.sequence_order AS seq, 0 AS part,
+					 format('clip %s left out (%s)', c.sequence_order,
+							coalesce(c.error_message, c.status)) AS note
+			  FROM hagen.video_clip c WHERE c.project_id = p.id AND c.status <> 'completed'
+			  UNION ALL
+			  SELECT c.sequence_order, 1,
+					 format('the transition after clip %s became a cut (%s)', c.sequence_order,
+							coalesce((SELECT q.last_error FROM hagen.job q WHERE q.clip_id = c.id
+									  AND q.kind = 'transition' ORDER BY q.id DESC LIMIT 1),
+									 c.transition_status))
+			  FROM hagen.video_clip c WHERE c.project_id = p.id
+				AND c.transition_status IN ('failed', 'canceled')) AS notes;
 		UPDATE hagen.video_project v
 		SET status = 'completed', completed_at = now(),
 			final_video_url = hagen._stored_url(j.state ->> 'final_key'),
@@ -106,8 +115,7 @@ BEGIN
 			duration = (j.state -> 'result' ->> 'duration')::real,
 			actual_cost_cents = (SELECT coalesce(sum(cost_cents), 0) FROM hagen.video_clip c
 								 WHERE c.project_id = p.id),
-			error_message = CASE WHEN omitted IS NOT NULL
-								 THEN 'left out of the video: ' || omitted END,
+			error_message = omitted,
 			progress = '{"step": "completed", "label": "Completed", "percent": 100}'
 		WHERE v.id = p.id;
 		PERFORM hagen._log(j.id, p.id, 'info', 'video completed',
