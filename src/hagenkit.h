@@ -25,6 +25,7 @@
 #include "postgres.h"
 
 #include "storage/latch.h"
+#include "fmgr.h"
 #include "utils/jsonb.h"
 
 #define HAGEN_MAX_COMPILE_WORKERS 16
@@ -102,6 +103,9 @@ extern Jsonb *hagen_jsonb_object(Jsonb *jb, const char *key);
 extern char *hagen_jsonb_value_json(Jsonb *jb, const char *key);
 extern void hagen_json_string(StringInfo buf, const char *key, const char *value);
 extern char *hagen_work_path(const char *relative, bool create_dirs, char **error);
+
+/* SQL-callable (shmem.c) */
+extern Datum hagen_wake(PG_FUNCTION_ARGS);
 
 /* Background worker entry points */
 extern PGDLLEXPORT void hagen_dispatcher_main(Datum arg);

@@ -128,7 +128,7 @@ CREATE UNIQUE INDEX job_one_live_per_clip ON hagen.job (clip_id, kind)
 	WHERE status IN ('queued', 'running') AND kind IN ('clip', 'transition');
 CREATE UNIQUE INDEX job_one_live_compile ON hagen.job (project_id)
 	WHERE status IN ('queued', 'running') AND kind = 'compile';
-CREATE INDEX job_due_idx ON hagen.job (lane, run_at) WHERE status = 'queued';
+CREATE INDEX job_due_idx ON hagen.job (lane, run_at, id) WHERE status = 'queued';
 CREATE INDEX job_lease_idx ON hagen.job (lane, lease_expires_at) WHERE status = 'running';
 CREATE INDEX job_project_idx ON hagen.job (project_id);
 

@@ -36,15 +36,9 @@ CREATE FUNCTION hagen._uri_encode(value text, keep_slash boolean DEFAULT true) R
 			  FROM generate_series(0, octet_length(convert_to(value, 'UTF8')) - 1) AS i) AS bytes
 	);
 
--- Parses text as jsonb; NULL when it is not valid JSON.
+-- Parses text as jsonb; NULL when it is not valid JSON (no subtransaction).
 CREATE FUNCTION hagen._try_jsonb(value text) RETURNS jsonb
-	LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
-BEGIN
-	RETURN value::jsonb;
-EXCEPTION WHEN others THEN
-	RETURN NULL;
-END;
-$$;
+	LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'hagen_try_jsonb';
 
 -- Exponential back-off with jitter: base * 2^(attempt-1), capped, then a
 -- random factor in [0.5, 1] so that many retries do not fire together.
@@ -115,12 +109,7 @@ CREATE TRIGGER video_project_notify AFTER INSERT OR UPDATE ON hagen.video_projec
 	FOR EACH ROW EXECUTE FUNCTION hagen._notify_project();
 
 -- Jobs that become due wake the workers at commit.
-CREATE FUNCTION hagen._wake_on_job() RETURNS trigger
-	LANGUAGE plpgsql AS $$
-BEGIN
-	PERFORM hagen._wake();
-	RETURN NULL;
-END;
-$$;
+CREATE FUNCTION hagen._wake_trigger() RETURNS trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'hagen_wake_trigger';
 CREATE TRIGGER job_wake AFTER INSERT OR UPDATE OF status, run_at ON hagen.job
-	FOR EACH STATEMENT EXECUTE FUNCTION hagen._wake_on_job();
+	FOR EACH STATEMENT EXECUTE FUNCTION hagen._wake_trigger();

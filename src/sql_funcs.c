@@ -1,0 +1,56 @@
+/*-------------------------------------------------------------------------
+ *
+ * sql_funcs.c
+ *	  Small SQL-callable helpers written in C because they sit on the hot
+ *	  path of every job: parsing answer bodies and waking the workers.
+ *
+ * IDENTIFICATION
+ *	  src/sql_funcs.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hagenkit.h"
+
+#include "commands/trigger.h"
+#include "common/jsonapi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+PG_FUNCTION_INFO_V1(hagen_try_jsonb);
+
+/*
+ * hagen._try_jsonb(text): the text as jsonb, or NULL when it is not valid
+ * JSON.  Checked first with the non-throwing parser, so no subtransaction
+ * is needed for the bodies providers send (which may be HTML or truncated).
+ */
+Datum
+hagen_try_jsonb(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+	char	   *s = text_to_cstring(t);
+	JsonLexContext *lex;
+
+	lex = makeJsonLexContextCstringLen(s, strlen(s), GetDatabaseEncoding(), false);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(s)));
+}
+
+PG_FUNCTION_INFO_V1(hagen_wake_trigger);
+
+/*
+ * hagen._wake_trigger(): a statement trigger on hagen.job that wakes the
+ * workers when the transaction that queued work commits.
+ */
+Datum
+hagen_wake_trigger(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("hagen._wake_trigger() must be called as a trigger")));
+	DirectFunctionCall1(hagen_wake, (Datum) 0);
+	return PointerGetDatum(NULL);
+}
