@@ -96,3 +96,23 @@ SELECT current_setting('hagen.s3_secret_access_key') AS secret;
 SELECT count(*) AS visible FROM pg_settings WHERE name LIKE 'hagen.%key%' AND setting LIKE '%test%';
 SELECT hagen.provider_configured('fal') AS fal, hagen.provider_configured('s3') AS s3;
 SELECT hagen.provider_configured('runway');
+
+-- The SigV4 signer against the AWS documentation's examples.
+SELECT vector, ok FROM hagen._sigv4_selftest();
+SELECT count(*) FILTER (WHERE NOT ok) AS mismatches FROM hagen._sigv4_selftest();
+-- Presigned URLs: stable for a given instant, every parameter in place.
+SELECT hagen.presign_url('ws 1/videos/p/final.mp4', 'GET', '1 hour', '2026-01-02 03:04:05+00');
+SELECT hagen.presign_url('a+b/ü.mp4', 'put', '7 days', '2026-01-02 03:04:05+00') ~
+	'^http://s3\.test:9000/videos/a%2Bb/%C3%BC\.mp4\?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDTEST%2F20260102%2Fauto%2Fs3%2Faws4_request&X-Amz-Date=20260102T030405Z&X-Amz-Expires=604800&X-Amz-SignedHeaders=host&X-Amz-Signature=[0-9a-f]{64}$' AS well_formed;
+SELECT hagen.presign_url('k.mp4', at => '2026-01-02 03:04:05+00') <> hagen.presign_url('k.mp4', at => '2026-01-02 03:04:06+00') AS changes_with_time;
+\pset format unaligned
+\pset tuples_only on
+SELECT pg_temp.err($q$SELECT hagen.presign_url('k.mp4', 'POST')$q$);
+SELECT pg_temp.err($q$SELECT hagen.presign_url('k.mp4', 'GET', '0 seconds')$q$);
+SELECT pg_temp.err($q$SELECT hagen.presign_url('k.mp4', 'GET', '8 days')$q$);
+SELECT pg_temp.err($q$SELECT hagen.presign_url('../k.mp4')$q$);
+SELECT pg_temp.err($q$SELECT hagen.presign_url('a//b.mp4')$q$);
+SELECT pg_temp.err($q$SELECT hagen.presign_url(repeat('k', 1025))$q$);
+SELECT pg_temp.err($q$SELECT hagen.presign_url(NULL)$q$);
+\pset format aligned
+\pset tuples_only off

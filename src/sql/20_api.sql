@@ -207,11 +207,7 @@ CREATE FUNCTION hagen.public_url(key text) RETURNS text
 DECLARE
 	base text := rtrim(hagen._setting('hagen.public_url'), '/');
 BEGIN
-	IF key IS NULL OR key = '' OR key ~ '^/' OR key ~ '(^|/)\.\.?(/|$)' OR key ~ '[[:cntrl:]]' THEN
-		RAISE EXCEPTION 'invalid storage key "%"', coalesce(key, 'NULL')
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'A key is a relative path such as "ws/videos/<project>/final.mp4", without a leading "/" or ".." segments.';
-	END IF;
+	PERFORM hagen._check_key(key);
 	IF base IS NULL THEN
 		RAISE EXCEPTION 'hagen.public_url is not set'
 			USING ERRCODE = 'object_not_in_prerequisite_state',

@@ -15,6 +15,7 @@ GRANT EXECUTE ON FUNCTION
 	hagen.video_status(uuid),
 	hagen.get_video_path(text, uuid, text),
 	hagen.public_url(text),
+	hagen.presign_url(text, text, interval, timestamptz),
 	hagen.provider_configured(text)
 TO PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA hagen FROM PUBLIC;
