@@ -37,7 +37,7 @@ BEGIN
 	PERFORM hagen._check_key(key);
 	PERFORM hagen._check_choice('method', upper(method), ARRAY['GET', 'PUT', 'HEAD', 'DELETE']);
 	IF seconds IS NULL OR seconds < 1 OR seconds > 604800 THEN
-		RAISE EXCEPTION 'invalid expiry of % seconds', coalesce(seconds::text, 'NULL')
+		RAISE EXCEPTION 'invalid expiry of % seconds', coalesce(round(seconds, 3)::text, 'NULL')
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'A presigned URL lives from 1 second to 7 days.';
 	END IF;
