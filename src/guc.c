@@ -55,7 +55,7 @@ static const struct config_enum_entry fal_image_modes[] = {
 	{NULL, 0, false}
 };
 
-/* The secrets as set in the configuration (may be empty). */
+/* The secrets as set in the configuration (NULL when unset); see check_secret. */
 static char *secret_fal_key = NULL;
 static char *secret_xai_key = NULL;
 static char *secret_s3_access_key_id = NULL;
@@ -185,14 +185,72 @@ define_string(const char *name, const char *desc, char **var, const char *boot,
 							   check, NULL, NULL);
 }
 
-/* A secret: superuser-only, never shown. */
-static void
-define_secret(const char *name, const char *desc, char **var, GucShowHook show)
+/*
+ * check hook of a secret: the value moves into the setting's "extra" and
+ * the setting itself always holds an empty string.  So the secret is never
+ * what GUC compares, shows or logs: PostgreSQL logs "parameter ... changed
+ * to ..." with the raw value from the file on reload whenever the stored
+ * value changes, and the stored value here never does.
+ */
+static bool
+check_secret(char **newval, void **extra, GucSource source pg_attribute_unused())
 {
-	DefineCustomStringVariable(name, desc, NULL, var, "", PGC_SIGHUP,
+	char	   *secret;
+	char	   *empty;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	secret = strdup(*newval);
+	empty = strdup("");
+	if (secret == NULL || empty == NULL)
+	{
+		free(secret);
+		free(empty);
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		return false;
+	}
+	explicit_bzero(*newval, strlen(*newval));
+	free(*newval);
+	*newval = empty;
+	*extra = secret;
+	return true;
+}
+
+static void
+assign_fal_key(const char *newval pg_attribute_unused(), void *extra)
+{
+	secret_fal_key = (char *) extra;
+}
+
+static void
+assign_xai_key(const char *newval pg_attribute_unused(), void *extra)
+{
+	secret_xai_key = (char *) extra;
+}
+
+static void
+assign_s3_access_key_id(const char *newval pg_attribute_unused(), void *extra)
+{
+	secret_s3_access_key_id = (char *) extra;
+}
+
+static void
+assign_s3_secret(const char *newval pg_attribute_unused(), void *extra)
+{
+	secret_s3_secret_access_key = (char *) extra;
+}
+
+/* A secret: superuser-only, kept out of the setting itself, shown masked. */
+static void
+define_secret(const char *name, const char *desc, GucStringAssignHook assign, GucShowHook show)
+{
+	static char *unused[4];
+	static int	n = 0;
+
+	DefineCustomStringVariable(name, desc, NULL, &unused[n++], "", PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
 							   GUC_NOT_IN_SAMPLE,
-							   NULL, NULL, show);
+							   check_secret, assign, show);
 }
 
 /*
@@ -229,7 +287,7 @@ hagen_define_gucs(void)
 							   check_helper_path, NULL, NULL);
 
 	define_secret("hagen.fal_key", "Fal.ai API key (falls back to FAL_KEY or FAL_API_KEY).",
-				  &secret_fal_key, show_fal_key);
+				  assign_fal_key, show_fal_key);
 	define_string("hagen.fal_queue_url", "Base URL of the Fal.ai queue API.",
 				  &hagen_fal_queue_url, "https://queue.fal.run", PGC_SIGHUP, check_http_url);
 	define_string("hagen.fal_rest_url", "Base URL of the Fal.ai REST API (storage).",
@@ -244,7 +302,7 @@ hagen_define_gucs(void)
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	define_secret("hagen.xai_key", "xAI API key (falls back to XAI_API_KEY).",
-				  &secret_xai_key, show_xai_key);
+				  assign_xai_key, show_xai_key);
 	define_string("hagen.xai_url", "Base URL of the xAI API.",
 				  &hagen_xai_url, "https://api.x.ai/v1", PGC_SIGHUP, check_http_url);
 	define_string("hagen.xai_video_model", "xAI video model id.",
@@ -260,10 +318,10 @@ hagen_define_gucs(void)
 	define_string("hagen.s3_bucket", "S3 bucket (falls back to R2_BUCKET_NAME).",
 				  &hagen_s3_bucket, env_either("R2_BUCKET_NAME", NULL), PGC_SIGHUP, NULL);
 	define_secret("hagen.s3_access_key_id", "S3 access key id (falls back to R2_ACCESS_KEY_ID).",
-				  &secret_s3_access_key_id, show_s3_access_key_id);
+				  assign_s3_access_key_id, show_s3_access_key_id);
 	define_secret("hagen.s3_secret_access_key",
 				  "S3 secret access key (falls back to R2_SECRET_ACCESS_KEY).",
-				  &secret_s3_secret_access_key, show_s3_secret);
+				  assign_s3_secret, show_s3_secret);
 	define_string("hagen.public_url", "Public base URL of the bucket (falls back to R2_PUBLIC_URL).",
 				  &hagen_public_url, env_either("R2_PUBLIC_URL", NULL), PGC_SIGHUP,
 				  check_http_url);

@@ -1,0 +1,59 @@
+// The local S3 server of hagenkit's tests and demo: @20minutes/s3rver
+// (which verifies SigV4 header and presigned signatures), path style, on a
+// loopback port, with our own key pair.  Prints {"listening": URL} when
+// ready; objects are readable without auth, like a public bucket.
+//
+//   node --openssl-legacy-provider test/s3/s3server.js [--port N] [--access-key K]
+//        [--secret S] [--bucket B]... [--dir DIR]
+//
+// Node 20 needs --openssl-legacy-provider: s3rver encrypts ListObjectsV2
+// continuation tokens with DES.
+'use strict';
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const S3rver = require('@20minutes/s3rver');
+const AWSAccount = require('@20minutes/s3rver/lib/models/account');
+
+function parseArgs(argv) {
+	const opts = { port: 0, accessKey: process.env.S3_ACCESS_KEY || 'hagen-test',
+		secret: process.env.S3_SECRET || 'hagen-test-secret', buckets: [], dir: null };
+	for (let i = 0; i < argv.length; i++) {
+		const next = () => argv[++i];
+		switch (argv[i]) {
+		case '--port': opts.port = Number(next()); break;
+		case '--access-key': opts.accessKey = next(); break;
+		case '--secret': opts.secret = next(); break;
+		case '--bucket': opts.buckets.push(next()); break;
+		case '--dir': opts.dir = next(); break;
+		default: throw new Error(`unknown option ${argv[i]}`);
+		}
+	}
+	return opts;
+}
+
+async function main() {
+	const opts = parseArgs(process.argv.slice(2));
+	const dir = opts.dir || fs.mkdtempSync(path.join(os.tmpdir(), 's3rver-'));
+	fs.mkdirSync(dir, { recursive: true });
+	// Our key pair instead of the built-in S3RVER/S3RVER.
+	AWSAccount.DUMMY_ACCOUNT.revokeAccessKey('S3RVER');
+	AWSAccount.DUMMY_ACCOUNT.createKeyPair(opts.accessKey, opts.secret);
+	const server = new S3rver({
+		address: '127.0.0.1',
+		port: opts.port,
+		silent: true,
+		directory: dir,
+		configureBuckets: opts.buckets.map((name) => ({ name, configs: [] })),
+	});
+	const { port } = await server.run();
+	process.stdout.write(JSON.stringify({ listening: `http://127.0.0.1:${port}` }) + '\n');
+	const stop = () => process.exit(0);
+	process.on('SIGTERM', stop);
+	process.on('SIGINT', stop);
+}
+
+main().catch((err) => {
+	process.stderr.write(`s3server: ${err.stack || err}\n`);
+	process.exit(1);
+});
