@@ -29,14 +29,14 @@ export PATH="$pgbin:$PATH"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Starts a node server that prints {"listening": URL}; echoes the URL.
+# Starts a node server that prints {"listening": URL}; sets $url to it.
 start_server() {
 	local log=$1; shift
 	node "$@" >"$log" 2>"$log.err" &
 	pids+=($!)
 	for _ in $(seq 1 100); do
 		if grep -q listening "$log" 2>/dev/null; then
-			sed -nE 's/.*"listening" *: *"([^"]+)".*/\1/p' "$log" | head -1
+			url=$(sed -nE 's/.*"listening" *: *"([^"]+)".*/\1/p' "$log" | head -1)
 			return 0
 		fi
 		sleep 0.1
@@ -59,9 +59,12 @@ if ! $real_services; then
 	for f in test/sim/fal_sim.js test/s3/s3server.js; do
 		[ -f "$f" ] || { echo "demo: $f is not there yet: the simulators land with the Fal.ai and storage issues" >&2; exit 1; }
 	done
-	fal=$(start_server "$work/fal.log" test/sim/fal_sim.js --port 0 --key "$fal_key" --mode realistic --time-scale "${DEMO_TIME_SCALE:-0.05}" --workdir "$work/fal")
-	s3=$(start_server "$work/s3.log" --openssl-legacy-provider test/s3/s3server.js --port 0 \
-		--access-key "$s3_key" --secret "$s3_secret" --bucket videos --dir "$work/s3")
+	start_server "$work/fal.log" test/sim/fal_sim.js --port 0 --key "$fal_key" --mode realistic \
+		--time-scale "${DEMO_TIME_SCALE:-0.2}" --workdir "$work/fal"
+	fal=$url
+	start_server "$work/s3.log" --openssl-legacy-provider test/s3/s3server.js --port 0 \
+		--access-key "$s3_key" --secret "$s3_secret" --bucket videos --dir "$work/s3"
+	s3=$url
 	echo "Fal.ai simulator: $fal"
 	echo "S3 server:        $s3 (bucket videos)"
 fi
