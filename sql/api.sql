@@ -40,7 +40,13 @@ SELECT hagen.get_video_path('ws-1', '00000000-0000-0000-0000-000000000001', 'fin
 SELECT hagen.public_url('ws 1/videos/a+b/ünï~code.mp4');
 
 -- Bad input: each error names the value and says what to do.
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $f$
+-- Test helpers, shared with the later regress files.
+CREATE SCHEMA t;
+-- Masks random uuids in text so that outputs are stable.
+CREATE FUNCTION t.mask(s text) RETURNS text LANGUAGE sql IMMUTABLE
+	RETURN regexp_replace(s, '[0-9a-f]{8}-[0-9a-f]{4}-[1-9a-f][0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'g');
+-- Runs a statement and shows the error it raises: SQLSTATE, message, detail, hint.
+CREATE FUNCTION t.err(q text) RETURNS text LANGUAGE plpgsql AS $f$
 DECLARE
 	st text; msg text; det text; hin text;
 BEGIN
@@ -49,41 +55,42 @@ BEGIN
 EXCEPTION WHEN others THEN
 	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
 		det = PG_EXCEPTION_DETAIL, hin = PG_EXCEPTION_HINT;
-	RETURN st || ': ' || regexp_replace(msg, '[0-9a-f]{8}-[0-9a-f]{4}-[1-9a-f][0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>') || coalesce(nullif(' | ' || det, ' | '), '') || coalesce(nullif(' | hint: ' || hin, ' | hint: '), '');
+	RETURN st || ': ' || t.mask(msg) || coalesce(' | ' || nullif(det, ''), '')
+		|| coalesce(' | hint: ' || nullif(hin, ''), '');
 END;
 $f$;
 \pset format unaligned
 \pset tuples_only on
-SELECT pg_temp.err($q$SELECT hagen.create_project('ws', '4:3')$q$);
-SELECT pg_temp.err($q$SELECT hagen.create_project('ws', '16:9', 'runway')$q$);
-SELECT pg_temp.err($q$SELECT hagen.create_project('ws', music_volume => 1.5)$q$);
-SELECT pg_temp.err($q$SELECT hagen.create_project('ws', video_volume => -0.1)$q$);
-SELECT pg_temp.err($q$SELECT hagen.create_project('')$q$);
-SELECT pg_temp.err($q$SELECT hagen.create_project(NULL)$q$);
-SELECT pg_temp.err($q$SELECT hagen.create_project('a/b')$q$);
-SELECT pg_temp.err($q$SELECT hagen.create_project('ws', metadata => '[1]')$q$);
-SELECT pg_temp.err($q$SELECT hagen.create_project('ws', music_track_id => '00000000-0000-0000-0000-000000000000')$q$);
-SELECT pg_temp.err($q$SELECT hagen.add_clip('00000000-0000-0000-0000-000000000000', 'https://img.example.com/x.jpg')$q$);
-SELECT pg_temp.err($q$SELECT hagen.add_clip(NULL, 'https://img.example.com/x.jpg')$q$);
-SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'file:///etc/passwd')$q$, :'project'));
-SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'ftp://img.example.com/x.jpg')$q$, :'project'));
-SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', NULL)$q$, :'project'));
-SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', 'javascript:alert(1)')$q$, :'project'));
-SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', duration => 7)$q$, :'project'));
-SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', transition_type => 'wipe')$q$, :'project'));
-SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', sequence_order => 7)$q$, :'project'));
-SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', sequence_order => -1)$q$, :'project'));
-SELECT pg_temp.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', motion_prompt => repeat('x', 2001))$q$, :'project'));
-SELECT pg_temp.err($q$SELECT hagen.add_music_track('', 'https://music.example.com/a.mp3')$q$);
-SELECT pg_temp.err($q$SELECT hagen.add_music_track('x', 'not a url')$q$);
-SELECT pg_temp.err($q$SELECT hagen.add_music_track('x', 'https://music.example.com/a.mp3', duration => 0)$q$);
-SELECT pg_temp.err($q$SELECT hagen.get_video_path('ws', '00000000-0000-0000-0000-000000000001', '../etc/passwd')$q$);
-SELECT pg_temp.err($q$SELECT hagen.get_video_path('ws/../x', '00000000-0000-0000-0000-000000000001', 'a.mp4')$q$);
-SELECT pg_temp.err($q$SELECT hagen.public_url('/leading/slash.mp4')$q$);
-SELECT pg_temp.err($q$SELECT hagen.public_url('a/../b.mp4')$q$);
-SELECT pg_temp.err($q$SELECT hagen.video_status('00000000-0000-0000-0000-000000000000')$q$);
-SELECT pg_temp.err($q$SELECT hagen.start_video('00000000-0000-0000-0000-000000000000')$q$);
-SELECT pg_temp.err($q$SELECT hagen.start_video(hagen.create_project('ws-empty'))$q$);
+SELECT t.err($q$SELECT hagen.create_project('ws', '4:3')$q$);
+SELECT t.err($q$SELECT hagen.create_project('ws', '16:9', 'runway')$q$);
+SELECT t.err($q$SELECT hagen.create_project('ws', music_volume => 1.5)$q$);
+SELECT t.err($q$SELECT hagen.create_project('ws', video_volume => -0.1)$q$);
+SELECT t.err($q$SELECT hagen.create_project('')$q$);
+SELECT t.err($q$SELECT hagen.create_project(NULL)$q$);
+SELECT t.err($q$SELECT hagen.create_project('a/b')$q$);
+SELECT t.err($q$SELECT hagen.create_project('ws', metadata => '[1]')$q$);
+SELECT t.err($q$SELECT hagen.create_project('ws', music_track_id => '00000000-0000-0000-0000-000000000000')$q$);
+SELECT t.err($q$SELECT hagen.add_clip('00000000-0000-0000-0000-000000000000', 'https://img.example.com/x.jpg')$q$);
+SELECT t.err($q$SELECT hagen.add_clip(NULL, 'https://img.example.com/x.jpg')$q$);
+SELECT t.err(format($q$SELECT hagen.add_clip('%s', 'file:///etc/passwd')$q$, :'project'));
+SELECT t.err(format($q$SELECT hagen.add_clip('%s', 'ftp://img.example.com/x.jpg')$q$, :'project'));
+SELECT t.err(format($q$SELECT hagen.add_clip('%s', NULL)$q$, :'project'));
+SELECT t.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', 'javascript:alert(1)')$q$, :'project'));
+SELECT t.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', duration => 7)$q$, :'project'));
+SELECT t.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', transition_type => 'wipe')$q$, :'project'));
+SELECT t.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', sequence_order => 7)$q$, :'project'));
+SELECT t.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', sequence_order => -1)$q$, :'project'));
+SELECT t.err(format($q$SELECT hagen.add_clip('%s', 'https://img.example.com/x.jpg', motion_prompt => repeat('x', 2001))$q$, :'project'));
+SELECT t.err($q$SELECT hagen.add_music_track('', 'https://music.example.com/a.mp3')$q$);
+SELECT t.err($q$SELECT hagen.add_music_track('x', 'not a url')$q$);
+SELECT t.err($q$SELECT hagen.add_music_track('x', 'https://music.example.com/a.mp3', duration => 0)$q$);
+SELECT t.err($q$SELECT hagen.get_video_path('ws', '00000000-0000-0000-0000-000000000001', '../etc/passwd')$q$);
+SELECT t.err($q$SELECT hagen.get_video_path('ws/../x', '00000000-0000-0000-0000-000000000001', 'a.mp4')$q$);
+SELECT t.err($q$SELECT hagen.public_url('/leading/slash.mp4')$q$);
+SELECT t.err($q$SELECT hagen.public_url('a/../b.mp4')$q$);
+SELECT t.err($q$SELECT hagen.video_status('00000000-0000-0000-0000-000000000000')$q$);
+SELECT t.err($q$SELECT hagen.start_video('00000000-0000-0000-0000-000000000000')$q$);
+SELECT t.err($q$SELECT hagen.start_video(hagen.create_project('ws-empty'))$q$);
 \pset format aligned
 \pset tuples_only off
 
@@ -107,12 +114,12 @@ SELECT hagen.presign_url('a+b/ü.mp4', 'put', '7 days', '2026-01-02 03:04:05+00'
 SELECT hagen.presign_url('k.mp4', at => '2026-01-02 03:04:05+00') <> hagen.presign_url('k.mp4', at => '2026-01-02 03:04:06+00') AS changes_with_time;
 \pset format unaligned
 \pset tuples_only on
-SELECT pg_temp.err($q$SELECT hagen.presign_url('k.mp4', 'POST')$q$);
-SELECT pg_temp.err($q$SELECT hagen.presign_url('k.mp4', 'GET', '0 seconds')$q$);
-SELECT pg_temp.err($q$SELECT hagen.presign_url('k.mp4', 'GET', '8 days')$q$);
-SELECT pg_temp.err($q$SELECT hagen.presign_url('../k.mp4')$q$);
-SELECT pg_temp.err($q$SELECT hagen.presign_url('a//b.mp4')$q$);
-SELECT pg_temp.err($q$SELECT hagen.presign_url(repeat('k', 1025))$q$);
-SELECT pg_temp.err($q$SELECT hagen.presign_url(NULL)$q$);
+SELECT t.err($q$SELECT hagen.presign_url('k.mp4', 'POST')$q$);
+SELECT t.err($q$SELECT hagen.presign_url('k.mp4', 'GET', '0 seconds')$q$);
+SELECT t.err($q$SELECT hagen.presign_url('k.mp4', 'GET', '8 days')$q$);
+SELECT t.err($q$SELECT hagen.presign_url('../k.mp4')$q$);
+SELECT t.err($q$SELECT hagen.presign_url('a//b.mp4')$q$);
+SELECT t.err($q$SELECT hagen.presign_url(repeat('k', 1025))$q$);
+SELECT t.err($q$SELECT hagen.presign_url(NULL)$q$);
 \pset format aligned
 \pset tuples_only off

@@ -2,29 +2,10 @@
 -- with canned outcomes, with no network, through whole pipelines.
 \pset null '(null)'
 
--- Test helpers shared with the later regress files.
-CREATE SCHEMA t;
+-- More test helpers (schema t comes from the api test).
 -- Outcomes to give instead of the happy ones: (kind, clip seq, step) -> outcome, n times.
 CREATE TABLE t.script (id serial, kind text, clip_seq integer, step text, outcome jsonb, times integer DEFAULT 1);
 
--- Masks random uuids in text so that outputs are stable.
-CREATE FUNCTION t.mask(s text) RETURNS text LANGUAGE sql IMMUTABLE
-	RETURN regexp_replace(s, '[0-9a-f]{8}-[0-9a-f]{4}-[1-9a-f][0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'g');
-
--- Runs a statement and shows the error it raises: SQLSTATE, message, detail, hint.
-CREATE FUNCTION t.err(q text) RETURNS text LANGUAGE plpgsql AS $f$
-DECLARE
-	st text; msg text; det text; hin text;
-BEGIN
-	EXECUTE q;
-	RETURN 'no error';
-EXCEPTION WHEN others THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-		det = PG_EXCEPTION_DETAIL, hin = PG_EXCEPTION_HINT;
-	RETURN st || ': ' || t.mask(msg) || coalesce(' | ' || nullif(det, ''), '')
-		|| coalesce(' | hint: ' || nullif(hin, ''), '');
-END;
-$f$;
 
 -- The happy answer of a fake Fal.ai / storage / compile to an effect.
 CREATE FUNCTION t.happy(j hagen.job, eff jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
