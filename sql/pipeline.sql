@@ -14,6 +14,7 @@ SELECT kind, count(*) FROM hagen.job WHERE project_id = :'p' GROUP BY kind ORDER
 -- kept (its request id) and then canceled too.
 SELECT t.upload_images() AS image_rounds;
 SELECT * FROM t.tick();
+UPDATE hagen.job SET run_at = now() WHERE status = 'queued';
 SELECT job_id AS running_job, token AS running_token FROM hagen.claim_jobs('http', 1) \gset
 SELECT (hagen.cancel_video(:'p')) ->> 'status' AS status;
 SELECT kind, step, status, cancel_requested FROM hagen.job WHERE project_id = :'p' ORDER BY id;

@@ -25,6 +25,14 @@ BEGIN
 END;
 $$;
 
+-- How long to wait before the next poll of a request: hagen.poll_interval,
+-- doubling every 10 polls up to 8 times that, so that a generation of
+-- several minutes is not polled hundreds of times.
+CREATE FUNCTION hagen._poll_delay_ms(j hagen.job) RETURNS bigint
+	LANGUAGE sql STABLE
+	RETURN (extract(epoch FROM hagen._setting_interval('hagen.poll_interval', '2 seconds')) * 1000
+			* least(power(2, coalesce((j.state ->> 'polls')::integer, 0) / 10), 8))::bigint;
+
 -- The model input: field names follow the model version (v2.1 uses
 -- image_url / tail_image_url / cfg_scale; v2.6 and later start_image_url /
 -- end_image_url / generate_audio, always sent explicitly).
@@ -82,8 +90,7 @@ DECLARE
 	status integer := coalesce((o ->> 'status')::integer, 0);
 	b jsonb := o -> 'body';
 	req text;
-	poll_ms bigint := (extract(epoch FROM hagen._setting_interval('hagen.poll_interval', '2 seconds'))
-					   * 1000)::bigint;
+	poll_ms bigint := hagen._poll_delay_ms(j);
 	msg text := hagen._error_text(o);
 BEGIN
 	IF j.step LIKE 'image\_%' THEN
@@ -126,7 +133,8 @@ BEGIN
 							AND b ->> 'status' IN ('IN_QUEUE', 'IN_PROGRESS')) THEN
 			RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
 				'state', jsonb_strip_nulls(jsonb_build_object(
-					'provider_status', b ->> 'status', 'queue_position', b -> 'queue_position')));
+					'provider_status', b ->> 'status', 'queue_position', b -> 'queue_position',
+					'polls', coalesce((j.state ->> 'polls')::integer, 0) + 1)));
 		ELSIF status = 200 THEN
 			RETURN jsonb_build_object('action', 'advance', 'step', 'result',
 				'state', jsonb_strip_nulls(jsonb_build_object('provider_status', 'COMPLETED',

@@ -37,8 +37,7 @@ DECLARE
 	status integer := coalesce((o ->> 'status')::integer, 0);
 	b jsonb := o -> 'body';
 	st text;
-	poll_ms bigint := (extract(epoch FROM hagen._setting_interval('hagen.poll_interval', '2 seconds'))
-					   * 1000)::bigint;
+	poll_ms bigint := hagen._poll_delay_ms(j);
 	msg text := hagen._error_text(o);
 BEGIN
 	IF j.step = 'submit' THEN
@@ -63,7 +62,8 @@ BEGIN
 	IF status = 202 THEN
 		RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
 			'state', jsonb_strip_nulls(jsonb_build_object('provider_status', 'pending',
-				'provider_progress', b -> 'progress')));
+				'provider_progress', b -> 'progress',
+				'polls', coalesce((j.state ->> 'polls')::integer, 0) + 1)));
 	ELSIF status = 404 THEN
 		RETURN jsonb_build_object('action', 'fail',
 			'error', format('xAI does not know request %s (HTTP 404)', j.request_id));
