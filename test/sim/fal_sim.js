@@ -1,393 +1,869 @@
-// A local simulator of the Fal.ai queue, storage and CDN APIs, for
-// hagenkit's tests and demo (contract: ../shared/specs/fal.md, section 9).
-// Node's standard library only; real MP4s are made with the ffmpeg CLI.
+#!/usr/bin/env node
+// A local simulator of the Fal.ai queue, storage and CDN APIs for hagenkit's
+// tests, benchmarks and demo.  Contract: /work/shared/specs/fal.md section 9
+// (the API it mimics: sections 2-5).  Node's standard library only; outputs
+// are real MP4s made by the ffmpeg CLI.  See README.md next to this file.
 //
-//   node test/sim/fal_sim.js [--port 0] [--key ID:SECRET] [--time-scale X]
-//        [--mode fast|realistic] [--workdir DIR] [--video-size WxH] [--seed N]
+//   node test/sim/fal_sim.js [--port 0] [--key ID:SECRET] [--mode fast|realistic|deterministic]
+//        [--time-scale X] [--seed N] [--workdir DIR] [--port-file FILE] [--video-size WxH]
 //
-// Prints {"listening": "http://127.0.0.1:PORT"} when ready.  A client
-// configured with hagen.fal_queue_url = BASE/queue and hagen.fal_rest_url =
-// BASE/rest sees the real relative paths.  /_sim/ledger, /_sim/requests,
-// /_sim/config (POST, JSON knobs) and /_sim/reset need no auth.
+// Prints {"listening":"http://127.0.0.1:PORT"}.  A client with
+// hagen.fal_queue_url = BASE/queue and hagen.fal_rest_url = BASE/rest sees the
+// real relative paths; file URLs point at BASE/cdn.
 'use strict';
-const http = require('http');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
+const http = require('http');
 const crypto = require('crypto');
-const { execFile } = require('child_process');
+const C = require('./common');
 
-const opts = { port: 0, key: 'sim-key-id:sim-key-secret', timeScale: 1, mode: 'fast',
-	workdir: null, videoSize: '320x180', seed: 1 };
-for (let i = 2; i < process.argv.length; i++) {
-	const a = process.argv[i], v = () => process.argv[++i];
-	if (a === '--port') opts.port = Number(v());
-	else if (a === '--key') opts.key = v();
-	else if (a === '--time-scale') opts.timeScale = Number(v());
-	else if (a === '--mode') opts.mode = v();
-	else if (a === '--workdir') opts.workdir = v();
-	else if (a === '--video-size') opts.videoSize = v();
-	else if (a === '--seed') opts.seed = Number(v());
-	else { process.stderr.write(`fal_sim: unknown option ${a}\n`); process.exit(2); }
-}
-const workdir = opts.workdir || fs.mkdtempSync(path.join(os.tmpdir(), 'fal-sim-'));
-fs.mkdirSync(workdir, { recursive: true });
+const opts = C.parseArgs(process.argv, 'fal_sim', 'sim-key-id:sim-key-secret');
 
-// Knobs, changed at run time with POST /_sim/config.
-const defaults = () => ({
-	locked: false,
-	queue_s: opts.mode === 'realistic' ? 3 : 0.05,	// time IN_QUEUE
-	processing_s: opts.mode === 'realistic' ? 60 : 0.3,	// time IN_PROGRESS
-	// faults: {class: [{status, p, count, drop, stall_s, malformed}]} for classes
-	// submit, status, result, cancel, initiate, upload, cdn
-	faults: {},
-	fail_jobs: 0,					// the next N jobs fail at completion (422 content policy)
-});
-let knobs = defaults();
-let rng = mulberry32(opts.seed);
-const jobs = new Map();			// request id -> job
-const uploads = new Map();		// token -> {id, name, type}
-const files = new Map();		// "id/name" -> {path, type}
-let ledger = [];
-let requests = [];
-let base = '';
+// ------------------------------------------------------------------ knobs
 
-function mulberry32(a) {
-	return () => {
-		a |= 0; a = a + 0x6D2B79F5 | 0;
-		let t = Math.imul(a ^ a >>> 15, 1 | a);
-		t = t + Math.imul(t ^ t >>> 7, 61 | t) ^ t;
-		return ((t ^ t >>> 14) >>> 0) / 4294967296;
+function defaults() {
+	const realistic = opts.mode === 'realistic';
+	return {
+		// timing, in simulated seconds (real = simulated * --time-scale)
+		queue_s: realistic ? 3 : 0.05,		// time IN_QUEUE
+		processing_s: realistic ? 60 : 0.2,	// time IN_PROGRESS (a number, or {endpoint: s, default: s})
+		start_position: 0,			// extra queue positions that count down while queued
+		max_concurrent: 0,			// IN_PROGRESS limit per account (0: none); the rest wait IN_QUEUE
+		polls_before_in_progress: 0,		// deterministic mode: status polls answered IN_QUEUE
+		polls_before_completed: 1,		// deterministic mode: status polls answered IN_PROGRESS
+		// account and validation
+		locked: false,				// true or "admin": 403 on submit and initiate
+		validate_at_submit: false,		// 422 at submit instead of at result time
+		forbid_extra_fields: true,		// unknown input fields are a 422 extra_forbidden
+		enforce_image_limits: false,		// >= 300 px, aspect 1:2.5..2.5:1, <= 10 MB
+		detail_string: false,			// 422 bodies carry detail as a plain string
+		honor_cancel: false,			// a cancel of an IN_PROGRESS job ends it cancelled
+		// failures at completion
+		fail_jobs: 0,				// the next n accepted jobs fail
+		fail_p: 0,				// or each job fails with this probability
+		fail_error_type: 'content_policy_violation',	// how they fail (see FAILURES)
+		result_ttl: null,			// simulated seconds a result stays readable (null: forever)
+		upload_ttl: 3600,			// simulated seconds an upload URL stays valid
+		// outputs
+		video_size: null,			// "WxH" or 480p/720p/1080p; null: --video-size
+		// webhooks
+		webhook_duplicate: false,		// deliver every webhook twice
+		webhook_max_attempts: 10,
+		// injected transport faults: {class: [spec, ...]}, classes below
+		faults: {},
+		max_logged_requests: 20000,
+		max_jobs: 100000,
 	};
 }
 
-const PRICES = {		// cents per second: without audio, with audio
-	'fal-ai/kling-video/v2.6/pro/image-to-video': [7, 14],
-	'fal-ai/kling-video/v2.1/pro/image-to-video': [9, 9],
+const FAULT_CLASSES = ['submit', 'status', 'result', 'cancel', 'initiate', 'upload', 'cdn'];
+
+// Failure kinds a job can end with: HTTP status of its result and body shape.
+const FAILURES = {
+	content_policy_violation: [422, 'The content could not be processed because it violated our content policy.'],
+	no_media_generated: [422, 'No media was generated by the model.'],
+	image_load_error: [422, 'Failed to load the image.'],
+	file_download_error: [422, 'Failed to download the file from the given URL.'],
+	runner_disconnected: [503, 'Runner disconnected'],
+	runner_scheduling_failure: [503, 'Runner scheduling failure'],
+	runner_connection_timeout: [503, 'Runner connection timed out'],
+	runner_incomplete_response: [502, 'Runner returned an incomplete response'],
+	runner_server_error: [500, 'Runner server error'],
+	internal_error: [500, 'Internal server error'],
+	request_timeout: [504, 'Request timed out'],
+	generation_timeout: [504, 'Generation timed out'],
+	startup_timeout: [504, 'Request timed out before a runner started it'],
+	client_cancelled: [499, 'Request was cancelled by the client'],
 };
 
-function send(res, status, body, headers = {}) {
-	const text = typeof body === 'string' ? body : JSON.stringify(body);
-	res.writeHead(status, Object.assign({ 'content-type': 'application/json',
-		'content-length': Buffer.byteLength(text), 'x-fal-request-id': headers['x-fal-request-id'] || crypto.randomUUID() }, headers));
-	res.end(text);
+// ------------------------------------------------------------------ models
+
+const KLING_NEG = 'blur, distort, and low quality';
+const KLING_V26_I2V = {
+	prompt: { type: 'string', required: true, min: 1, max: 2500 },
+	start_image_url: { type: 'string', required: true, image: true },
+	end_image_url: { type: 'string', nullable: true, image: true },
+	duration: { literal: ['5', '10'], default: '5' },
+	negative_prompt: { type: 'string', max: 2500, default: KLING_NEG },
+	generate_audio: { type: 'boolean', default: true },
+	voice_ids: { type: 'array', items: 'string', maxItems: 2, nullable: true },
+};
+const KLING_V26_T2V = {
+	prompt: { type: 'string', required: true, min: 1, max: 2500 },
+	duration: { literal: ['5', '10'], default: '5' },
+	aspect_ratio: { literal: ['16:9', '9:16', '1:1'], default: '16:9' },
+	negative_prompt: { type: 'string', max: 2500, default: KLING_NEG },
+	cfg_scale: { type: 'number', ge: 0, le: 1, default: 0.5 },
+	generate_audio: { type: 'boolean', default: true },
+};
+const KLING_V21_I2V = {
+	prompt: { type: 'string', required: true, min: 1, max: 2500 },
+	image_url: { type: 'string', required: true, image: true },
+	tail_image_url: { type: 'string', nullable: true, image: true },
+	duration: { literal: ['5', '10'], default: '5' },
+	negative_prompt: { type: 'string', max: 2500, default: KLING_NEG },
+	cfg_scale: { type: 'number', ge: 0, le: 1, default: 0.5 },
+};
+
+// Prices in cents: per second (off, audio, audio + voice), or per 5 s plus per extra second.
+const perSecond = (off, on, voice) => (inp, secs) => secs * (inp.voice_ids && inp.voice_ids.length ? voice : inp.generate_audio !== false ? on : off);
+const perFive = (five, extra) => (inp, secs) => five + Math.max(0, secs - 5) * extra;
+
+const MODELS = {
+	'fal-ai/kling-video/v2.6/pro/image-to-video': { schema: KLING_V26_I2V, start: 'start_image_url', end: 'end_image_url', audio: true, price: perSecond(7, 14, 16.8) },
+	'fal-ai/kling-video/v2.6/pro/text-to-video': { schema: KLING_V26_T2V, audio: true, price: perSecond(7, 14, 16.8) },
+	'fal-ai/kling-video/v2.1/pro/image-to-video': { schema: KLING_V21_I2V, start: 'image_url', end: 'tail_image_url', price: perFive(49, 9.8) },
+	'fal-ai/kling-video/v2.1/standard/image-to-video': { schema: KLING_V21_I2V, start: 'image_url', end: 'tail_image_url', price: perFive(28, 5.6) },
+	'fal-ai/kling-video/v2.1/master/image-to-video': { schema: KLING_V21_I2V, start: 'image_url', end: 'tail_image_url', price: perFive(140, 28) },
+	'fal-ai/ffmpeg-api/extract-frame': { schema: { video_url: { type: 'string', required: true }, frame_type: { literal: ['first', 'middle', 'last'], default: 'first' } }, tool: extractFrame, price: () => 0.02 },
+	'fal-ai/ffmpeg-api/metadata': { schema: { media_url: { type: 'string', required: true }, extract_frames: { type: 'boolean', default: false } }, tool: metadata, price: () => 0.02 },
+	'fal-ai/ffmpeg-api/merge-videos': { schema: { video_urls: { type: 'array', items: 'string', required: true, minItems: 1 }, target_fps: { type: 'number', nullable: true, ge: 1, le: 120 }, resolution: { literal: ['square_hd', 'square', 'portrait_4_3', 'portrait_16_9', 'landscape_4_3', 'landscape_16_9'], nullable: true } }, tool: mergeVideos, price: () => 0.02 },
+	'fal-ai/ffmpeg-api/merge-audio-video': { schema: { video_url: { type: 'string', required: true }, audio_url: { type: 'string', required: true }, start_offset: { type: 'number', default: 0, ge: 0 } }, tool: mergeAudioVideo, price: () => 0.02 },
+	'fal-ai/ffmpeg-api/compose': { schema: { tracks: { type: 'array', required: true, minItems: 1 } }, tool: compose, price: () => 0.02 },
+};
+
+// ------------------------------------------------------------------ state
+
+const jobs = new Map();		// request id -> job
+const queued = new Set();		// jobs IN_QUEUE, oldest first
+const ready = { normal: [], low: [] };	// queued jobs whose queue time is over, waiting for a slot
+let running = 0;
+const uploads = new Map();		// token -> {id, name, type, expires_at, multipart: Map?}
+const webhooks = [];			// deliveries, for /_sim/webhooks
+const signer = crypto.generateKeyPairSync('ed25519');
+const signerKid = crypto.createHash('sha256').update(signer.publicKey.export({ format: 'der', type: 'spki' })).digest('hex').slice(0, 16);
+
+const core = new C.SimCore('fal_sim', opts, {
+	defaults,
+	route,
+	errorFor,
+	defaultHeaders: (ctx) => ({ 'x-fal-request-id': ctx.requestId || (ctx.requestId = core.uuid()) }),
+	control,
+	onReset() {
+		jobs.clear(); queued.clear(); ready.normal = []; ready.low = []; running = 0;
+		uploads.clear(); core.files.clear(); webhooks.length = 0;
+	},
+});
+
+// ------------------------------------------------------------------ helpers
+
+// The body of an injected error status, in Fal's flat request-error shape.
+function errorFor(status, f) {
+	const types = { 400: 'bad_request', 429: 'rate_limited', 500: 'internal_error', 503: 'runner_scheduling_failure', 504: 'request_timeout' };
+	const type = f.error_type || types[status] || 'internal_error';
+	if (status === 422) return { body: { detail: detailOf([{ loc: ['body'], msg: f.detail || 'Unprocessable input', type: f.error_type || 'value_error' }]) }, headers: {} };
+	const headers = { 'x-fal-error-type': type };
+	if (status === 504 && f.timeout_type !== null) headers['x-fal-request-timeout-type'] = f.timeout_type || 'user';
+	if (status === 429 && f.needs_retry !== false) headers['x-fal-needs-retry'] = '1';
+	return { body: { detail: f.detail || (FAILURES[type] ? FAILURES[type][1] : `Injected HTTP ${status}`), error_type: type }, headers };
 }
 
-// Applies an injected fault for a class of endpoint; true when it answered.
-function fault(cls, req, res, onAccepted) {
-	const list = knobs.faults[cls] || [];
-	for (const f of list) {
-		let hit = false;
-		if (f.count > 0) { f.count--; hit = true; }
-		else if (f.p && rng() < f.p) hit = true;
-		if (!hit) continue;
-		if (f.accept_then_drop && onAccepted) { onAccepted(); req.socket.destroy(); return true; }
-		if (f.drop) { req.socket.destroy(); return true; }
-		if (f.stall_s) { setTimeout(() => req.socket.destroy(), f.stall_s * 1000); return true; }
-		if (f.malformed) { send(res, 200, '{"status": "IN_QU'); return true; }
-		if (f.truncated) {
-			// Promise a longer body than is sent, then reset the connection.
-			res.writeHead(200, { 'content-type': 'application/json', 'content-length': 400 });
-			res.write('{"status": "COMPLETED", "request_id": "');
-			setTimeout(() => req.socket.destroy(), 10);
-			return true;
-		}
-		const headers = {};
-		if (f.retry_after !== undefined) headers['retry-after'] = String(f.retry_after);
-		if (f.status === 502) {
-			const html = '<html><body><h1>502 Bad Gateway</h1></body></html>';
-			res.writeHead(502, { 'content-type': 'text/html', 'content-length': html.length });
-			res.end(html);
-			return true;
-		}
-		send(res, f.status || 500, { detail: f.detail || `injected ${f.status || 500}`, error_type: 'injected' }, headers);
-		return true;
+// A 422 detail list, or a plain string when the detail_string knob is on.
+function detailOf(list) {
+	if (!core.knobs.detail_string) return list;
+	return list.map((d) => d.msg).join('; ');
+}
+
+const errorObj = (loc, type, msg, input, ctx) => Object.assign({ loc, msg, type, url: `https://docs.fal.ai/errors#${type}` },
+	ctx ? { ctx } : {}, input !== undefined ? { input } : {});
+
+// The outcome of a failed job: {status, body, headers, error_type, error}.
+function failure(type, detailList) {
+	const [status, msg] = FAILURES[type] || [500, type];
+	if (status === 422) {
+		const list = detailList || [errorObj(['body'], type, msg)];
+		return { status, body: { detail: detailOf(list) }, headers: {}, error_type: type, error: list[0].msg };
 	}
-	return false;
+	const headers = { 'x-fal-error-type': type };
+	if (type === 'startup_timeout') headers['x-fal-request-timeout-type'] = 'user';
+	return { status, body: { detail: msg, error_type: type }, headers, error_type: type, error: msg };
 }
 
-function authorized(req, res) {
-	const h = req.headers.authorization;
-	if (!h) { send(res, 401, { detail: 'Authorization header is required' }); return false; }
-	if (h !== `Key ${opts.key}`) { send(res, 401, { detail: 'No user found for Key ID and Secret' }); return false; }
-	return true;
-}
-
-function readBody(req) {
-	return new Promise((resolve) => {
-		const chunks = [];
-		req.on('data', (c) => chunks.push(c));
-		req.on('end', () => resolve(Buffer.concat(chunks)));
-		req.on('error', () => resolve(Buffer.alloc(0)));
-	});
-}
-
-// Fetches an input image: our own CDN, a data: URL, or a loopback URL.
-function fetchImage(url) {
-	return new Promise((resolve) => {
-		if (typeof url !== 'string') return resolve(null);
-		const m = url.startsWith(base + '/cdn/files/') ? url.slice((base + '/cdn/files/').length) : null;
-		if (m && files.has(m)) return resolve(fs.readFileSync(files.get(m).path));
-		if (url.startsWith('data:')) {
-			const comma = url.indexOf(',');
-			return resolve(comma > 0 ? Buffer.from(url.slice(comma + 1), 'base64') : null);
+// Checks an input object against a field schema; returns pydantic-like details.
+function validate(schema, input) {
+	const out = [];
+	for (const [k, s] of Object.entries(schema)) {
+		const loc = ['body', k];
+		const v = input[k];
+		if (v === undefined) {
+			if (s.required) out.push(errorObj(loc, 'missing', 'Field required', input));
+			continue;
 		}
-		let u;
-		try { u = new URL(url); } catch (e) { return resolve(null); }
-		if (u.protocol !== 'http:' || !/^(127\.|localhost$|\[::1\]$)/.test(u.hostname)) return resolve(null);
-		http.get(url, (r) => {
-			if (r.statusCode !== 200) { r.resume(); return resolve(null); }
-			const chunks = [];
-			r.on('data', (c) => chunks.push(c));
-			r.on('end', () => resolve(Buffer.concat(chunks)));
-		}).on('error', () => resolve(null));
-	});
-}
-
-// Makes the output MP4 of a job: a slow zoom over the start image (or a
-// test pattern), exactly `duration` seconds, 24 fps, with an AAC track when
-// audio is asked for.  Deterministic for the same inputs; cached.
-const cache = new Map();
-function makeVideo(image, duration, audio) {
-	const digest = crypto.createHash('sha256').update(image || 'pattern').digest('hex').slice(0, 16);
-	const key = `${digest}-${duration}-${audio ? 'a' : 's'}-${opts.videoSize}`;
-	if (cache.has(key)) return cache.get(key);
-	const out = path.join(workdir, `out-${key}.mp4`);
-	const p = new Promise((resolve, reject) => {
-		if (fs.existsSync(out)) return resolve(out);
-		const [w, h] = opts.videoSize.split('x').map(Number);
-		const frames = duration * 24;
-		const args = ['-y', '-loglevel', 'error'];
-		if (image) {
-			const img = path.join(workdir, `in-${digest}`);
-			fs.writeFileSync(img, image);
-			args.push('-loop', '1', '-framerate', '24', '-t', String(duration), '-i', img);
-		} else {
-			args.push('-f', 'lavfi', '-i', `testsrc2=s=${w}x${h}:r=24:d=${duration}`);
+		if (v === null) {
+			if (!s.nullable) out.push(errorObj(loc, s.literal ? 'literal_error' : `${s.type || 'string'}_type`,
+				s.literal ? `Input should be ${s.literal.map((x) => `'${x}'`).join(' or ')}` : `Input should be a valid ${s.type || 'string'}`, v));
+			continue;
 		}
-		if (audio) args.push('-f', 'lavfi', '-i', `sine=f=330:d=${duration}:sample_rate=48000`);
-		const vf = image
-			? `scale=${w * 2}:${h * 2}:force_original_aspect_ratio=increase,crop=${w * 2}:${h * 2},zoompan=z='1+0.1*on/${frames}':d=1:s=${w}x${h}:fps=24,format=yuv420p`
-			: 'format=yuv420p';
-		args.push('-vf', vf, '-frames:v', String(frames), '-c:v', 'libx264', '-preset', 'ultrafast',
-			'-threads', '1', '-fflags', '+bitexact', '-flags:v', '+bitexact');
-		if (audio) args.push('-c:a', 'aac', '-b:a', '96k', '-ac', '2', '-flags:a', '+bitexact', '-shortest');
-		args.push('-movflags', '+faststart', out);
-		execFile('ffmpeg', args, (err, stdout, stderr) => err ? reject(new Error(stderr || err.message)) : resolve(out));
-	});
-	cache.set(key, p);
-	p.catch(() => cache.delete(key));
-	return p;
+		if (s.literal) {
+			if (!s.literal.includes(v)) {
+				const expected = s.literal.map((x) => `'${x}'`).join(s.literal.length > 2 ? ', ' : ' or ');
+				out.push(errorObj(loc, 'literal_error', `Input should be ${expected}`, v, { expected }));
+			}
+			continue;
+		}
+		if (s.type === 'string') {
+			if (typeof v !== 'string') { out.push(errorObj(loc, 'string_type', 'Input should be a valid string', v)); continue; }
+			if (s.min !== undefined && v.length < s.min) out.push(errorObj(loc, 'string_too_short', `String should have at least ${s.min} character${s.min === 1 ? '' : 's'}`, v, { min_length: s.min }));
+			if (s.max !== undefined && v.length > s.max) out.push(errorObj(loc, 'string_too_long', `String should have at most ${s.max} characters`, v.slice(0, 100), { max_length: s.max }));
+		} else if (s.type === 'boolean') {
+			if (typeof v !== 'boolean') out.push(errorObj(loc, 'bool_type', 'Input should be a valid boolean', v));
+		} else if (s.type === 'number') {
+			if (typeof v !== 'number' || !Number.isFinite(v)) { out.push(errorObj(loc, 'float_type', 'Input should be a valid number', v)); continue; }
+			if (s.ge !== undefined && v < s.ge) out.push(errorObj(loc, 'greater_than_equal', `Input should be greater than or equal to ${s.ge}`, v, { ge: s.ge }));
+			if (s.le !== undefined && v > s.le) out.push(errorObj(loc, 'less_than_equal', `Input should be less than or equal to ${s.le}`, v, { le: s.le }));
+		} else if (s.type === 'array') {
+			if (!Array.isArray(v)) { out.push(errorObj(loc, 'list_type', 'Input should be a valid list', v)); continue; }
+			if (s.maxItems !== undefined && v.length > s.maxItems) out.push(errorObj(loc, 'too_long', `List should have at most ${s.maxItems} items after validation, not ${v.length}`, v, { field_type: 'List', max_length: s.maxItems, actual_length: v.length }));
+			if (s.minItems !== undefined && v.length < s.minItems) out.push(errorObj(loc, 'too_short', `List should have at least ${s.minItems} item after validation, not ${v.length}`, v, { field_type: 'List', min_length: s.minItems, actual_length: v.length }));
+			if (s.items === 'string') v.forEach((x, i) => { if (typeof x !== 'string') out.push(errorObj([...loc, i], 'string_type', 'Input should be a valid string', x)); });
+		}
+	}
+	if (core.knobs.forbid_extra_fields) {
+		for (const k of Object.keys(input)) if (!(k in schema)) out.push(errorObj(['body', k], 'extra_forbidden', 'Extra inputs are not permitted', input[k]));
+	}
+	return out;
 }
 
-// Validates a Kling input per model version: a list of 422 details or [].
-function validate(endpoint, input) {
-	const d = [];
-	const v21 = /\/v(1|2\.0|2\.1)\//.test(endpoint);
-	const img = v21 ? 'image_url' : 'start_image_url';
-	if (typeof input.prompt !== 'string' || input.prompt.length < 1 || input.prompt.length > 2500)
-		d.push({ loc: ['body', 'prompt'], msg: 'prompt must be 1 to 2500 characters', type: 'value_error' });
-	if (typeof input[img] !== 'string')
-		d.push({ loc: ['body', img], msg: 'field required', type: 'missing' });
-	for (const bad of v21 ? ['start_image_url', 'end_image_url', 'generate_audio'] : ['image_url', 'tail_image_url', 'cfg_scale'])
-		if (bad in input) d.push({ loc: ['body', bad], msg: `extra field not permitted for ${endpoint}`, type: 'extra_forbidden' });
-	if (!['5', '10'].includes(input.duration))
-		d.push({ loc: ['body', 'duration'], msg: "duration must be the string '5' or '10'", type: 'enum' });
-	if (!v21 && 'generate_audio' in input && typeof input.generate_audio !== 'boolean')
-		d.push({ loc: ['body', 'generate_audio'], msg: 'must be a boolean', type: 'bool_type' });
-	return d;
+// A file of our own CDN for a URL of it, or null.
+function ownFile(url) {
+	const prefix = `${core.base}/cdn/files/`;
+	if (typeof url !== 'string' || !url.startsWith(prefix)) return null;
+	let rel;
+	try { rel = decodeURIComponent(url.slice(prefix.length).split(/[?#]/)[0]); } catch (e) { return null; }
+	return core.files.get(rel);
 }
+
+const fetchUrl = (url, max) => C.fetchMedia(url, ownFile, { maxBytes: max || 50 * 1024 * 1024 });
+
+// Puts a made file on the CDN; returns a Fal File object.
+function publish(made, name, type, lifetimeS) {
+	const id = core.uuid();
+	core.files.put(`${id}/${name}`, { path: made.path, type, size: made.size, etag: made.sha256.slice(0, 32),
+		expires_at: lifetimeS ? Date.now() + core.ms(lifetimeS) : null });
+	return { url: `${core.base}/cdn/files/${id}/${name}`, content_type: type, file_name: name, file_size: made.size };
+}
+
+function ms(v) { return core.ms(v); }
+const nowIso = () => new Date().toISOString();
+
+// ------------------------------------------------------------------ model work
+
+// Fetches and checks one input image of a Kling job; {buf, dims} or {fail}.
+async function loadImage(field, url) {
+	const r = await fetchUrl(url, 50 * 1024 * 1024);
+	if (r.error) return { fail: failure('file_download_error', [errorObj(['body', field], 'file_download_error', `Failed to download the file from the given URL: ${r.error}`, url)]) };
+	const dims = await core.media.probeImage(r.buf);
+	if (!dims) return { fail: failure('image_load_error', [errorObj(['body', field], 'image_load_error', 'Failed to load the image. Please ensure the image file is not corrupted and is in a supported format.', url)]) };
+	if (core.knobs.enforce_image_limits) {
+		if (r.buf.length > 10 * 1024 * 1024) return { fail: failure('file_too_large', [errorObj(['body', field], 'file_too_large', 'File is too large', url, { max_size: 10485760 })]) };
+		if (dims.width < 300 || dims.height < 300) return { fail: failure('image_too_small', [errorObj(['body', field], 'image_too_small', 'Image is too small', url, { min_width: 300, min_height: 300 })]) };
+		const a = dims.width / dims.height;
+		if (a < 0.4 || a > 2.5) return { fail: failure('image_too_large', [errorObj(['body', field], 'value_error', 'Image aspect ratio must be between 1:2.5 and 2.5:1', url)]) };
+	}
+	return { buf: r.buf, dims };
+}
+
+// Checks a job's input the way the model would before generating: the schema,
+// then the images (fetched and decoded).  Resolves {fail} or {start, end}.
+async function check(job) {
+	const model = MODELS[job.endpoint];
+	const input = job.input;
+	const problems = validate(model.schema, input);
+	if (problems.length) return { fail: { status: 422, body: { detail: detailOf(problems) }, headers: {}, error_type: problems[0].type, error: problems[0].msg } };
+	let start = null, end = null;
+	if (model.start) {
+		start = await loadImage(model.start, input[model.start]);
+		if (start.fail) return start;
+		if (input[model.end]) {
+			end = await loadImage(model.end, input[model.end]);
+			if (end.fail) return end;
+		}
+	}
+	return { start, end };
+}
+
+// Runs the fake model of a checked job; resolves its outcome {status, body, headers, ...}.
+async function generate(job, checked) {
+	const model = MODELS[job.endpoint];
+	const input = job.input;
+	if (checked.fail) return checked.fail;
+	if (job.plannedFailure) return failure(job.plannedFailure);
+	if (model.tool) return model.tool(input, job);
+	const { start, end } = checked;
+	const duration = Number(input.duration || '5');
+	let size = core.defaultSize();
+	if (start) size = C.sizeForAspect(size, start.dims.width / start.dims.height);
+	else if (input.aspect_ratio) { const [a, b] = input.aspect_ratio.split(':').map(Number); size = C.sizeForAspect(size, a / b); }
+	const made = await core.media.video({ image: start && start.buf, endImage: end && end.buf, duration,
+		width: size[0], height: size[1], audio: Boolean(model.audio && input.generate_audio !== false) });
+	return { status: 200, body: { video: publish(made, 'output.mp4', 'video/mp4', job.lifetimeS) } };
+}
+
+// ffmpeg-api: fetches each URL into the media dir; returns file paths.
+async function fetchInputs(urls) {
+	const files = [];
+	for (const u of urls) {
+		const r = await fetchUrl(u, 500 * 1024 * 1024);
+		if (r.error) throw Object.assign(new Error(r.error), { url: u });
+		files.push(core.media.saveInput(r.buf));
+	}
+	return files;
+}
+
+// Runs a tool body and turns a fetch error into Fal's 422.
+async function tool(field, fn) {
+	try { return await fn(); } catch (e) {
+		if (e.url) return failure('file_download_error', [errorObj(['body', field], 'file_download_error', `Failed to download the file from the given URL: ${e.message}`, e.url)]);
+		return failure('internal_error');
+	}
+}
+
+// A cached output of an ffmpeg command keyed by its inputs.
+async function ffmpegOutput(key, ext, argsFor) {
+	const out = path.join(core.media.dir, `tool_${C.sha256(key).slice(0, 32)}.${ext}`);
+	if (!fs.existsSync(out)) {
+		const tmp = `${out}.${crypto.randomBytes(4).toString('hex')}.${ext}`;
+		await core.media.ffmpeg(argsFor(tmp));
+		fs.renameSync(tmp, out);
+	}
+	const buf = fs.readFileSync(out);
+	return { path: out, size: buf.length, sha256: C.sha256(buf) };
+}
+
+const BITEXACT = ['-map_metadata', '-1', '-fflags', '+bitexact', '-flags:v', '+bitexact', '-flags:a', '+bitexact'];
+const H264 = ['-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-threads', '1'];
+
+function extractFrame(input) {
+	return tool('video_url', async () => {
+		const [v] = await fetchInputs([input.video_url]);
+		const info = await core.media.probe(v.file, v.digest);
+		if (!info) return failure('image_load_error', [errorObj(['body', 'video_url'], 'unsupported_video_format', 'Unsupported video format', input.video_url)]);
+		const type = input.frame_type || 'first';
+		const made = await ffmpegOutput(`frame:${v.digest}:${type}`, 'png', (tmp) => (type === 'first'
+			? ['-i', v.file, '-frames:v', '1', ...BITEXACT, tmp]
+			: type === 'last' ? ['-sseof', '-0.5', '-i', v.file, '-update', '1', ...BITEXACT, tmp]
+				: ['-ss', String((info.duration || 0) / 2), '-i', v.file, '-frames:v', '1', ...BITEXACT, tmp]));
+		const file = publish(made, 'frame.png', 'image/png');
+		return { status: 200, body: { images: [Object.assign(file, { width: info.width, height: info.height })] } };
+	});
+}
+
+function metadata(input) {
+	return tool('media_url', async () => {
+		const [m] = await fetchInputs([input.media_url]);
+		const info = await core.media.probe(m.file, m.digest);
+		if (!info) return failure('image_load_error', [errorObj(['body', 'media_url'], 'unsupported_video_format', 'Unsupported media format', input.media_url)]);
+		return { status: 200, body: { media: { media_type: 'video', url: input.media_url, content_type: 'video/mp4', file_name: path.basename(String(input.media_url).split('?')[0]),
+			file_size: fs.statSync(m.file).size, duration: info.duration, width: info.width, height: info.height, resolution: { width: info.width, height: info.height },
+			container: info.format } } };
+	});
+}
+
+const RESOLUTIONS = { square_hd: [1024, 1024], square: [512, 512], portrait_4_3: [768, 1024], portrait_16_9: [576, 1024], landscape_4_3: [1024, 768], landscape_16_9: [1024, 576] };
+
+function mergeVideos(input) {
+	return tool('video_urls', async () => {
+		const vids = await fetchInputs(input.video_urls);
+		const first = await core.media.probe(vids[0].file, vids[0].digest);
+		if (!first) return failure('image_load_error', [errorObj(['body', 'video_urls', 0], 'unsupported_video_format', 'Unsupported video format')]);
+		const [w, h] = RESOLUTIONS[input.resolution] || [first.width & ~1, first.height & ~1];
+		const fps = input.target_fps || 24;
+		const key = `merge:${vids.map((v) => v.digest).join(',')}:${w}x${h}:${fps}`;
+		const made = await ffmpegOutput(key, 'mp4', (tmp) => {
+			const ins = vids.flatMap((v) => ['-i', v.file]);
+			const chains = vids.map((_, i) => `[${i}:v]scale=${w}:${h}:force_original_aspect_ratio=decrease,pad=${w}:${h}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps=${fps},format=yuv420p[v${i}]`);
+			const filter = `${chains.join(';')};${vids.map((_, i) => `[v${i}]`).join('')}concat=n=${vids.length}:v=1:a=0[v]`;
+			return [...ins, '-filter_complex', filter, '-map', '[v]', ...H264, ...BITEXACT, '-movflags', '+faststart', tmp];
+		});
+		const info = await core.media.probe(made.path, made.sha256);
+		return { status: 200, body: { video: publish(made, 'output.mp4', 'video/mp4'), metadata: { duration: info && info.duration, width: w, height: h, fps } } };
+	});
+}
+
+function mergeAudioVideo(input) {
+	return tool('video_url', async () => {
+		const [v, a] = await fetchInputs([input.video_url, input.audio_url]);
+		const off = Number(input.start_offset || 0);
+		const made = await ffmpegOutput(`mav:${v.digest}:${a.digest}:${off}`, 'mp4', (tmp) => ['-i', v.file, '-itsoffset', String(off), '-i', a.file,
+			'-map', '0:v:0', '-map', '1:a:0', '-c:v', 'copy', '-c:a', 'aac', '-ar', '48000', '-ac', '2', '-shortest', ...BITEXACT, '-movflags', '+faststart', tmp]);
+		return { status: 200, body: { video: publish(made, 'output.mp4', 'video/mp4') } };
+	});
+}
+
+// compose: the video track's keyframes in time order, joined; a thumbnail of the first frame.
+function compose(input) {
+	return tool('tracks', async () => {
+		const track = input.tracks.find((t) => t && t.type === 'video');
+		const kfs = track && Array.isArray(track.keyframes) ? [...track.keyframes].sort((a, b) => (a.timestamp || 0) - (b.timestamp || 0)) : [];
+		if (kfs.length === 0) return failure('no_media_generated');
+		const merged = await mergeVideos({ video_urls: kfs.map((k) => k.url) });
+		if (merged.status !== 200) return merged;
+		const thumb = await extractFrame({ video_url: merged.body.video.url, frame_type: 'first' });
+		return { status: 200, body: { video_url: merged.body.video.url, thumbnail_url: thumb.status === 200 ? thumb.body.images[0].url : null } };
+	});
+}
+
+// ------------------------------------------------------------------ job lifecycle
 
 function jobUrls(job) {
-	const r = `${base}/queue/${job.app}/requests/${job.id}`;
+	const r = `${core.base}/queue/${job.app}/requests/${job.id}`;
 	return { response_url: r, status_url: `${r}/status`, cancel_url: `${r}/cancel` };
 }
 
-function state(job) {
-	if (job.done) return 'COMPLETED';
-	const t = (Date.now() - job.created) / 1000 / opts.timeScale;
-	if (t < knobs.queue_s) return 'IN_QUEUE';
-	if (t < knobs.queue_s + knobs.processing_s || !job.output) return 'IN_PROGRESS';
-	job.done = true;
-	return 'COMPLETED';
+function log(job, message, level = 'INFO') {
+	if (job.logs.length < 50) job.logs.push({ message, timestamp: nowIso(), level, source: 'USER' });
 }
 
-async function submit(req, res, owner, rest) {
-	if (!authorized(req, res)) return;
-	const raw = await readBody(req);
-	if (knobs.locked) return send(res, 403, { detail: 'User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing.' });
-	let input;
-	try { input = JSON.parse(raw.toString('utf8')); } catch (e) {
-		return send(res, 422, { detail: [{ loc: ['body'], msg: 'Input should be a valid JSON object', type: 'json_invalid' }] });
+function processingS(job) {
+	const p = core.knobs.processing_s;
+	if (p && typeof p === 'object') return Number(p[job.endpoint] ?? p.default ?? 0.2);
+	return Number(p);
+}
+
+// Tells SSE listeners of a state change.
+function emit(job) { for (const fn of job.listeners) fn(); }
+
+// Starts the clocks of a new job (fast and realistic modes).
+function schedule(job) {
+	if (opts.mode === 'deterministic') return;
+	core.later(core.knobs.queue_s, () => { if (job.state === 'IN_QUEUE') { job.ready = true; ready[job.priority].push(job); pump(); } });
+	if (job.timeout_s) {
+		const t = setTimeout(() => { core.timers.delete(t); if (job.state === 'IN_QUEUE') complete(job, failure('startup_timeout')); }, job.timeout_s * 1000);
+		core.timers.add(t);
 	}
-	const endpoint = [owner, ...rest].join('/');
-	const app = owner === 'workflows' || owner === 'comfy' ? [owner, ...rest.slice(0, 2)].join('/') : `${owner}/${rest[0]}`;
-	const id = crypto.randomUUID();
-	const job = { id, app, endpoint, input, created: Date.now(), done: false, output: null, error: null };
-	const accept = () => {
-		jobs.set(id, job);
-		const seconds = Number(input.duration) || 5;
-		const price = PRICES[endpoint] || [7, 14];
-		ledger.push({ request_id: id, endpoint, seconds, audio: input.generate_audio === true,
-			cents: seconds * price[input.generate_audio === true ? 1 : 0], at: new Date().toISOString() });
-		const problems = validate(endpoint, input);
-		if (problems.length) { job.error = { status: 422, body: { detail: problems } }; job.output = true; return; }
-		if (knobs.fail_jobs > 0) {
-			knobs.fail_jobs--;
-			job.error = { status: 422, body: { detail: [{ loc: ['body', 'prompt'], msg: 'The content could not be processed because it violated our content policy', type: 'content_policy_violation' }] } };
-			job.output = true;
-			return;
-		}
-		fetchImage(input.start_image_url || input.image_url).then((image) => {
-			if (image === null && (input.start_image_url || input.image_url)) {
-				job.error = { status: 422, body: { detail: [{ loc: ['body', 'start_image_url'], msg: 'Could not download the file from the given URL', type: 'file_download_error' }] } };
-				job.output = true;
-				return null;
-			}
-			return makeVideo(image, Number(input.duration) || 5, input.generate_audio === true).then((file) => {
-				const fid = crypto.randomUUID();
-				files.set(`${fid}/output.mp4`, { path: file, type: 'video/mp4' });
-				job.output = { video: { url: `${base}/cdn/files/${fid}/output.mp4`, content_type: 'video/mp4',
-					file_name: 'output.mp4', file_size: fs.statSync(file).size } };
-			});
-		}).catch((err) => {
-			job.error = { status: 500, body: { detail: `generation failed: ${err.message}`, error_type: 'runner_disconnected' } };
-			job.output = true;
+}
+
+// Moves waiting jobs into progress while the concurrency limit allows.
+function pump() {
+	const limit = Number(core.knobs.max_concurrent) || Infinity;
+	while (running < limit) {
+		const job = ready.normal.shift() || ready.low.shift();
+		if (!job) return;
+		if (job.state !== 'IN_QUEUE') continue;
+		start(job);
+		core.later(processingS(job), () => finish(job));
+	}
+}
+
+function start(job) {
+	queued.delete(job);
+	job.state = 'IN_PROGRESS';
+	job.started_at = Date.now();
+	running++;
+	job.counted = true;
+	log(job, 'Starting generation');
+	emit(job);
+}
+
+// Completes a job once its model work is done.
+async function finish(job) {
+	const outcome = await job.work;
+	if (job.state !== 'COMPLETED') complete(job, outcome);
+}
+
+function complete(job, outcome) {
+	if (job.state === 'COMPLETED') return;
+	queued.delete(job);
+	if (job.counted) { running--; job.counted = false; }
+	job.state = 'COMPLETED';
+	job.completed_at = Date.now();
+	job.outcome = outcome;
+	log(job, outcome.status === 200 ? 'Generation completed' : `Generation failed: ${outcome.error_type}`, outcome.status === 200 ? 'INFO' : 'ERROR');
+	const entry = job.ledger;
+	if (entry) {
+		entry.outcome = outcome.status === 200 ? 'ok' : outcome.error_type || `http_${outcome.status}`;
+		// 5xx failures, cancels and refused inputs are not billed.
+		if (outcome.status >= 499 || outcome.error_type === 'client_cancelled' || (outcome.status === 422 && !['content_policy_violation', 'no_media_generated'].includes(outcome.error_type))) entry.billed = false;
+	}
+	emit(job);
+	if (job.webhook) deliverWebhook(job);
+	pump();
+}
+
+// Deterministic mode: a status poll moves the job one state on.
+async function step(job) {
+	const k = core.knobs;
+	if (job.state === 'IN_QUEUE') {
+		if (job.queuePolls < Number(k.polls_before_in_progress)) { job.queuePolls++; return; }
+		if (Number(k.polls_before_completed) <= 0) { complete(job, await job.work); return; }
+		start(job);
+		job.progressPolls = 1;
+		return;
+	}
+	if (job.state === 'IN_PROGRESS') {
+		if (job.progressPolls < Number(k.polls_before_completed)) { job.progressPolls++; return; }
+		const outcome = await job.work;
+		complete(job, outcome);
+	}
+}
+
+function queuePosition(job) {
+	let ahead = 0;
+	for (const j of queued) {
+		if (j === job) break;
+		if (j.app === job.app && (j.priority === 'normal' || job.priority === 'low')) ahead++;
+	}
+	const sp = Number(core.knobs.start_position) || 0;
+	if (sp > 0 && opts.mode !== 'deterministic') {
+		const total = ms(core.knobs.queue_s) || 1;
+		ahead += Math.ceil(sp * Math.max(0, 1 - (Date.now() - job.created) / total));
+	} else if (opts.mode === 'deterministic') {
+		ahead += Math.max(0, Number(core.knobs.polls_before_in_progress) - job.queuePolls);
+	}
+	return ahead;
+}
+
+function statusBody(job, withLogs) {
+	const body = Object.assign({ status: job.state, request_id: job.id }, jobUrls(job));
+	if (job.state === 'IN_QUEUE') body.queue_position = queuePosition(job);
+	else body.logs = withLogs ? job.logs : null;
+	if (job.state === 'COMPLETED') {
+		body.metrics = { inference_time: job.started_at ? Math.round((job.completed_at - job.started_at) / opts.timeScale) / 1000 : null };
+		if (job.outcome.status !== 200) { body.error = job.outcome.error; body.error_type = job.outcome.error_type; }
+	}
+	return body;
+}
+
+// ------------------------------------------------------------------ webhooks
+
+function signWebhook(requestId, body) {
+	const ts = String(Math.floor(Date.now() / 1000));
+	const userId = 'sim-user';
+	const msg = `${requestId}\n${userId}\n${ts}\n${C.sha256(body)}`;
+	return { 'x-fal-webhook-request-id': requestId, 'x-fal-webhook-user-id': userId, 'x-fal-webhook-timestamp': ts,
+		'x-fal-webhook-signature': crypto.sign(null, Buffer.from(msg), signer.privateKey).toString('hex') };
+}
+
+function deliverWebhook(job) {
+	const o = job.outcome;
+	const payload = o.status === 200
+		? { request_id: job.id, gateway_request_id: job.id, status: 'OK', payload: o.body }
+		: { request_id: job.id, gateway_request_id: job.id, status: 'ERROR', error: `Invalid status code: ${o.status}`, payload: o.body };
+	const body = Buffer.from(JSON.stringify(payload));
+	const copies = core.knobs.webhook_duplicate ? 2 : 1;
+	for (let c = 0; c < copies; c++) attempt(1);
+	function attempt(n) {
+		const rec = { request_id: job.id, url: job.webhook, attempt: n, status: null, error: null, at: nowIso() };
+		webhooks.push(rec);
+		if (webhooks.length > 10000) webhooks.shift();
+		let u;
+		try { u = new URL(job.webhook); } catch (e) { rec.error = 'bad URL'; return; }
+		if (u.protocol !== 'http:' || !C.isLoopbackHost(u.hostname)) { rec.error = 'not a loopback http URL'; return; }
+		const retry = () => { if (n < core.knobs.webhook_max_attempts) core.later(Math.min(2 ** n * 5, 1800), () => attempt(n + 1)); };
+		const req = http.request(u, { method: 'POST', timeout: ms(15) || 1, headers: Object.assign({ 'content-type': 'application/json', 'content-length': body.length }, signWebhook(job.id, body)) }, (r) => {
+			r.resume();
+			rec.status = r.statusCode;
+			if (r.statusCode < 200 || r.statusCode > 299) retry();
 		});
-	};
-	if (fault('submit', req, res, accept)) return;
-	accept();
-	send(res, 200, Object.assign({ status: 'IN_QUEUE', request_id: id }, jobUrls(job), { queue_position: 0 }),
-		{ 'x-fal-request-id': id });
-}
-
-function findJob(req, res, app, id) {
-	const job = jobs.get(id);
-	if (!job || job.app !== app) { send(res, 404, { detail: 'Request not found' }); return null; }
-	return job;
-}
-
-function status(req, res, app, id) {
-	if (!authorized(req, res)) return;
-	if (fault('status', req, res)) return;
-	const job = findJob(req, res, app, id);
-	if (!job) return;
-	const st = state(job);
-	const body = Object.assign({ status: st, request_id: id }, jobUrls(job));
-	if (st === 'IN_QUEUE') return send(res, 202, Object.assign(body, { queue_position: 0 }));
-	body.logs = null;
-	if (st === 'IN_PROGRESS') return send(res, 202, body);
-	body.metrics = { inference_time: knobs.processing_s };
-	if (job.error) { body.error = 'Generation failed'; body.error_type = job.cancelled ? 'client_cancelled' : 'model_error'; }
-	send(res, 200, body, { 'x-fal-request-id': id });
-}
-
-function result(req, res, app, id) {
-	if (!authorized(req, res)) return;
-	if (fault('result', req, res)) return;
-	const job = findJob(req, res, app, id);
-	if (!job) return;
-	if (state(job) !== 'COMPLETED') return send(res, 400, { detail: 'Request is still in progress' });
-	if (job.error) return send(res, job.error.status, job.error.body, { 'x-fal-request-id': id });
-	send(res, 200, job.output, { 'x-fal-request-id': id });
-}
-
-function cancel(req, res, app, id) {
-	if (!authorized(req, res)) return;
-	if (fault('cancel', req, res)) return;
-	const job = jobs.get(id);
-	if (!job || job.app !== app) return send(res, 404, { status: 'NOT_FOUND' });
-	if (state(job) === 'COMPLETED') return send(res, 400, { status: 'ALREADY_COMPLETED' });
-	job.cancel_requested = true;
-	if (state(job) === 'IN_QUEUE') {
-		job.done = true; job.cancelled = true; job.output = true;
-		job.error = { status: 499, body: { detail: 'Request was cancelled by the client', error_type: 'client_cancelled' } };
+		req.on('timeout', () => req.destroy(new Error('timed out')));
+		req.on('error', (e) => { rec.error = e.message; retry(); });
+		req.end(body);
 	}
-	send(res, 202, { status: 'CANCELLATION_REQUESTED' });
 }
 
-async function initiate(req, res) {
-	if (!authorized(req, res)) return;
-	const raw = await readBody(req);
-	if (fault('initiate', req, res)) return;
-	if (knobs.locked) return send(res, 403, { detail: 'User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing.' });
-	let b;
-	try { b = JSON.parse(raw.toString('utf8')); } catch (e) { return send(res, 422, { detail: 'invalid JSON' }); }
-	const token = crypto.randomBytes(12).toString('hex');
-	const id = crypto.randomUUID();
-	const name = String(b.file_name || `${Date.now()}.bin`).replace(/[^A-Za-z0-9._-]/g, '_');
-	uploads.set(token, { id, name, type: b.content_type || 'application/octet-stream' });
-	send(res, 200, { upload_url: `${base}/cdn/upload/${token}`, file_url: `${base}/cdn/files/${id}/${name}` });
+// ------------------------------------------------------------------ endpoints
+
+// S1: `Authorization: Key id:secret` on queue and REST calls.
+function authorized(ctx) {
+	const h = ctx.header('authorization');
+	if (!h) { ctx.sendNow(401, { detail: 'Authorization header is required' }); return false; }
+	const m = /^Key\s+(\S+)$/i.exec(h);
+	if (!m || !m[1].includes(':')) { ctx.sendNow(401, { detail: "Invalid Key Authorization header format. Expected '<key_id>:<key_secret>'." }); return false; }
+	if (!opts.keys.includes(m[1])) { ctx.sendNow(401, { detail: 'No user found for Key ID and Secret' }); return false; }
+	return true;
 }
 
-async function upload(req, res, token) {
-	const body = await readBody(req);
-	if (fault('upload', req, res)) return;
-	const u = uploads.get(token);
-	if (!u) return send(res, 403, { detail: 'upload URL expired or already used' });
-	uploads.delete(token);
-	const file = path.join(workdir, `upload-${u.id}`);
-	fs.writeFileSync(file, body);
-	files.set(`${u.id}/${u.name}`, { path: file, type: req.headers['content-type'] || u.type });
-	send(res, 200, {});
+function lockedAnswer(ctx) {
+	const why = core.knobs.locked === 'admin' ? 'Admin lock. Please contact support@fal.ai'
+		: 'Exhausted balance. Top up your balance at fal.ai/dashboard/billing.';
+	ctx.sendNow(403, { detail: `User is locked. Reason: ${why}` });
 }
 
-function cdn(req, res, rel) {
-	if (fault('cdn', req, res)) return;
-	const f = files.get(rel);
-	if (!f) return send(res, 404, { detail: 'Not found' });
-	const st = fs.statSync(f.path);
-	res.writeHead(200, { 'content-type': f.type, 'content-length': st.size });
-	fs.createReadStream(f.path).pipe(res);
+// S2: X-Fal-Request-Timeout must be a number > 0.1.
+function requestTimeout(ctx) {
+	const v = ctx.header('x-fal-request-timeout');
+	if (v === undefined) return { ok: true, value: null };
+	const n = Number(v);
+	if (!Number.isFinite(n) || n <= 0.1) return { ok: false };
+	return { ok: true, value: n };
 }
 
-async function control(req, res, what) {
-	if (what === 'ledger') return send(res, 200, ledger);
-	if (what === 'requests') return send(res, 200, requests);
-	if (what === 'reset') { knobs = defaults(); ledger = []; requests = []; jobs.clear(); rng = mulberry32(opts.seed); return send(res, 200, {}); }
-	if (what === 'config' && req.method === 'POST') {
-		const raw = await readBody(req);
-		try { Object.assign(knobs, JSON.parse(raw.toString('utf8'))); } catch (e) { return send(res, 400, { detail: 'invalid JSON' }); }
-		return send(res, 200, knobs);
-	}
-	if (what === 'config') return send(res, 200, knobs);
-	send(res, 404, { detail: 'unknown control endpoint' });
-}
-
-const server = http.createServer((req, res) => {
-	const url = new URL(req.url, 'http://sim');
-	const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
-	if (parts[0] !== '_sim' && requests.length < 100000)
-		requests.push({ method: req.method, path: url.pathname, at: Date.now(),
-			auth: (req.headers.authorization || '').slice(0, 4) });
+function lifecycleSeconds(ctx, header) {
 	try {
-		if (parts[0] === '_sim') return control(req, res, parts[1]);
-		if (parts[0] === 'rest' && req.method === 'POST' && parts[1] === 'storage' && parts[2] === 'upload' && parts[3] === 'initiate')
-			return initiate(req, res);
-		if (parts[0] === 'cdn' && parts[1] === 'upload' && req.method === 'PUT') return upload(req, res, parts[2]);
-		if (parts[0] === 'cdn' && parts[1] === 'files' && req.method === 'GET') return cdn(req, res, parts.slice(2).join('/'));
-		if (parts[0] === 'queue') {
-			const q = parts.slice(1);
-			const ns = q[0] === 'workflows' || q[0] === 'comfy' ? 3 : 2;
-			const app = q.slice(0, ns).join('/');
-			if (q[ns] === 'requests' && q[ns + 1]) {
-				const id = q[ns + 1];
-				const tail = q[ns + 2];
-				if (req.method === 'GET' && tail === 'status') return status(req, res, app, id);
-				if (req.method === 'GET' && (tail === undefined || tail === 'response')) return result(req, res, app, id);
-				if (req.method === 'PUT' && tail === 'cancel') return cancel(req, res, app, id);
-			}
-			if (req.method === 'POST' && q.length >= 2) return submit(req, res, q[0], q.slice(1));
-		}
-		send(res, 404, { detail: 'Not Found' });
-	} catch (err) {
-		send(res, 500, { detail: `simulator error: ${err.message}` });
+		const j = JSON.parse(ctx.header(header) || 'null');
+		return j && Number(j.expiration_duration_seconds) > 0 ? Number(j.expiration_duration_seconds) : null;
+	} catch (e) { return null; }
+}
+
+async function submit(ctx, endpointParts, app) {
+	if (!authorized(ctx)) return;
+	const endpoint = endpointParts.join('/');
+	const model = MODELS[endpoint];
+	const parsed = await ctx.json(32 * 1024 * 1024);
+	if (ctx.fault('submit')) return;
+	if (core.knobs.locked) return lockedAnswer(ctx);
+	if (!model) return ctx.sendNow(404, { detail: `Application '${endpointParts[1] || endpoint}' not found` });
+	const timeout = requestTimeout(ctx);
+	if (!timeout.ok) return ctx.sendNow(400, { detail: 'X-Fal-Request-Timeout must be a number of seconds greater than 0.1', error_type: 'bad_request' }, { 'x-fal-error-type': 'bad_request' });
+	if (!parsed.ok) return ctx.sendNow(422, { detail: detailOf([errorObj(['body'], 'json_invalid', `JSON decode error: ${parsed.error}`)]) });
+	const input = parsed.value;
+	if (!input || typeof input !== 'object' || Array.isArray(input)) return ctx.sendNow(422, { detail: detailOf([errorObj(['body'], 'model_attributes_type', 'Input should be a valid dictionary or object to extract fields from', input)]) });
+	const maxq = ctx.query.get('fal_max_queue_length');
+	if (maxq !== null) {
+		let waiting = 0;
+		for (const j of queued) if (j.endpoint === endpoint) waiting++;
+		if (waiting > Number(maxq)) return ctx.sendNow(429, { detail: `The queue of ${endpoint} holds more than ${maxq} requests`, error_type: 'queue_full' }, { 'x-fal-error-type': 'queue_full' });
 	}
-});
-server.keepAliveTimeout = 30000;
-server.listen(opts.port, '127.0.0.1', () => {
-	base = `http://127.0.0.1:${server.address().port}`;
-	process.stdout.write(JSON.stringify({ listening: base }) + '\n');
-});
-process.on('SIGTERM', () => process.exit(0));
-process.on('SIGINT', () => process.exit(0));
+	if (jobs.size >= core.knobs.max_jobs) evictOldJobs();
+	const id = core.uuid();
+	ctx.requestId = id;
+	const priority = String(ctx.header('x-fal-queue-priority') || 'normal').toLowerCase() === 'low' ? 'low' : 'normal';
+	const job = { id, app, endpoint, input, priority, created: Date.now(), state: 'IN_QUEUE', queuePolls: 0, progressPolls: 0,
+		logs: [], listeners: new Set(), outcome: null, timeout_s: timeout.value, webhook: ctx.query.get('fal_webhook'),
+		lifetimeS: lifecycleSeconds(ctx, 'x-fal-object-lifecycle-preference'), headers: { ...ctx.entry.headers } };
+	// A planned failure, decided at submit and revealed at completion.
+	if (core.knobs.fail_jobs > 0) { core.knobs.fail_jobs--; job.plannedFailure = core.knobs.fail_error_type; } else if (core.knobs.fail_p > 0 && core.rng.next() < core.knobs.fail_p) job.plannedFailure = core.knobs.fail_error_type;
+	job.checked = check(job);
+	job.work = job.checked.then((c) => generate(job, c)).catch((e) => { process.stderr.write(`fal_sim: model failed: ${e.stack || e}\n`); return failure('runner_server_error'); });
+	if (core.knobs.validate_at_submit) {
+		const c = await job.checked.catch(() => ({}));
+		if (c.fail && c.fail.status === 422) return ctx.sendNow(422, c.fail.body);
+	}
+	jobs.set(id, job);
+	queued.add(job);
+	const seconds = model.tool ? null : Number(input.duration) || 5;
+	let cents = 0;
+	try { cents = C.round(model.price(input, seconds || 0)); } catch (e) { cents = 0; }
+	job.ledger = { request_id: id, endpoint, seconds, audio: Boolean(model.audio && input.generate_audio !== false), cents,
+		billed: true, outcome: 'pending', input_sha256: C.jsonDigest({ endpoint, input }), input: clipInput(input), at: nowIso() };
+	core.ledger.push(job.ledger);
+	schedule(job);
+	const body = Object.assign({ status: 'IN_QUEUE', request_id: id }, jobUrls(job), { queue_position: queuePosition(job) });
+	if (job.webhook) body.gateway_request_id = id;
+	ctx.send(200, body);
+}
+
+function clipInput(input) {
+	const o = {};
+	for (const [k, v] of Object.entries(input)) o[k] = typeof v === 'string' && v.length > 300 ? `${v.slice(0, 300)}...(${v.length} chars)` : v;
+	return o;
+}
+
+// Keeps memory bounded: forgets the oldest completed jobs.
+function evictOldJobs() {
+	for (const [id, j] of jobs) {
+		if (jobs.size < core.knobs.max_jobs * 0.9) break;
+		if (j.state === 'COMPLETED') jobs.delete(id);
+	}
+}
+
+function findJob(app, id) {
+	const job = jobs.get(id);
+	return job && job.app === app ? job : null;
+}
+
+const wantsLogs = (ctx) => ['1', 'true', 'True'].includes(ctx.query.get('logs'));
+
+async function status(ctx, app, id) {
+	if (!authorized(ctx)) return;
+	ctx.requestId = id;
+	if (ctx.fault('status')) return;
+	const job = findJob(app, id);
+	if (!job) return ctx.send(404, { detail: 'Request not found' });
+	if (opts.mode === 'deterministic') await step(job);
+	ctx.send(job.state === 'COMPLETED' ? 200 : 202, statusBody(job, wantsLogs(ctx)));
+}
+
+// S5: server-sent events, one per state change, closed after COMPLETED.
+function stream(ctx, app, id) {
+	if (!authorized(ctx)) return;
+	ctx.requestId = id;
+	if (ctx.fault('status')) return;
+	const job = findJob(app, id);
+	if (!job) return ctx.send(404, { detail: 'Request not found' });
+	const res = ctx.res;
+	res.writeHead(200, Object.assign(ctx.baseHeaders(), { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' }));
+	const logs = wantsLogs(ctx);
+	let last = null;
+	const push = () => {
+		if (res.destroyed || job.state === last) return;
+		last = job.state;
+		res.write(`data: ${JSON.stringify(statusBody(job, logs))}\n\n`);
+		if (job.state === 'COMPLETED') { cleanup(); res.end(); }
+	};
+	const keepalive = setInterval(() => res.write(': keepalive\n\n'), Math.max(50, ms(15)));
+	const cleanup = () => { clearInterval(keepalive); job.listeners.delete(push); };
+	res.on('close', cleanup);
+	push();
+	if (job.state === 'COMPLETED') return;
+	if (opts.mode === 'deterministic') {
+		(async () => { while (job.state !== 'COMPLETED' && !res.destroyed) { await step(job); push(); } })();
+		return;
+	}
+	job.listeners.add(push);
+}
+
+function result(ctx, app, id) {
+	if (!authorized(ctx)) return;
+	ctx.requestId = id;
+	if (ctx.fault('result')) return;
+	const job = findJob(app, id);
+	if (!job) return ctx.send(404, { detail: 'Request not found' });
+	if (job.state !== 'COMPLETED') return ctx.send(400, { detail: 'Request is still in progress' });
+	const ttl = core.knobs.result_ttl;
+	if (ttl !== null && ttl !== undefined && Date.now() - job.completed_at > ms(ttl)) return ctx.send(404, { detail: 'Request not found' });
+	const o = job.outcome;
+	ctx.send(o.status, o.body, o.headers || {});
+}
+
+// S7: cancel.
+function cancel(ctx, app, id) {
+	if (!authorized(ctx)) return;
+	ctx.requestId = id;
+	if (ctx.fault('cancel')) return;
+	const job = findJob(app, id);
+	if (!job) return ctx.send(404, { status: 'NOT_FOUND' });
+	if (job.state === 'COMPLETED') return ctx.send(400, { status: 'ALREADY_COMPLETED' });
+	job.cancel_requested = true;
+	if (job.state === 'IN_QUEUE' || core.knobs.honor_cancel) complete(job, failure('client_cancelled'));
+	else log(job, 'Cancellation requested; the app goes on');
+	ctx.send(202, { status: 'CANCELLATION_REQUESTED' });
+}
+
+// S8: storage initiate (single PUT or multipart).
+async function initiate(ctx, multipart) {
+	if (!authorized(ctx)) return;
+	const parsed = await ctx.json(1024 * 1024);
+	if (ctx.fault('initiate')) return;
+	if (core.knobs.locked) return lockedAnswer(ctx);
+	const st = ctx.query.get('storage_type');
+	if (st !== null && !['fal-cdn-v3', 'fal-cdn', 'gcs'].includes(st)) return ctx.sendNow(422, { detail: detailOf([errorObj(['query', 'storage_type'], 'enum', "Input should be 'fal-cdn-v3', 'fal-cdn' or 'gcs'", st)]) });
+	if (!parsed.ok || !parsed.value || typeof parsed.value !== 'object') return ctx.sendNow(422, { detail: detailOf([errorObj(['body'], 'json_invalid', 'Input should be a JSON object with content_type and file_name')]) });
+	const b = parsed.value;
+	const type = typeof b.content_type === 'string' && b.content_type ? b.content_type : 'application/octet-stream';
+	const name = String(b.file_name || `${Date.now()}.${(type.split('/')[1] || 'bin').replace(/[^a-z0-9]/gi, '')}`).replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 200) || 'file';
+	const token = crypto.randomBytes(16).toString('hex');
+	const id = core.uuid().replace(/-/g, '').slice(0, 20);
+	uploads.set(token, { id, name, type, expires_at: Date.now() + ms(core.knobs.upload_ttl),
+		lifetimeS: lifecycleSeconds(ctx, 'x-fal-object-lifecycle'), parts: multipart ? new Map() : null });
+	ctx.sendNow(200, { upload_url: `${core.base}/cdn/${multipart ? 'multipart' : 'upload'}/${token}`, file_url: `${core.base}/cdn/files/${id}/${name}` });
+}
+
+function fileInfo(u, file, bytes, type) {
+	return { path: file, type, size: bytes.bytes, etag: bytes.sha256.slice(0, 32), expires_at: u.lifetimeS ? Date.now() + ms(u.lifetimeS) : null };
+}
+
+// PUT upload_url: no auth; once per token, before it expires.
+async function upload(ctx, token) {
+	const u = uploads.get(token);
+	const file = core.files.tempPath();
+	let bytes;
+	try { bytes = await ctx.bodyToFile(file, 1024 * 1024 * 1024); } catch (e) { return ctx.sendNow(e.status || 400, { detail: e.message }); }
+	if (ctx.fault('upload', true)) { fs.rm(file, { force: true }, () => {}); return; }
+	if (!u || u.parts || Date.now() > u.expires_at) {
+		fs.rm(file, { force: true }, () => {});
+		return ctx.sendNow(403, '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Upload URL expired or already used</Message></Error>', { 'content-type': 'application/xml' });
+	}
+	uploads.delete(token);
+	core.files.put(`${u.id}/${u.name}`, fileInfo(u, file, bytes, ctx.header('content-type') || u.type));
+	ctx.send(200, null, { etag: `"${bytes.sha256.slice(0, 32)}"` });
+}
+
+// Multipart: PUT {upload_url}/{n} -> {partNumber, etag}; POST {upload_url}/complete {parts}.
+async function multipartPart(ctx, token, n) {
+	const u = uploads.get(token);
+	const file = core.files.tempPath();
+	let bytes;
+	try { bytes = await ctx.bodyToFile(file, 200 * 1024 * 1024); } catch (e) { return ctx.sendNow(e.status || 400, { detail: e.message }); }
+	if (ctx.fault('upload')) { fs.rm(file, { force: true }, () => {}); return; }
+	if (!u || !u.parts || Date.now() > u.expires_at || !(n >= 1 && n <= 10000)) { fs.rm(file, { force: true }, () => {}); return ctx.sendNow(403, { detail: 'Upload URL expired or invalid part' }); }
+	const etag = bytes.sha256.slice(0, 32);
+	u.parts.set(n, { file, etag });
+	ctx.send(200, { partNumber: n, etag }, { etag: `"${etag}"` });
+}
+
+async function multipartComplete(ctx, token) {
+	const u = uploads.get(token);
+	const parsed = await ctx.json(1024 * 1024);
+	if (ctx.fault('upload')) return;
+	if (!u || !u.parts) return ctx.sendNow(403, { detail: 'Upload URL expired or already used' });
+	const list = parsed.ok && parsed.value && Array.isArray(parsed.value.parts) ? parsed.value.parts : null;
+	if (!list || list.length === 0) return ctx.sendNow(400, { detail: 'parts must be a non-empty list of {partNumber, etag}' });
+	const sorted = [...list].sort((a, b) => a.partNumber - b.partNumber);
+	for (const p of sorted) {
+		const got = u.parts.get(Number(p.partNumber));
+		if (!got || String(p.etag).replace(/"/g, '') !== got.etag) return ctx.sendNow(400, { detail: `part ${p.partNumber} is missing or its etag does not match` });
+	}
+	const file = core.files.tempPath();
+	const hash = crypto.createHash('sha256');
+	let size = 0;
+	for (const p of sorted) {
+		const buf = fs.readFileSync(u.parts.get(Number(p.partNumber)).file);
+		hash.update(buf); size += buf.length;
+		fs.appendFileSync(file, buf);
+	}
+	for (const p of u.parts.values()) fs.rm(p.file, { force: true }, () => {});
+	uploads.delete(token);
+	core.files.put(`${u.id}/${u.name}`, fileInfo(u, file, { bytes: size, sha256: hash.digest('hex') }, u.type));
+	ctx.send(200, { file_url: `${core.base}/cdn/files/${u.id}/${u.name}` });
+}
+
+function cdnGet(ctx, rel) {
+	if (ctx.fault('cdn', true)) return;
+	const f = core.files.get(rel);
+	if (!f) return ctx.send(404, { detail: 'File not found' });
+	ctx.sendFile(f);
+}
+
+// ------------------------------------------------------------------ routing
+
+async function route(ctx) {
+	const p = ctx.parts, m = ctx.method;
+	if (p[0] === 'queue' && p.length >= 3) {
+		const q = p.slice(1);
+		const ns = q[0] === 'workflows' || q[0] === 'comfy' ? 3 : 2;
+		const app = q.slice(0, ns).join('/');
+		if (q[ns] === 'requests' && q.length > ns + 1) {
+			const id = q[ns + 1], tail = q.slice(ns + 2).join('/');
+			if (m === 'GET' && tail === 'status') return status(ctx, app, id);
+			if (m === 'GET' && tail === 'status/stream') return stream(ctx, app, id);
+			if (m === 'GET' && (tail === '' || tail === 'response')) return result(ctx, app, id);
+			if (m === 'PUT' && tail === 'cancel') return cancel(ctx, app, id);
+			return ctx.sendNow(405, { detail: 'Method Not Allowed' });
+		}
+		if (m === 'POST') return submit(ctx, q, app);
+	}
+	if (p[0] === 'rest') {
+		const r = p.slice(1).join('/');
+		if (m === 'POST' && r === 'storage/upload/initiate') return initiate(ctx, false);
+		if (m === 'POST' && r === 'storage/upload/initiate-multipart') return initiate(ctx, true);
+		if (m === 'GET' && r === '.well-known/jwks.json') {
+			const jwk = signer.publicKey.export({ format: 'jwk' });
+			return ctx.sendNow(200, { keys: [{ kty: jwk.kty, crv: jwk.crv, x: jwk.x, kid: signerKid, use: 'sig', alg: 'EdDSA' }] });
+		}
+	}
+	if (p[0] === 'cdn') {
+		if (m === 'PUT' && p[1] === 'upload' && p.length === 3) return upload(ctx, p[2]);
+		if (m === 'PUT' && p[1] === 'multipart' && p.length === 4) return multipartPart(ctx, p[2], Number(p[3]));
+		if (m === 'POST' && p[1] === 'multipart' && p[3] === 'complete') return multipartComplete(ctx, p[2]);
+		if ((m === 'GET' || m === 'HEAD') && p[1] === 'files' && p.length >= 4) return cdnGet(ctx, p.slice(2).join('/'));
+	}
+	return ctx.sendNow(404, { detail: 'Not Found' });
+}
+
+// /_sim/jobs and /_sim/webhooks, besides the common control endpoints.
+function control(ctx, what) {
+	if (what === 'jobs') {
+		const list = [...jobs.values()].map((j) => ({ request_id: j.id, endpoint: j.endpoint, state: j.state, priority: j.priority,
+			created: new Date(j.created).toISOString(), outcome: j.outcome && j.outcome.status, error_type: j.outcome && j.outcome.error_type,
+			cancel_requested: Boolean(j.cancel_requested), headers: j.headers }));
+		ctx.sendNow(200, list);
+		return true;
+	}
+	if (what === 'webhooks') { ctx.sendNow(200, webhooks); return true; }
+	if (what === 'models') { ctx.sendNow(200, Object.keys(MODELS)); return true; }
+	return false;
+}
+
+core.listen();
+module.exports = { FAULT_CLASSES };
