@@ -819,6 +819,62 @@ class SimCore {
 	}
 }
 
+// ---------------------------------------------------------------- client side (tests, harness scripts)
+
+// Starts a simulator script as a child process; resolves {base, proc, stop()}.
+function spawnSim(script, args = [], { timeoutMs = 10000 } = {}) {
+	return new Promise((resolve, reject) => {
+		const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+		let out = '', err = '';
+		const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`${script} did not start: ${err}`)); }, timeoutMs);
+		proc.stderr.on('data', (c) => { err += c; });
+		proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`${script} exited with ${code}: ${err}`)); });
+		proc.stdout.on('data', (c) => {
+			out += c;
+			const nl = out.indexOf('\n');
+			if (nl < 0) return;
+			clearTimeout(timer);
+			const { listening } = JSON.parse(out.slice(0, nl));
+			const stop = () => new Promise((r) => { if (proc.exitCode !== null) return r(proc.exitCode); proc.once('exit', (c2) => r(c2)); proc.kill('SIGTERM'); return undefined; });
+			resolve({ base: listening, proc, stop, stderr: () => err, stdout: () => out });
+		});
+	});
+}
+
+// One HTTP request.  Resolves {status, headers, body (Buffer), text, json}
+// or, when the connection fails, {error: code} (e.g. ECONNRESET, TIMEOUT).
+function request(method, url, { headers = {}, body, timeoutMs = 10000 } = {}) {
+	return new Promise((resolve) => {
+		let data = body;
+		const h = Object.assign({}, headers);
+		if (data !== undefined && !Buffer.isBuffer(data) && typeof data !== 'string') {
+			data = JSON.stringify(data);
+			if (!Object.keys(h).some((k) => k.toLowerCase() === 'content-type')) h['content-type'] = 'application/json';
+		}
+		if (data !== undefined) h['content-length'] = Buffer.byteLength(data);
+		let res = null;
+		const chunks = [];
+		// A connection that fails after the head: what arrived, with the error.
+		const broken = (code) => resolve(res ? { error: code, status: res.statusCode, headers: res.headers, partial: Buffer.concat(chunks) } : { error: code });
+		const req = http.request(url, { method, headers: h, agent: false }, (r) => {
+			res = r;
+			res.on('data', (c) => chunks.push(c));
+			res.on('error', (e) => broken(e.code || e.message));
+			res.on('aborted', () => broken('ABORTED'));
+			res.on('end', () => {
+				const buf = Buffer.concat(chunks);
+				const text = buf.toString('utf8');
+				let json;
+				try { json = JSON.parse(text); } catch (e) { json = undefined; }
+				resolve({ status: res.statusCode, headers: res.headers, body: buf, text, json });
+			});
+		});
+		req.setTimeout(timeoutMs, () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
+		req.on('error', (e) => broken(e.code || e.message));
+		req.end(data);
+	});
+}
+
 // Totals of a ledger: what was paid, and inputs paid for more than once.
 function ledgerSummary(ledger) {
 	const byInput = new Map();
@@ -845,4 +901,5 @@ function jsonDigest(v) {
 module.exports = {
 	parseArgs, parseSize, sizeForAspect, isLoopbackHost, Rng, sha256, jsonDigest, round,
 	RequestLog, Faults, Ctx, FileStore, fetchMedia, MediaMaker, SimCore, ledgerSummary, NGINX_502,
+	spawnSim, request,
 };
