@@ -70,6 +70,9 @@ const FAILURES = {
 	runner_disconnected: [503, 'Runner disconnected'],
 	runner_scheduling_failure: [503, 'Runner scheduling failure'],
 	runner_connection_timeout: [503, 'Runner connection timed out'],
+	runner_connection_refused: [503, 'Runner refused the connection'],
+	runner_connection_error: [503, 'Runner connection error'],
+	client_disconnected: [499, 'The client disconnected'],
 	runner_incomplete_response: [502, 'Runner returned an incomplete response'],
 	runner_server_error: [500, 'Runner server error'],
 	internal_error: [500, 'Internal server error'],
@@ -627,7 +630,8 @@ async function submit(ctx, endpointParts, app) {
 	// A planned failure, decided at submit and revealed at completion.
 	if (core.knobs.fail_jobs > 0) { core.knobs.fail_jobs--; job.plannedFailure = core.knobs.fail_error_type; } else if (core.knobs.fail_p > 0 && core.rng.next() < core.knobs.fail_p) job.plannedFailure = core.knobs.fail_error_type;
 	job.checked = check(job);
-	job.work = job.checked.then((c) => generate(job, c)).catch((e) => { process.stderr.write(`fal_sim: model failed: ${e.stack || e}\n`); return failure('runner_server_error'); });
+	job.work = job.checked.then((c) => generate(job, c)).catch((e) => { process.stderr.write(`fal_sim: model failed: ${e.stack || e}\n`); return failure('runner_server_error'); })
+		.then((o) => { job.input = clipInput(job.input); return o; });	// bounded memory: no big data: URLs kept
 	if (core.knobs.validate_at_submit) {
 		const c = await job.checked.catch(() => ({}));
 		if (c.fail && c.fail.status === 422) return ctx.sendNow(422, c.fail.body);

@@ -316,7 +316,7 @@ async function submit(ctx, kind) {
 	if (k.fail_jobs > 0) { k.fail_jobs--; job.plannedFailure = { code: k.fail_code, message: k.fail_message || `Injected failure (${k.fail_code})` }; } else if (k.fail_p > 0 && core.rng.next() < k.fail_p) job.plannedFailure = { code: k.fail_code, message: k.fail_message || `Injected failure (${k.fail_code})` };
 	if (!job.plannedFailure && k.moderate_jobs > 0) { k.moderate_jobs--; job.moderated = true; }
 	job.work = work(job).catch((e) => { process.stderr.write(`xai_sim: generation failed: ${e.stack || e}\n`); return failed('internal_error', 'Internal error'); })
-		.then((r) => { job.result = r; job.done_at = Date.now(); settleLedger(job); return r; });
+		.then((r) => { job.result = r; job.done_at = Date.now(); job.image = job.video = null; settleLedger(job); return r; });
 	jobs.set(id, job);
 	const seconds = kind === 'generation' ? job.duration : kind === 'extension' ? job.ext : null;
 	job.ledger = { request_id: id, endpoint: `videos/${kind === 'generation' ? 'generations' : kind === 'edit' ? 'edits' : 'extensions'}`,
