@@ -1,0 +1,37 @@
+/*
+ * main.c: hagen-compile, the FFmpeg helper of hagenkit.
+ *
+ *   hagen-compile probe FILE [--decode]
+ *   hagen-compile compile MANIFEST.json
+ *   hagen-compile frame FILE (--at SECONDS | --last) OUT.jpg
+ *
+ * Everything it reports is JSON on stdout (progress lines, then a result or
+ * an error line); library messages go to stderr.
+ */
+#include "hc.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <libavutil/log.h>
+
+int
+main(int argc, char **argv)
+{
+	/* Line-buffered: the compile worker reads progress as it comes. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	av_log_set_level(AV_LOG_ERROR);
+	if (argc >= 2 && strcmp(argv[1], "probe") == 0)
+		return hc_probe_main(argc - 2, argv + 2);
+	if (argc >= 2 && strcmp(argv[1], "compile") == 0)
+		return hc_compile_main(argc - 2, argv + 2);
+	if (argc >= 2 && strcmp(argv[1], "frame") == 0)
+		return hc_frame_main(argc - 2, argv + 2);
+	if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0))
+	{
+		printf("{\"version\":\"%s\",\"libavformat\":\"%s\",\"libavcodec\":\"%s\"}\n",
+			   HAGEN_VERSION, LIBAVFORMAT_IDENT, LIBAVCODEC_IDENT);
+		return 0;
+	}
+	hc_fail(0, "usage: hagen-compile probe FILE [--decode] | compile MANIFEST.json | "
+			"frame FILE (--at SECONDS | --last) OUT.jpg");
+}
