@@ -42,7 +42,7 @@
 
 static HagenHttp *executor = NULL;
 
-/* An outcome reporting an error (and the segment it concerns, or -1). */
+/* An outcome reporting an error (and the 1-based segment it concerns, or 0). */
 static char *
 error_outcome(const char *error, int segment)
 {
@@ -51,7 +51,7 @@ error_outcome(const char *error, int segment)
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"status\":\"error\"");
 	hagen_json_string(&buf, "error", error);
-	if (segment >= 0)
+	if (segment > 0)
 		appendStringInfo(&buf, ",\"segment\":%d", segment);
 	appendStringInfoChar(&buf, '}');
 	return buf.data;
@@ -151,7 +151,7 @@ gather_inputs(Jsonb *effect, int *segment, char **error)
 	int			i = 0;
 	char	   *err;
 
-	*segment = -1;
+	*segment = 0;
 	if (segs == NULL || !JB_ROOT_IS_ARRAY(segs) || JB_ROOT_COUNT(segs) == 0)
 	{
 		*error = pstrdup("the compile has no segments");
@@ -176,8 +176,8 @@ gather_inputs(Jsonb *effect, int *segment, char **error)
 
 			if (failure)
 			{
-				*segment = i;
-				*error = psprintf("could not fetch segment %d (%s) from storage: %s", i,
+				*segment = i + 1;
+				*error = psprintf("could not fetch segment %d (%s) from storage: %s", i + 1,
 								  hagen_jsonb_text(seg, "label"), failure);
 				return NULL;
 			}
@@ -186,7 +186,7 @@ gather_inputs(Jsonb *effect, int *segment, char **error)
 		if (i > 0)
 			appendStringInfoChar(&m, ',');
 		appendStringInfoChar(&m, '{');
-		hagen_json_string(&m, "path", path);
+		hagen_json_string(&m, "file", path);
 		hagen_json_string(&m, "kind", hagen_jsonb_text(seg, "kind"));
 		hagen_json_string(&m, "label", hagen_jsonb_text(seg, "label"));
 		appendStringInfoChar(&m, '}');
@@ -207,7 +207,7 @@ gather_inputs(Jsonb *effect, int *segment, char **error)
 			return NULL;
 		}
 		appendStringInfoString(&m, ",\"music\":{");
-		hagen_json_string(&m, "path", hagen_work_path(file, false, &err));
+		hagen_json_string(&m, "file", hagen_work_path(file, false, &err));
 		appendStringInfo(&m, ",\"volume\":%s}", hagen_jsonb_text(music, "volume"));
 	}
 	else
@@ -281,7 +281,7 @@ run_helper(int64 job_id, int64 token, const char *manifest_path, const char *log
 	int			wstatus = 0;
 	char		buf[8192];
 
-	*segment = -1;
+	*segment = 0;
 	if (pipe(pipefd) != 0)
 	{
 		*error = psprintf("could not create a pipe: %m");
@@ -398,7 +398,7 @@ run_helper(int64 job_id, int64 token, const char *manifest_path, const char *log
 		Jsonb	   *e = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(helper_error)));
 		Jsonb	   *obj = hagen_jsonb_object(e, "error");
 
-		*segment = (int) hagen_jsonb_int(obj, "segment", -1);
+		*segment = (int) hagen_jsonb_int(obj, "segment", 0);
 		*error = hagen_jsonb_text(obj, "message");
 		if (*error == NULL)
 			*error = helper_error;
@@ -431,7 +431,7 @@ char *
 hagen_compile_run(int64 job_id, int64 token, Jsonb *effect)
 {
 	char	   *error = NULL;
-	int			segment = -1;
+	int			segment = 0;
 	char	   *manifest;
 	char	   *work_rel = hagen_jsonb_text(effect, "work_dir");
 	char	   *manifest_path;

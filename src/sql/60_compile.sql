@@ -65,20 +65,23 @@ END;
 $$;
 
 -- Reads the compile worker's report.  A crash or a failure is retried once,
--- then fails the project with the helper's message.
+-- then fails the project with the helper's message (which names the
+-- segment it concerns; the number is added when it does not).
 CREATE FUNCTION hagen._compile_interpret(j hagen.job, o jsonb) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 DECLARE
 	r jsonb := o -> 'result';
+	msg text := coalesce(o ->> 'error', 'the compile worker gave no result');
 BEGIN
 	IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object'
 	   AND (r ->> 'duration') ~ '^[0-9.]+$' THEN
 		RETURN jsonb_build_object('action', 'succeed', 'state', jsonb_build_object(
 			'result', r, 'final_key', o ->> 'final_key', 'thumbnail_key', o ->> 'thumbnail_key'));
 	END IF;
-	RETURN jsonb_build_object('action', 'retry', 'max_attempts', 2,
-		'error', 'compile failed: ' || coalesce(o ->> 'error', 'the compile worker gave no result')
-				 || coalesce(' (segment ' || (o ->> 'segment') || ')', ''));
+	IF o ->> 'segment' IS NOT NULL AND msg !~ ('\msegment ' || (o ->> 'segment') || '\M') THEN
+		msg := msg || ' (segment ' || (o ->> 'segment') || ')';
+	END IF;
+	RETURN jsonb_build_object('action', 'retry', 'max_attempts', 2, 'error', 'compile failed: ' || msg);
 END;
 $$;
 

@@ -103,12 +103,12 @@ my @env = sort map { (split /=/)[0] } split /\n/, slurp_file("$dir/env.txt");
 is_deeply([ grep { !/^(PWD|SHLVL|_)$/ } @env ], [ 'LANG', 'PATH' ], 'and a clean environment');
 like(slurp_file("$dir/args.txt"), qr{^compile \Q$dir\E/work/$p/manifest\.json$}, 'it is given the manifest');
 my $manifest = slurp_file("$dir/work/$p/manifest.json");
-like($manifest, qr{"segments":\[\{"path":"\Q$dir\E/work/$p/[0-9a-f-]+\.mp4","kind":"clip","label":"Room 1"\}},
+like($manifest, qr{"segments":\[\{"file":"\Q$dir\E/work/$p/[0-9a-f-]+\.mp4","kind":"clip","label":"Room 1"\}},
 	'the manifest lists the local clip files in order');
 
 $p = compile_project('error');
-like(wait_done($p), qr/^failed\|.*compile failed: segment 1 \(Kitchen\) is not a video file \(segment 1\)/,
-	'a helper error names the segment');
+like(wait_done($p), qr/^failed\|.*compile failed: segment 1 \(Kitchen\) is not a video file$/,
+	"a helper error names the segment, once");
 
 $p = compile_project('quiet');
 like(wait_done($p), qr/hagen-compile exited with status 3 without a result/, 'an exit without a result is reported');
