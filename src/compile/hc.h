@@ -21,6 +21,8 @@
 /* Container formats accepted as segments, and as music. */
 #define HC_VIDEO_FORMATS "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm"
 #define HC_MUSIC_FORMATS "mp3,aac,mov,mp4,m4a,3gp,3g2,mj2,wav,ogg,flac,matroska,webm"
+/* What probe looks at: the above and still images (thumbnails). */
+#define HC_PROBE_FORMATS HC_MUSIC_FORMATS ",image2,jpeg_pipe,png_pipe,webp_pipe"
 
 /* What the probe of one segment found; codec parameters are copies. */
 typedef struct SegInfo

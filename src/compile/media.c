@@ -7,6 +7,8 @@
  */
 #include "hc.h"
 
+#include <string.h>
+
 #include <libavutil/opt.h>
 
 AVFormatContext *
@@ -14,6 +16,7 @@ hc_open_input(const char *path, const char *formats, int segment, const char *wh
 {
 	AVFormatContext *ic = avformat_alloc_context();
 	AVDictionary *opts = NULL;
+	const char *name;
 	int			rc;
 
 	if (!ic)
@@ -23,11 +26,13 @@ hc_open_input(const char *path, const char *formats, int segment, const char *wh
 	av_dict_set(&opts, "protocol_whitelist", "file", 0);
 	rc = avformat_open_input(&ic, path, NULL, &opts);
 	av_dict_free(&opts);
+	/* The file's name, not its directory: messages end up in job errors. */
+	name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
 	if (rc < 0)
-		hc_fail(segment, "%s cannot be read (%s): %s", what, path,
+		hc_fail(segment, "%s cannot be read (%s): %s", what, name,
 				rc == AVERROR_INVALIDDATA ? "not a supported media file or damaged" : hc_err(rc));
 	if ((rc = avformat_find_stream_info(ic, NULL)) < 0)
-		hc_fail(segment, "%s cannot be read (%s): %s", what, path, hc_err(rc));
+		hc_fail(segment, "%s cannot be read (%s): %s", what, name, hc_err(rc));
 	return ic;
 }
 
@@ -90,7 +95,7 @@ hc_probe_segment(SegInfo *seg)
 	v = hc_stream(ic, AVMEDIA_TYPE_VIDEO);
 	a = hc_stream(ic, AVMEDIA_TYPE_AUDIO);
 	if (v < 0)
-		hc_fail(seg->index, "%s has no video stream (%s)", what, seg->file);
+		hc_fail(seg->index, "%s has no video stream", what);
 	vst = ic->streams[v];
 	if (vst->codecpar->width <= 0 || vst->codecpar->height <= 0 ||
 		vst->codecpar->width > 8192 || vst->codecpar->height > 8192)

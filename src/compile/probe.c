@@ -119,7 +119,7 @@ hc_probe_main(int argc, char **argv)
 
 	if (argc < 1 || argc > 2 || (argc == 2 && !decode))
 		hc_fail(0, "usage: hagen-compile probe FILE [--decode]");
-	ic = hc_open_input(argv[0], HC_MUSIC_FORMATS, 0, "the file");
+	ic = hc_open_input(argv[0], HC_PROBE_FORMATS, 0, "the file");
 	ff = strstr(ic->iformat->name, "mp4") ? moov_first(argv[0]) : -1;
 	stat(argv[0], &sb);
 	fputs("{\"file\":", stdout);

@@ -1,0 +1,212 @@
+# The compile end to end with the real hagen-compile: a project generated on
+# the Fal.ai simulator, with a seamless transition and music shorter than
+# the video, becomes one MP4 in the bucket whose length is the sum of its
+# segments; bad media fails its own project with a message naming the
+# segment while the server and the other projects carry on.
+use strict;
+use warnings;
+
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $root = $ENV{HAGEN_ROOT} // '.';
+plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
+  unless -d "$root/node_modules/\@20minutes/s3rver";
+plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
+
+my $bindir = `pg_config --bindir`;
+chomp $bindir;
+my $helper = "$bindir/hagen-compile";
+ok(-x $helper, "hagen-compile is installed next to the server ($helper)");
+
+my $dir = PostgreSQL::Test::Utils::tempdir();
+my (@servers, @pipes);
+END { kill 'TERM', @servers if @servers; }
+
+sub start_server
+{
+	my ($name, @args) = @_;
+	my $pid = open(my $out, '-|', join(' ', 'exec node', @args, "2>$dir/$name.err"))
+	  or die "cannot start $name: $!";
+	push @servers, $pid;
+	push @pipes, $out;
+	my $line = <$out> // '';
+	my ($url) = $line =~ /"listening":"([^"]+)"/ or die "$name did not start: " . slurp_file("$dir/$name.err");
+	return $url;
+}
+
+my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
+	'--access-key e2e-key --secret e2e-secret --bucket videos', "--dir $dir/s3");
+my $fal = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret', "--workdir $dir/fal");
+
+sub run { my ($cmd) = @_; system($cmd) == 0 or die "failed: $cmd"; }
+
+# Photos and an 8 s music track, served by the S3 server like a public bucket.
+for my $i (0 .. 3)
+{
+	run("ffmpeg -loglevel error -y -f lavfi -i 'color=c=0x" . sprintf('%02x%02x%02x', 40 + $i * 40, 200 - $i * 30, 90)
+		  . ":s=640x360' -frames:v 1 $dir/photo$i.jpg");
+	run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/photo$i.jpg $s3/videos/photos/$i.jpg >/dev/null");
+}
+run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=330:d=8:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
+run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/calm.mp3 >/dev/null");
+
+my $node = PostgreSQL::Test::Cluster->new('compile_e2e');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'hagenkit'
+hagen.database = 'postgres'
+hagen.compile_workers = 1
+hagen.fal_key = 'sim-id:sim-secret'
+hagen.fal_queue_url = '$fal/queue'
+hagen.fal_rest_url = '$fal/rest'
+hagen.s3_endpoint = '$s3'
+hagen.s3_bucket = 'videos'
+hagen.s3_access_key_id = 'e2e-key'
+hagen.s3_secret_access_key = 'e2e-secret'
+hagen.public_url = '$s3/videos'
+hagen.work_dir = '$dir/work'
+hagen.poll_interval = '50ms'
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $postmaster = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
+
+sub wait_done
+{
+	my ($p) = @_;
+	local $PostgreSQL::Test::Utils::timeout_default = 240;
+	$node->poll_query_until('postgres',
+		"SELECT status IN ('completed', 'failed', 'canceled') FROM hagen.video_project WHERE id = '$p'")
+	  or diag('project did not finish: ' . $node->safe_psql('postgres',
+		"SELECT status || ' ' || progress::text FROM hagen.video_project WHERE id = '$p'"));
+	return $node->safe_psql('postgres',
+		"SELECT status || '|' || coalesce(error_message, '') FROM hagen.video_project WHERE id = '$p'");
+}
+
+sub probe
+{
+	my ($file) = @_;
+	my $out = `$helper probe '$file' --decode`;
+	return eval { decode_json($out) } // { error => $out };
+}
+
+sub stream { my ($pr, $type) = @_; return (grep { $_->{type} eq $type } @{ $pr->{streams} })[0]; }
+
+# 1. A generated project: four clips, a seamless transition after the
+# second, music shorter than the video.
+my $p = $node->safe_psql('postgres', q{SELECT hagen.create_project('ws-compile',
+	music_track_id => (SELECT hagen.add_music_track('Calm', '} . "$s3/videos/music/calm.mp3" . q{')),
+	music_volume => 0.4)});
+for my $i (0 .. 3)
+{
+	$node->safe_psql('postgres', qq{SELECT hagen.add_clip('$p', '$s3/videos/photos/$i.jpg',
+		room_type => (ARRAY['exterior', 'living_room', 'kitchen', 'bedroom'])[$i + 1],
+		transition_type => CASE WHEN $i = 1 THEN 'seamless' ELSE 'cut' END)});
+}
+$node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
+is(wait_done($p), 'completed|', 'the project is generated and compiled');
+
+my ($final_url, $thumb_url, $duration, $percent, $cost, $clip_costs) = split /\|/, $node->safe_psql('postgres', qq{
+	SELECT final_video_url, thumbnail_url, duration, progress ->> 'percent', actual_cost_cents,
+		   (SELECT sum(cost_cents) FROM hagen.video_clip WHERE project_id = v.id)
+	FROM hagen.video_project v WHERE id = '$p'});
+like($final_url, qr{^\Q$s3\E/videos/ws-compile/videos/$p/final\.mp4$}, 'final.mp4 is under the project\'s path');
+like($thumb_url, qr{^\Q$s3\E/videos/ws-compile/videos/$p/thumbnail\.jpg$}, 'and so is thumbnail.jpg');
+is($percent, '100', 'progress ends at 100 %');
+ok($cost > 0 && $cost == $clip_costs, "the actual cost is what was generated ($cost cents)");
+
+run("curl -sf '$final_url' -o $dir/final.mp4");
+my $pr = probe("$dir/final.mp4");
+my $v = stream($pr, 'video');
+my $a = stream($pr, 'audio');
+ok(abs($pr->{decoded}{video_end} - 25.0) <= 1 / 24,
+	"the video lasts the four clips plus the transition, 25 s ($pr->{decoded}{video_end})");
+ok(abs($duration - $pr->{decoded}{video_end}) < 0.01, "the project records the duration read from the file ($duration)");
+ok($a && abs($a->{duration} - $v->{duration}) <= 1 / 24, 'audio and video end within one frame');
+is($pr->{faststart}, JSON::PP::true, 'the index is at the front of the file');
+my $mode = $node->safe_psql('postgres', qq{
+	SELECT state -> 'result' ->> 'mode' FROM hagen.job WHERE project_id = '$p' AND kind = 'compile'});
+is($mode, 'copy_video', 'same-parameter clips take the stream-copy path');
+my $labels = $node->safe_psql('postgres', qq{
+	SELECT string_agg(s ->> 'kind', ',' ORDER BY n) FROM hagen.job j,
+		jsonb_array_elements(j.state -> 'result' -> 'segments') WITH ORDINALITY AS e(s, n)
+	WHERE j.project_id = '$p' AND j.kind = 'compile'});
+is($labels, 'clip,clip,transition,clip,clip', 'the transition sits between the second and third clips');
+
+# The music (8 s) loops under the whole 25 s video: sound in the last
+# seconds before the fade, where the silent transition has none of its own.
+my $late = `ffmpeg -hide_banner -ss 21 -t 1.5 -i $dir/final.mp4 -af volumedetect -f null - 2>&1`;
+my ($late_db) = $late =~ /mean_volume: (-?[\d.]+) dB/;
+ok(defined $late_db && $late_db > -40, "music is still audible near the end ($late_db dB)");
+
+run("curl -sf '$thumb_url' -o $dir/thumb.jpg");
+my $tp = probe("$dir/thumb.jpg");
+ok(($tp->{streams}[0]{codec} // '') eq 'mjpeg' && $tp->{streams}[0]{width} == $v->{width},
+	'the thumbnail is a JPEG frame of the video\'s size');
+ok(!-e "$dir/work/$p", 'the project\'s work directory is cleaned up');
+
+# 2. Bad media.  Projects whose clips are already in the bucket: a good
+# clip, then one that is broken in a different way each time.
+run("ffmpeg -loglevel error -y -f lavfi -i 'testsrc2=s=320x180:r=24:d=2' -f lavfi -i 'sine=f=440:d=2'"
+	  . " -c:v libx264 -pix_fmt yuv420p -c:a aac -shortest $dir/good.mp4");
+my $good = slurp_file("$dir/good.mp4");
+my %bad = (
+	'not a video' => "this is not a video\n",
+	'truncated'   => substr($good, 0, int(length($good) / 2)),
+	'empty'       => '',
+	'good'        => $good);
+
+sub prepared_project
+{
+	my ($ws, $second) = @_;
+	my $q = $node->safe_psql('postgres', "SELECT hagen.create_project('$ws')");
+	my @clips;
+	for my $i (0 .. 1)
+	{
+		my $c = $node->safe_psql('postgres', qq{SELECT hagen.add_clip('$q', 'https://example.com/$i.jpg',
+			room_label => '@{[ $i ? "Broken ($ws)" : 'Porch' ]}')});
+		my $key = $node->safe_psql('postgres', "SELECT hagen.get_video_path('$ws', '$q', '$c.mp4')");
+		open(my $fh, '>', "$dir/upload.mp4") or die;
+		binmode $fh;
+		print $fh ($i ? $second : $good);
+		close $fh;
+		run("curl -sf -X PUT --data-binary \@$dir/upload.mp4 '$s3/videos/$key' >/dev/null");
+		push @clips, $c;
+	}
+	# As if generation had just finished: the compile is what is left.
+	$node->safe_psql('postgres', qq{
+		UPDATE hagen.video_clip SET status = 'completed' WHERE project_id = '$q';
+		UPDATE hagen.video_project SET status = 'generating', started_at = now() WHERE id = '$q';
+		SELECT hagen._advance_project('$q');});
+	return $q;
+}
+
+my %projects = map { $_ => prepared_project('ws-' . ($_ =~ s/ /-/gr), $bad{$_}) } keys %bad;
+for my $case (sort keys %bad)
+{
+	my $r = wait_done($projects{$case});
+	if ($case eq 'good')
+	{
+		is($r, 'completed|', 'a project compiled beside the broken ones completes');
+		next;
+	}
+	like($r, qr/^failed\|.*compile failed: segment 2 \(Broken \(ws-[a-z-]+\)\) .*(cannot be read|truncated|damaged)/,
+		"a $case clip fails its project with a message naming the segment");
+	note($r);
+	is($node->safe_psql('postgres', qq{SELECT attempts FROM hagen.job
+		WHERE project_id = '$projects{$case}' AND kind = 'compile'}), '2', "($case: retried once)");
+}
+is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $postmaster,
+	'the server never restarted');
+ok($node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM pg_stat_activity
+	WHERE backend_type IN ('hagenkit dispatcher', 'hagenkit compile worker')}),
+	'the dispatcher and the compile worker are still running');
+
+$node->stop;
+kill 'TERM', @servers;
+waitpid($_, 0) for @servers;
+@servers = ();
+done_testing();
