@@ -21,6 +21,7 @@
 #include "hagenkit.h"
 
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -32,6 +33,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "nodes/pg_list.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
@@ -133,6 +135,45 @@ work_file_exists(const char *rel)
 	return path && stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
 }
 
+/* The labels of the segments of the compile in progress, for messages; kept
+ * in their own context since heartbeats commit transactions meanwhile. */
+static List *segment_labels = NIL;
+static MemoryContext labels_context = NULL;
+
+/*
+ * Parses a line the helper printed; NULL when it is not JSON.  The helper
+ * is our own program, but a line it did not finish (or a stand-in's) must
+ * not throw an ERROR in the worker.
+ */
+static Jsonb *
+try_jsonb(const char *text)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	Jsonb	   *volatile result = NULL;
+
+	PG_TRY();
+	{
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(mcxt);
+		FlushErrorState();
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* "segment 3 (Kitchen)" for a 1-based segment number. */
+static char *
+segment_name(int segment)
+{
+	if (segment >= 1 && segment <= list_length(segment_labels))
+		return psprintf("segment %d (%s)", segment, (char *) list_nth(segment_labels, segment - 1));
+	return psprintf("segment %d", segment);
+}
+
 /*
  * Makes the manifest hagen-compile reads, with absolute paths, gathering
  * every input first.  Returns NULL and sets *error (and *segment) on failure.
@@ -152,6 +193,11 @@ gather_inputs(Jsonb *effect, int *segment, char **error)
 	char	   *err;
 
 	*segment = 0;
+	if (labels_context == NULL)
+		labels_context = AllocSetContextCreate(TopMemoryContext, "hagenkit segment labels",
+											   ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(labels_context);
+	segment_labels = NIL;
 	if (segs == NULL || !JB_ROOT_IS_ARRAY(segs) || JB_ROOT_COUNT(segs) == 0)
 	{
 		*error = pstrdup("the compile has no segments");
@@ -170,6 +216,13 @@ gather_inputs(Jsonb *effect, int *segment, char **error)
 			continue;
 		seg = JsonbValueToJsonb(&v);
 		file = hagen_jsonb_text(seg, "file");
+		{
+			MemoryContext old = MemoryContextSwitchTo(labels_context);
+			char	   *label = hagen_jsonb_text(seg, "label");
+
+			segment_labels = lappend(segment_labels, label ? label : psprintf("clip %d", i + 1));
+			MemoryContextSwitchTo(old);
+		}
 		if (!work_file_exists(file))
 		{
 			char	   *failure = run_http(get_effect(hagen_jsonb_text(seg, "url"), "s3", false, file));
@@ -279,6 +332,8 @@ run_helper(int64 job_id, int64 token, const char *manifest_path, const char *log
 	bool		killed = false;
 	const char *kill_reason = NULL;
 	int			wstatus = 0;
+	int			current = 0;	/* the segment the helper is working on */
+	Jsonb	   *p;
 	char		buf[8192];
 
 	*segment = 0;
@@ -326,13 +381,20 @@ run_helper(int64 job_id, int64 token, const char *manifest_path, const char *log
 				else if (strncmp(line.data, "{\"error\"", 8) == 0)
 					helper_error = pstrdup(line.data);
 				else if (strncmp(line.data, "{\"progress\"", 11) == 0 &&
-						 TimestampDifferenceExceeds(last_beat, now, HEARTBEAT_MS))
+						 (p = try_jsonb(line.data)) != NULL)
 				{
-					Jsonb	   *p = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-																	   CStringGetDatum(line.data)));
 					char	   *frac = hagen_jsonb_text(p, "progress");
-					char	   *progress = psprintf("{\"step\":\"compiling\",\"label\":\"Compiling the video\",\"percent\":%.1f}",
-													85.0 + 14.0 * (frac ? strtod(frac, NULL) : 0));
+					char	   *progress;
+
+					if (hagen_jsonb_int(p, "segment", 0) > 0)
+						current = (int) hagen_jsonb_int(p, "segment", 0);
+					if (!TimestampDifferenceExceeds(last_beat, now, HEARTBEAT_MS))
+					{
+						resetStringInfo(&line);
+						continue;
+					}
+					progress = psprintf("{\"step\":\"compiling\",\"label\":\"Compiling the video\",\"percent\":%.1f}",
+										85.0 + 14.0 * (frac ? fmin(fmax(strtod(frac, NULL), 0), 1) : 0));
 
 					last_beat = now;
 					if (!hagen_heartbeat(job_id, token, progress) && !killed)
@@ -384,18 +446,23 @@ run_helper(int64 job_id, int64 token, const char *manifest_path, const char *log
 
 	if (kill_reason)
 	{
-		*error = pstrdup(kill_reason);
+		*segment = current;
+		*error = current > 0 ? psprintf("%s, while on %s", kill_reason, segment_name(current))
+			: pstrdup(kill_reason);
 		return NULL;
 	}
 	if (WIFSIGNALED(wstatus))
 	{
-		*error = psprintf("hagen-compile crashed (signal %d: %s); see %s",
-						  WTERMSIG(wstatus), pg_strsignal(WTERMSIG(wstatus)), log_path);
+		*segment = current;
+		*error = psprintf("hagen-compile crashed (signal %d: %s)%s%s; see %s",
+						  WTERMSIG(wstatus), pg_strsignal(WTERMSIG(wstatus)),
+						  current > 0 ? " while on " : "", current > 0 ? segment_name(current) : "",
+						  log_path);
 		return NULL;
 	}
-	if (helper_error)
+	if (helper_error && try_jsonb(helper_error))
 	{
-		Jsonb	   *e = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(helper_error)));
+		Jsonb	   *e = try_jsonb(helper_error);
 		Jsonb	   *obj = hagen_jsonb_object(e, "error");
 
 		*segment = (int) hagen_jsonb_int(obj, "segment", 0);
@@ -416,7 +483,13 @@ run_helper(int64 job_id, int64 token, const char *manifest_path, const char *log
 		return NULL;
 	}
 	{
-		Jsonb	   *r = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(result)));
+		Jsonb	   *r = try_jsonb(result);
+
+		if (r == NULL)
+		{
+			*error = psprintf("hagen-compile printed a result that is not JSON; see %s", log_path);
+			return NULL;
+		}
 
 		return hagen_jsonb_value_json(r, "result");
 	}

@@ -21,7 +21,7 @@ ulimit -t > $dir/cpu.txt
 ulimit -v > $dir/as.txt
 echo "\$@" > $dir/args.txt
 case "\$(cat $mode)" in
-crash)	kill -SEGV \$\$ ;;
+crash)	echo '{"progress":0.1,"segment":1}'; echo 'not json {'; echo '{"progress":0.3,"segment":2}'; kill -SEGV \$\$ ;;
 hang)	sleep 600 ;;
 error)	echo '{"error":{"message":"segment 1 (Kitchen) is not a video file","segment":1,"path":"x"}}'; exit 1 ;;
 quiet)	exit 3 ;;
@@ -60,11 +60,10 @@ sub compile_project
 {
 	my ($how) = @_;
 	open my $m, '>', $mode or die; print $m $how; close $m;
-	my $p = $node->safe_psql('postgres', q{
-		SELECT p FROM hagen.create_project('ws') p,
-			LATERAL (SELECT hagen.add_clip(p, 'https://img.example.com/' || i || '.jpg',
-										   room_label => 'Room ' || i) FROM generate_series(1, 3) i) c
-		LIMIT 1});
+	my $p = $node->safe_psql('postgres', q{SELECT hagen.create_project('ws')});
+	$node->safe_psql('postgres', qq{
+		SELECT hagen.add_clip('$p', 'https://img.example.com/' || i || '.jpg', room_label => 'Room ' || i)
+		FROM generate_series(1, 3) i});
 	for my $c (split /\n/, $node->safe_psql('postgres',
 			"SELECT id FROM hagen.video_clip WHERE project_id = '$p'"))
 	{
@@ -88,8 +87,8 @@ sub wait_done
 }
 
 my $p = compile_project('crash');
-like(wait_done($p), qr/^failed\|gave up on step compile after 2 attempts: compile failed: hagen-compile crashed \(signal 11: Segmentation fault\)/,
-	'a helper that crashes fails the compile with a clear message');
+like(wait_done($p), qr/^failed\|gave up on step compile after 2 attempts: compile failed: hagen-compile crashed \(signal 11: Segmentation fault\) while on segment 2 \(Room 2\); see /,
+	'a helper that crashes fails the compile with a clear message naming the segment it was on');
 is($node->safe_psql('postgres',
 		"SELECT total_attempts FROM hagen.job WHERE project_id = '$p' AND kind = 'compile'"),
 	'2', 'after one retry');
