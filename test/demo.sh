@@ -2,7 +2,8 @@
 # The main job on embedded defaults: a throwaway cluster with hagenkit
 # preloaded, the local Fal.ai simulator and a local S3 server, a sample
 # property of five photos (made here), hagen.start_video, a live progress
-# line until the project ends, and a summary of what was produced.
+# bar driven by LISTEN hagen_video until the project ends, and a summary of
+# the final video: URL, duration, streams, cost and a contact sheet.
 # With FAL_KEY and R2_* in the environment it uses the real services instead.
 # Run as root on Debian 12.  Output goes to ./demo-output/.
 set -euo pipefail
@@ -131,38 +132,48 @@ echo "project $project: ${#names[@]} photos, one seamless transition, a music tr
 echo "== hagen.start_video"
 start=$(date +%s%N)
 psql_ "-c \"SELECT jsonb_pretty(hagen.start_video('$project') - 'clips')\""
-status=generating
-while :; do
-	line=$(psql_ "-c \"SELECT status || '|' || (progress->>'percent') || '|' || (progress->>'label') FROM hagen.video_project WHERE id = '$project'\"")
-	IFS='|' read -r status percent label <<<"$line"
-	printf '\r[%-40s] %5s%%  %-12s %-50s' "$(printf '#%.0s' $(seq 1 $(( ${percent%.*} * 40 / 100 + 1 ))) | head -c 40)" "$percent" "$status" "$label"
-	case "$status" in completed|failed|canceled) break ;; esac
-	sleep 0.5
-done
-echo
+# The progress bar follows LISTEN hagen_video: every status and progress
+# change of the project arrives as a notification.
+su postgres -c "python3 test/demo_watch.py --dsn 'host=$work port=$port dbname=postgres' --project $project --timeout ${DEMO_TIMEOUT:-900}"
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 elapsed="$((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000)))"
+status=$(psql_ "-c \"SELECT status FROM hagen.video_project WHERE id = '$project'\"")
 
 echo "== result after ${elapsed}s"
-psql_ "-c \"SELECT jsonb_pretty(hagen.video_status('$project'))\"" | tee "$out/status.json"
+psql_ "-c \"SELECT jsonb_pretty(hagen.video_status('$project'))\"" > "$out/status.json"
 psql_ "-c \"SELECT to_char(logged_at, 'HH24:MI:SS.MS') || ' ' || level || ' ' || message FROM hagen.job_log WHERE project_id = '$project' ORDER BY id\"" > "$out/job_log.txt"
-echo "job log: $out/job_log.txt ($(wc -l <"$out/job_log.txt") lines)"
-final=$(psql_ "-c \"SELECT final_video_url FROM hagen.video_project WHERE id = '$project'\"")
-if [ -n "$final" ]; then
-	curl -sf -o "$out/final.mp4" "$final"
-	ffprobe -v error -show_entries format=duration:stream=codec_name,width,height -of compact "$out/final.mp4"
-	echo "final video: $out/final.mp4"
-fi
+echo "project status: $out/status.json; job log: $out/job_log.txt ($(wc -l <"$out/job_log.txt") lines)"
 stored=$(psql_ "-c \"SELECT count(*) FILTER (WHERE status = 'completed') || ' of ' || count(*) || ' clips, '
 	|| count(*) FILTER (WHERE transition_status = 'completed') || ' transition(s)' FROM hagen.video_clip WHERE project_id = '$project'\"")
 echo "generated and stored in the bucket: $stored"
-if [ "$status" = completed ]; then
-	exit 0
+if [ "$status" != completed ]; then
+	psql_ "-c \"SELECT 'error: ' || coalesce(error_message, '(none)') FROM hagen.video_project WHERE id = '$project'\"" >&2
+	echo "the project ended $status" >&2
+	exit 1
 fi
-if [ ! -x "$(pg_config --bindir)/hagen-compile" ] && grep -q 'could not run the compile helper' "$out/status.json"; then
-	echo "The pipeline stops at the compile today: hagen-compile, the FFmpeg helper, is not built yet."
-	echo "Everything before it completed: clips and transition generated, uploaded and recorded."
-	exit 0
-fi
-echo "the project ended $status" >&2
-exit 1
+
+IFS='|' read -r final thumb duration cost <<<"$(psql_ "-c \"SELECT final_video_url, thumbnail_url, duration, actual_cost_cents FROM hagen.video_project WHERE id = '$project'\"")"
+curl -sf -o "$out/final.mp4" "$final"
+curl -sf -o "$out/thumbnail.jpg" "$thumb"
+compile_mode=$(psql_ "-c \"SELECT state -> 'result' ->> 'mode' FROM hagen.job WHERE project_id = '$project' AND kind = 'compile' ORDER BY id DESC LIMIT 1\"")
+"$pgbin/hagen-compile" probe "$out/final.mp4" > "$out/final.probe.json"
+streams=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+for s in d["streams"]:
+    if s["type"] == "video":
+        print("  video: %s %dx%d %g fps, %.3f s" % (s["codec"], s["width"], s["height"], s["fps"], s["duration"]))
+    elif s["type"] == "audio":
+        print("  audio: %s %d Hz, %d channels, %.3f s" % (s["codec"], s["sample_rate"], s["channels"], s["duration"]))
+print("  index at the front: %s" % ("yes" if d["faststart"] else "no"))
+' "$out/final.probe.json")
+# A contact sheet: twelve frames spread over the whole video.
+frames=$(python3 -c 'import json,sys; print(max(1, int([s for s in json.load(open(sys.argv[1]))["streams"] if s["type"]=="video"][0]["frames"] / 12)))' "$out/final.probe.json")
+ffmpeg -loglevel error -y -i "$out/final.mp4" -vf "select='not(mod(n\\,$frames))',scale=320:-2,tile=4x3:padding=4:margin=4" \
+	-frames:v 1 -fps_mode vfr "$out/contact_sheet.png"
+
+echo "final video:   $final"
+echo "duration:      ${duration} s (compiled in mode $compile_mode)"
+echo "$streams"
+printf 'cost:          $%d.%02d (%d cents)\n' $((cost / 100)) $((cost % 100)) "$cost"
+echo "saved:         $out/final.mp4, $out/thumbnail.jpg, $out/contact_sheet.png"

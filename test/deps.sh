@@ -12,7 +12,7 @@ packages=(
 	ffmpeg
 	libipc-run-perl
 	nodejs
-	python3
+	python3 python3-psycopg2
 	curl
 )
 
