@@ -1,0 +1,215 @@
+# The whole pipeline end to end, on both providers: seamless transitions
+# generated in parallel with the clips (a project takes one provider round,
+# not two), xAI as provider, a clip whose model call fails, and cancel then
+# retry, each ending in a final video checked with hagen-compile probe.
+use strict;
+use warnings;
+
+use JSON::PP;
+use Time::HiRes qw(time sleep);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $root = $ENV{HAGEN_ROOT} // '.';
+plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
+  unless -d "$root/node_modules/\@20minutes/s3rver";
+plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
+
+my $bindir = `pg_config --bindir`;
+chomp $bindir;
+my $helper = "$bindir/hagen-compile";
+my $dir = PostgreSQL::Test::Utils::tempdir();
+my (@servers, @pipes);
+END { kill 'TERM', @servers if @servers; }
+
+sub start_server
+{
+	my ($name, @args) = @_;
+	my $pid = open(my $out, '-|', join(' ', 'exec node', @args, "2>$dir/$name.err"))
+	  or die "cannot start $name: $!";
+	push @servers, $pid;
+	push @pipes, $out;
+	my $line = <$out> // '';
+	my ($url) = $line =~ /"listening":"([^"]+)"/ or die "$name did not start: " . slurp_file("$dir/$name.err");
+	return $url;
+}
+
+sub run { my ($cmd) = @_; system($cmd) == 0 or die "failed: $cmd"; }
+
+my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
+	'--access-key e2e-key --secret e2e-secret --bucket videos', "--dir $dir/s3");
+my $fal = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret', "--workdir $dir/fal");
+my $xai = start_server('xai', "$root/test/sim/xai_sim.js", '--key xai-e2e-key', "--workdir $dir/xai");
+
+for my $i (0 .. 5)
+{
+	run("ffmpeg -loglevel error -y -f lavfi -i 'color=c=0x" . sprintf('%02x%02x%02x', 30 + $i * 35, 210 - $i * 25, 60 + $i * 20)
+		  . ":s=640x360' -frames:v 1 $dir/photo$i.jpg");
+	run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/photo$i.jpg $s3/videos/photos/$i.jpg >/dev/null");
+}
+run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=330:d=12:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
+run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/calm.mp3 >/dev/null");
+
+my $node = PostgreSQL::Test::Cluster->new('pipeline_e2e');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'hagenkit'
+hagen.database = 'postgres'
+hagen.compile_workers = 1
+hagen.fal_key = 'sim-id:sim-secret'
+hagen.fal_queue_url = '$fal/queue'
+hagen.fal_rest_url = '$fal/rest'
+hagen.xai_key = 'xai-e2e-key'
+hagen.xai_url = '$xai/v1'
+hagen.s3_endpoint = '$s3'
+hagen.s3_bucket = 'videos'
+hagen.s3_access_key_id = 'e2e-key'
+hagen.s3_secret_access_key = 'e2e-secret'
+hagen.public_url = '$s3/videos'
+hagen.work_dir = '$dir/work'
+hagen.poll_interval = '50ms'
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+
+sub sim
+{
+	my ($base, $path, $json) = @_;
+	return $json
+	  ? `curl -sf -X POST -H 'content-type: application/json' -d '$json' $base/_sim/$path`
+	  : `curl -sf '$base/_sim/$path'`;
+}
+
+sub ledger_count { my ($base) = @_; my @ids = sim($base, 'ledger') =~ /"request_id":"([^"]+)"/g; return scalar @ids; }
+
+# A project of n clips from the photos; seamless transitions after the
+# clips listed.
+sub make_project
+{
+	my ($ws, $n, $seamless, %opt) = @_;
+	my %s = map { $_ => 1 } @$seamless;
+	my $music = $opt{music}
+	  ? "(SELECT hagen.add_music_track('Calm', '$s3/videos/music/calm.mp3'))" : 'NULL';
+	my $p = $node->safe_psql('postgres', "SELECT hagen.create_project('$ws', provider => '"
+		  . ($opt{provider} // 'fal') . "', music_track_id => $music)");
+	for my $i (0 .. $n - 1)
+	{
+		$node->safe_psql('postgres', qq{SELECT hagen.add_clip('$p', '$s3/videos/photos/$i.jpg',
+			room_type => (ARRAY['exterior', 'living_room', 'kitchen', 'bedroom', 'bathroom', 'backyard'])[$i + 1],
+			transition_type => '@{[ $s{$i} ? 'seamless' : 'cut' ]}')});
+	}
+	return $p;
+}
+
+sub wait_status
+{
+	my ($p, $want, $timeout) = @_;
+	local $PostgreSQL::Test::Utils::timeout_default = $timeout // 180;
+	my $ok = $node->poll_query_until('postgres',
+		"SELECT status IN ($want) FROM hagen.video_project WHERE id = '$p'");
+	diag($node->safe_psql('postgres', "SELECT status || ' ' || progress::text || ' ' || coalesce(error_message, '')
+		FROM hagen.video_project WHERE id = '$p'")) unless $ok;
+	return $node->safe_psql('postgres',
+		"SELECT status || '|' || coalesce(error_message, '') FROM hagen.video_project WHERE id = '$p'");
+}
+
+sub final_probe
+{
+	my ($p, $name) = @_;
+	my $url = $node->safe_psql('postgres', "SELECT final_video_url FROM hagen.video_project WHERE id = '$p'");
+	system("curl -sf '$url' -o $dir/$name.mp4") == 0 or return {};
+	return eval { decode_json(`$helper probe $dir/$name.mp4 --decode`) } // {};
+}
+
+sub bucket_keys
+{
+	my ($prefix) = @_;
+	my $xml = `curl -sf '$s3/videos?list-type=2&prefix=$prefix'`;
+	return sort ($xml =~ m{<Key>([^<]+)</Key>}g);
+}
+
+# 1. Transitions in parallel: with a provider latency L, the generation of
+# a project with seamless transitions takes one round (under 1.3 L), not
+# two (the transitions waiting for their clips).
+my $L = 6;
+sim($fal, 'config', qq({"queue_s":0,"processing_s":$L}));
+my $p = make_project('ws-parallel', 4, [0, 2]);
+my $t0 = time;
+$node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
+$node->poll_query_until('postgres', "SELECT status <> 'generating' FROM hagen.video_project WHERE id = '$p'");
+my $gen = time - $t0;
+ok($gen < 1.3 * $L, sprintf('4 clips + 2 transitions are generated in %.2f s with a provider latency of %d s (< 1.3 L)', $gen, $L));
+is(wait_status($p, "'completed', 'failed'"), 'completed|', 'and compiled');
+my $pr = final_probe($p, 'parallel');
+ok(abs(($pr->{decoded}{video_end} // 0) - 30) <= 1 / 24, "the final video is 4 clips + 2 transitions long ($pr->{decoded}{video_end} s)");
+sim($fal, 'config', '{"queue_s":0.05,"processing_s":0.2}');
+
+# 2. xAI as the provider, with a transition and music.
+$p = make_project('ws-xai', 3, [1], music => 1, provider => 'xai');
+my $xai_before = ledger_count($xai);
+$node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
+is(wait_status($p, "'completed', 'failed'"), 'completed|', 'an xAI project completes');
+is(ledger_count($xai) - $xai_before, 4, 'xAI was paid for three clips and one transition, once each');
+$pr = final_probe($p, 'xai');
+my ($vs) = grep { $_->{type} eq 'video' } @{ $pr->{streams} // [] };
+my ($as) = grep { $_->{type} eq 'audio' } @{ $pr->{streams} // [] };
+ok(abs(($pr->{decoded}{video_end} // 0) - 20) <= 1 / 24, "its final video is 3 clips + 1 transition long ($pr->{decoded}{video_end} s)");
+ok($as && abs($as->{duration} - $vs->{duration}) <= 1 / 24, 'with the music track under it, ending with the video');
+my @keys = bucket_keys("ws-xai/videos/$p/");
+my @clips = split /\n/, $node->safe_psql('postgres', "SELECT id FROM hagen.video_clip WHERE project_id = '$p' ORDER BY sequence_order");
+my @want = sort(map({ "ws-xai/videos/$p/$_.mp4" } @clips), "ws-xai/videos/$p/transition_$clips[1].mp4",
+	"ws-xai/videos/$p/final.mp4", "ws-xai/videos/$p/thumbnail.jpg");
+is(join(' ', @keys), join(' ', @want), 'every object is in the bucket under the fixed layout, and nothing else');
+my $cost = $node->safe_psql('postgres', "SELECT actual_cost_cents FROM hagen.video_project WHERE id = '$p'");
+is($cost, 20 * 5, 'the cost is what xAI charged: 20 s at 5 cents');
+
+# 3. One clip's model call fails: the video is made from the rest and the
+# project says which clip was left out.
+sim($fal, 'config', '{"fail_jobs":1}');
+$p = make_project('ws-partial', 3, []);
+$node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
+my $r = wait_status($p, "'completed', 'failed'");
+like($r, qr/^completed\|clip \d left out \(.*content_policy_violation|^completed\|clip \d left out \(.*(refused|rejected|policy)/i,
+	'one failed clip: the project completes and names the clip left out');
+note($r);
+$pr = final_probe($p, 'partial');
+ok(abs(($pr->{decoded}{video_end} // 0) - 10) <= 1 / 24, "the video is made of the two clips that completed ($pr->{decoded}{video_end} s)");
+sim($fal, 'config', '{"fail_jobs":0}');
+
+# 4. Cancel mid-generation, then retry.  Two jobs run at a time at the
+# provider, so some clips are done and others in flight when we cancel.
+sim($fal, 'config', '{"queue_s":0,"processing_s":1.5,"max_concurrent":2,"honor_cancel":true}');
+$p = make_project('ws-cancel', 5, [1]);
+my $fal_before = ledger_count($fal);
+$node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
+$node->poll_query_until('postgres', "SELECT count(*) >= 1 FROM hagen.video_clip WHERE project_id = '$p' AND status = 'completed'");
+$node->safe_psql('postgres', "SELECT hagen.cancel_video('$p')");
+is(wait_status($p, "'canceled'"), 'canceled|', 'cancel_video leaves the project canceled');
+my $submitted = ledger_count($fal) - $fal_before;
+sleep 2;
+is(ledger_count($fal) - $fal_before, $submitted, "nothing more is submitted after the cancel ($submitted were)");
+my $done = $node->safe_psql('postgres', qq{SELECT count(*) FILTER (WHERE status = 'completed')
+	+ count(*) FILTER (WHERE transition_status = 'completed') FROM hagen.video_clip WHERE project_id = '$p'});
+ok($done >= 1 && $done < 6, "completed clips are kept ($done of 6 generations)");
+# Every request that was in flight at the provider got a cancel.
+$node->poll_query_until('postgres', "SELECT count(*) = 0 FROM hagen.job WHERE project_id = '$p' AND status IN ('queued', 'running')");
+my @inflight = split /\n/, $node->safe_psql('postgres', qq{SELECT request_id FROM hagen.job
+	WHERE project_id = '$p' AND kind IN ('clip', 'transition') AND status = 'canceled' AND request_id IS NOT NULL});
+my $log = sim($fal, 'requests?method=PUT');
+my @missing = grep { $log !~ m{/requests/\Q$_\E/cancel} } @inflight;
+ok(@inflight >= 1 && !@missing, scalar(@inflight) . ' requests in flight at the cancel each received a cancel')
+  or diag("no cancel for: @missing");
+sim($fal, 'config', '{"processing_s":0.2,"max_concurrent":0}');
+my $before_retry = ledger_count($fal);
+$node->safe_psql('postgres', "SELECT hagen.retry_video('$p')");
+is(wait_status($p, "'completed', 'failed'"), 'completed|', 'retry_video finishes the project');
+is(ledger_count($fal) - $before_retry, 6 - $done, 'only the missing clips and transitions were generated again (' . (6 - $done) . ')');
+$pr = final_probe($p, 'retried');
+ok(abs(($pr->{decoded}{video_end} // 0) - 30) <= 1 / 24, "the final video has all five clips and the transition ($pr->{decoded}{video_end} s)");
+
+$node->stop;
+kill 'TERM', @servers;
+waitpid($_, 0) for @servers;
+@servers = ();
+done_testing();
