@@ -1,0 +1,233 @@
+# Crashes and restarts over whole projects: 10 clips, 3 seamless
+# transitions and music, with the dispatcher SIGKILLed over and over (each
+# kill is a crash of the server: every process restarts), the server shut
+# down with -m immediate, and the compile helper killed mid-compile.  Every
+# run completes, every clip and transition is paid exactly once, and the
+# final video is byte for byte the one of an undisturbed run.
+use strict;
+use warnings;
+
+use Digest::SHA;
+use Time::HiRes qw(time sleep);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $root = $ENV{HAGEN_ROOT} // '.';
+plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
+  unless -d "$root/node_modules/\@20minutes/s3rver";
+plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
+
+my $dir = PostgreSQL::Test::Utils::tempdir();
+my (@servers, @pipes);
+END { kill 'TERM', @servers if @servers; }
+
+sub start_server
+{
+	my ($name, @args) = @_;
+	my $pid = open(my $out, '-|', join(' ', 'exec node', @args, "2>$dir/$name.err"))
+	  or die "cannot start $name: $!";
+	push @servers, $pid;
+	push @pipes, $out;
+	my $line = <$out> // '';
+	my ($url) = $line =~ /"listening":"([^"]+)"/ or die "$name did not start: " . slurp_file("$dir/$name.err");
+	return $url;
+}
+
+sub run { my ($cmd) = @_; system($cmd) == 0 or die "failed: $cmd"; }
+
+my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
+	'--access-key crash-key --secret crash-secret --bucket videos', "--dir $dir/s3");
+# Deterministic: no clocks, every poll moves a job one state on, and the
+# same inputs always give the same bytes.
+my $fal = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret --mode deterministic',
+	"--workdir $dir/fal");
+
+for my $i (0 .. 9)
+{
+	run("ffmpeg -loglevel error -y -f lavfi -i 'color=c=0x" . sprintf('%02x%02x%02x', 20 + $i * 22, 220 - $i * 17, 50 + $i * 15)
+		  . ":s=640x360' -frames:v 1 $dir/photo$i.jpg");
+	run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/photo$i.jpg $s3/videos/photos/$i.jpg >/dev/null");
+}
+run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=262:d=20:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
+run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/m.mp3 >/dev/null");
+
+my $node = PostgreSQL::Test::Cluster->new('crash');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'hagenkit'
+hagen.database = 'postgres'
+hagen.compile_workers = 1
+hagen.fal_key = 'sim-id:sim-secret'
+hagen.fal_queue_url = '$fal/queue'
+hagen.fal_rest_url = '$fal/rest'
+hagen.s3_endpoint = '$s3'
+hagen.s3_bucket = 'videos'
+hagen.s3_access_key_id = 'crash-key'
+hagen.s3_secret_access_key = 'crash-secret'
+hagen.public_url = '$s3/videos'
+hagen.work_dir = '$dir/work'
+hagen.poll_interval = '30ms'
+hagen.max_attempts = 30
+restart_after_crash = on
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $music = $node->safe_psql('postgres', "SELECT hagen.add_music_track('M', '$s3/videos/music/m.mp3')");
+
+sub ledger_count { my @ids = `curl -sf $fal/_sim/ledger` =~ /"request_id":"([^"]+)"/g; return scalar @ids; }
+
+# The same property every time: 10 clips, seamless transitions after 1, 4 and 7.
+sub make_project
+{
+	my ($ws) = @_;
+	my $p = $node->safe_psql('postgres', "SELECT hagen.create_project('$ws', music_track_id => '$music')");
+	$node->safe_psql('postgres', qq{SELECT hagen.add_clip('$p', '$s3/videos/photos/' || i || '.jpg',
+		room_type => (ARRAY['exterior', 'living_room', 'kitchen', 'bedroom', 'bathroom'])[i % 5 + 1],
+		transition_type => CASE WHEN i IN (1, 4, 7) THEN 'seamless' ELSE 'cut' END)
+		FROM generate_series(0, 9) i});
+	return $p;
+}
+
+sub status
+{
+	my ($p) = @_;
+	return $node->safe_psql('postgres', "SELECT status FROM hagen.video_project WHERE id = '$p'");
+}
+
+sub final_sha
+{
+	my ($p) = @_;
+	my $url = $node->safe_psql('postgres', "SELECT final_video_url FROM hagen.video_project WHERE id = '$p'");
+	system("curl -sf '$url' -o $dir/final.mp4") == 0 or return 'no final video';
+	return Digest::SHA->new(256)->addfile("$dir/final.mp4")->hexdigest;
+}
+
+sub wait_workers
+{
+	local $PostgreSQL::Test::Utils::timeout_default = 60;
+	return $node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM pg_stat_activity
+		WHERE backend_type IN ('hagenkit dispatcher', 'hagenkit compile worker')});
+}
+
+sub wait_done
+{
+	my ($p) = @_;
+	local $PostgreSQL::Test::Utils::timeout_default = 300;
+	$node->poll_query_until('postgres',
+		"SELECT status IN ('completed', 'failed', 'canceled') FROM hagen.video_project WHERE id = '$p'");
+	return $node->safe_psql('postgres',
+		"SELECT status || '|' || coalesce(error_message, '') FROM hagen.video_project WHERE id = '$p'");
+}
+
+# 1. Undisturbed.
+my $before = ledger_count();
+my $p = make_project('ws-calm');
+$node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
+is(wait_done($p), 'completed|', 'an undisturbed 10-clip project completes');
+is(ledger_count() - $before, 13, 'ten clips and three transitions were paid, once each');
+my $reference = final_sha($p);
+like($reference, qr/^[0-9a-f]{64}$/, "reference final video $reference");
+
+# 2. The dispatcher killed again and again.  A kill while submits are on
+# the wire cannot be resolved without paying twice (Fal.ai has no
+# idempotency key): such clips are failed as unconfirmed, which
+# 005_fal_pipeline covers.  Kills here are aimed at every moment after
+# the submits (polls, results, downloads, uploads, the compile).
+my (%steps, $kills, $runs);
+$kills = 0;
+# Each job now takes 40 polls at the provider: time to kill in every step.
+run(qq{curl -sf -X POST -H 'content-type: application/json' -d '{"polls_before_completed":40}' $fal/_sim/config >/dev/null});
+while ($kills < 24 && $runs++ < 8)
+{
+	$before = ledger_count();
+	$p = make_project("ws-killed-$runs");
+	$node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
+	# Each run's first kill waits for a step that is over quickly.
+	my $target = (qw(download store result))[$runs - 1];
+	while (status($p) =~ /^(generating|pending)$/)
+	{
+		sleep($target ? 0.01 : 0.05 + rand(0.25));
+		my ($pid, $running, $pending) = split /\|/, $node->safe_psql('postgres', q{
+			SELECT (SELECT pid FROM pg_stat_activity WHERE backend_type = 'hagenkit dispatcher')
+				|| '|' || coalesce((SELECT string_agg(DISTINCT step, ',') FROM hagen.job
+									WHERE status = 'running' AND kind IN ('clip', 'transition')), '')
+				|| '|' || coalesce((SELECT string_agg(DISTINCT step, ',') FROM hagen.job
+									WHERE status IN ('queued', 'running') AND kind IN ('clip', 'transition')), '')});
+		next if !$pid || $pending =~ /submit|image_/ || status($p) ne 'generating';
+		next if $target && $pending !~ /\b$target\b/;
+		$target = undef;
+		kill 'KILL', $pid;
+		$kills++;
+		# The steps the project's jobs are at (running, or waiting for their next turn).
+		$steps{$_}++ for split /,/, ($pending || 'none');
+		wait_workers();
+	}
+	# And the compile worker, while it is compiling or uploading.
+	if (status($p) eq 'compiling')
+	{
+		my $pid = $node->safe_psql('postgres',
+			"SELECT pid FROM pg_stat_activity WHERE backend_type = 'hagenkit compile worker'");
+		kill 'KILL', $pid if $pid;
+		$kills++;
+		$steps{compile}++;
+		wait_workers();
+	}
+	is(wait_done($p), 'completed|', "run $runs completes through the kills ($kills so far)");
+	is(ledger_count() - $before, 13, "run $runs paid each clip and transition exactly once");
+	is(final_sha($p), $reference, "run $runs gives the same final video, byte for byte");
+}
+cmp_ok($kills, '>=', 24, "the workers were killed $kills times");
+note('steps the jobs were at when killed: ' . join(', ', map { "$_=$steps{$_}" } sort keys %steps));
+ok(($steps{poll} // 0) > 0 && ($steps{compile} // 0) > 0
+	  && ($steps{download} // 0) + ($steps{store} // 0) + ($steps{image_fetch} // 0) + ($steps{image_put} // 0) > 0,
+	'kills landed while polling, while moving files and while compiling');
+
+run(qq{curl -sf -X POST -H 'content-type: application/json' -d '{"polls_before_completed":1}' $fal/_sim/config >/dev/null});
+
+# 3. An immediate shutdown of the whole server, twice, mid-run.
+$before = ledger_count();
+$p = make_project('ws-immediate');
+$node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
+for my $n (1 .. 2)
+{
+	sleep(0.4);
+	$node->stop('immediate');
+	$node->start;
+}
+is(wait_done($p), 'completed|', 'a project survives two immediate shutdowns');
+is(ledger_count() - $before, 13, 'and still pays each generation once');
+is(final_sha($p), $reference, 'and gives the same video');
+
+# 4. The compile helper itself killed mid-compile: the compile is retried.
+$node->safe_psql('postgres', "ALTER SYSTEM SET hagen.compile_helper = '$dir/slow-hagen-compile'");
+my $bindir = `pg_config --bindir`;
+chomp $bindir;
+open my $fh, '>', "$dir/slow-hagen-compile" or die;
+print $fh "#!/bin/sh\n# hagen-compile, slowed down so that it can be killed while it works.\n"
+  . "echo '{\"progress\":0.01,\"segment\":1}'\nsleep 2\nexec $bindir/hagen-compile \"\$@\"\n";
+close $fh;
+chmod 0755, "$dir/slow-hagen-compile";
+$node->reload;
+$p = make_project('ws-helper-killed');
+$node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
+$node->poll_query_until('postgres', "SELECT status = 'compiling' FROM hagen.video_project WHERE id = '$p'");
+sleep(0.5);
+my $killed = 0;
+for (1 .. 50)
+{
+	$killed = kill('KILL', split(' ', `pgrep -f '$p/manifest.json'`));
+	last if $killed;
+	sleep(0.1);
+}
+ok($killed, 'the compile helper was killed mid-compile');
+is(wait_done($p), 'completed|', 'the compile is retried and the project completes');
+is(final_sha($p), $reference, 'with the same video');
+like($node->safe_psql('postgres', "SELECT string_agg(message, ' | ') FROM hagen.job_log WHERE project_id = '$p' AND level <> 'debug'"),
+	qr/crashed \(signal 9/, 'the job log says the helper was killed');
+
+$node->stop;
+kill 'TERM', @servers;
+waitpid($_, 0) for @servers;
+@servers = ();
+done_testing();
