@@ -37,6 +37,7 @@ char	   *hagen_work_dir = NULL;
 int			hagen_max_inflight = 64;
 int			hagen_compile_workers = 1;
 int			hagen_max_download_bytes = 1024 * 1024 * 1024;
+int			hagen_stall_timeout_s = 60;
 char	   *hagen_trusted_hosts = NULL;
 int			hagen_poll_interval_ms = 2000;
 int			hagen_compile_timeout_s = 1800;
@@ -337,6 +338,11 @@ hagen_define_gucs(void)
 							"Largest file hagenkit downloads.",
 							NULL, &hagen_max_download_bytes, 1024 * 1024 * 1024,
 							1024, INT_MAX, PGC_SIGHUP, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.stall_timeout",
+							"A request that receives or sends nothing for this long is abandoned (and retried).",
+							"Catches connections that hang without closing, well before a request's own time limit.",
+							&hagen_stall_timeout_s, 60, 1, 3600, PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 	define_string("hagen.trusted_hosts",
 				  "Comma-separated hosts that user and provider URLs may reach even on private or loopback addresses.",

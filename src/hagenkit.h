@@ -45,6 +45,7 @@ extern char *hagen_work_dir;
 extern int	hagen_max_inflight;
 extern int	hagen_compile_workers;
 extern int	hagen_max_download_bytes;
+extern int	hagen_stall_timeout_s;
 extern char *hagen_trusted_hosts;
 extern int	hagen_poll_interval_ms;
 extern int	hagen_compile_timeout_s;
