@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Turns the rows of bench/compile/run.sh (results.tsv) into the markdown of
+results.md: the targets, then every command's median figures.
+
+    python3 report.py results.tsv "settings line"
+"""
+import collections
+import datetime
+import os
+import statistics
+import subprocess
+import sys
+
+rows = collections.defaultdict(list)
+order = []
+for line in open(sys.argv[1]):
+    f = line.rstrip('\n').split('\t')
+    if len(f) < 10:
+        continue
+    group, n, name, rc = f[0], int(f[1]), f[2], int(f[3])
+    key = (group, n, name)
+    if key not in rows:
+        order.append(key)
+    rows[key].append({'rc': rc, 'wall': float(f[4] or 'nan'), 'cpu': float(f[5] or 'nan'),
+                      'rss': int(f[6] or 0) / 1024, 'v': f[7], 'a': f[8], 'size': int(f[9] or 0)})
+
+
+def fig(key):
+    r = rows.get(key)
+    if not r:
+        return None
+    good = [x for x in r if x['rc'] == 0]
+    if not good:
+        return {'failed': True, 'runs': len(r)}
+    return {'failed': len(good) < len(r), 'runs': len(good),
+            'wall': statistics.median(x['wall'] for x in good),
+            'cpu': statistics.median(x['cpu'] for x in good),
+            'rss': max(x['rss'] for x in good),
+            'v': good[-1]['v'], 'a': good[-1]['a'], 'size': good[-1]['size']}
+
+
+def dur(s):
+    try:
+        return '%.3f' % float(s)
+    except ValueError:
+        return '-'
+
+
+# (group, ours compared with, target ratio or None, memory limit MiB, what)
+TARGETS = [
+    ('music', 'copyv_mixfix', 1.0, 150, 'with music: >= as fast as copyv_mixfix'),
+    ('music', 'refmusic', None, None, 'with music, against the reference re-encode'),
+    ('audio', 'copyv_aac', 1.0, 150, 'clip audio, no music: <= copyv_aac'),
+    ('audio', 'ref', None, None, 'clip audio, no music, against the reference re-encode'),
+    ('silent', 'copy', 1.5, 150, 'silent clips (pure copy): within 1.5x of -c copy'),
+    ('silent', 'copy_faststart', None, None, 'silent clips, against -c copy +faststart'),
+    ('normalize', 'ref', 1.0, 500, 'normalise (7 mixed clips): <= reference'),
+    ('normalize', 'concat_filter', None, None, 'normalise, against the correct CLI (concat filter)'),
+]
+
+out = []
+p = subprocess.run(['ffmpeg', '-version'], capture_output=True, text=True)
+ver = p.stdout.splitlines()[0] if p.stdout else 'ffmpeg ?'
+out.append('# hagen-compile benchmark\n')
+out.append('%s, %s, %d cores; %s.  Settings: %s.  Wall = median of the runs; RSS = the largest '
+           'peak (`/usr/bin/time -v`); ratio = hagen-compile wall / the other command\'s wall.\n'
+           % (datetime.date.today().isoformat(), os.uname().nodename, os.cpu_count(), ver, sys.argv[2]
+              if len(sys.argv) > 2 else ''))
+out.append('| case | N | hagen-compile s | RSS MiB | against | its s | its RSS MiB | ratio | target | met |')
+out.append('|---|---|---|---|---|---|---|---|---|---|')
+sizes = sorted({n for _, n, _ in order})
+for group, other, target, mem, what in TARGETS:
+    for n in sizes:
+        a, b = fig((group, n, 'hagen-compile')), fig((group, n, other))
+        if not a or not b:
+            continue
+        if a.get('failed') and 'wall' not in a:
+            out.append('| %s | %d | **failed** | | %s | | | | | no |' % (what, n, other))
+            continue
+        if 'wall' not in b:
+            continue
+        ratio = a['wall'] / b['wall'] if b['wall'] > 0 else float('nan')
+        met = ''
+        if target is not None:
+            ok = ratio <= target and (mem is None or a['rss'] < mem)
+            met = 'yes' if ok else '**no**'
+        tgt = ('<= %.1fx, < %d MiB' % (target, mem)) if target is not None else ''
+        out.append('| %s | %d | %.2f | %.0f | %s | %.2f | %.0f | %.2fx | %s | %s |'
+                   % (what, n, a['wall'], a['rss'], other, b['wall'], b['rss'], ratio, tgt, met))
+out.append('')
+out.append('Every command (runs = successful runs whose median is shown; durations from ffprobe of the '
+           'output):\n')
+out.append('| case | N | command | runs | wall s | CPU s | RSS MiB | out MB | video s | audio s |')
+out.append('|---|---|---|---|---|---|---|---|---|---|')
+for key in order:
+    f = fig(key)
+    if 'wall' not in f:
+        out.append('| %s | %d | %s | 0 of %d | failed | | | | | |' % (key[0], key[1], key[2], f['runs']))
+        continue
+    out.append('| %s | %d | %s | %d%s | %.2f | %.1f | %.0f | %.1f | %s | %s |'
+               % (key[0], key[1], key[2], f['runs'], ' (some failed)' if f['failed'] else '', f['wall'],
+                  f['cpu'], f['rss'], f['size'] / 1e6, dur(f['v']), dur(f['a'])))
+print('\n'.join(out))

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Benchmark of hagen-compile (src/compile) against the ffmpeg CLI commands
+# measured in the FFmpeg spec (../shared/specs/ffmpeg.md, sections 1-3), in
+# the same run, on "Kling-like" clips: 1920x1080 24 fps H.264 High + AAC-LC
+# 48 kHz stereo, 5 s each, moov at the end.
+#
+#   bash bench/compile/run.sh
+#   SIZES="4 10 20" RUNS=3 REF_RUNS=1 CASES="audio music silent normalize" \
+#   CLIPS=/var/tmp/hagenkit-bench/clips bash bench/compile/run.sh
+#
+# SIZES    clip counts (default "4 10 20")
+# RUNS     runs of every stream-copy command; the median is reported (3)
+# REF_RUNS runs of every re-encode, ours in normalize mode included (1)
+# CASES    which cases: audio (clip audio, no music), music (60 s mp3 at
+#          0.3), silent (clips without audio, no music: pure copy),
+#          normalize (7 mixed clips, 40 s)
+# CLIPS    cache of the generated media; made once (about 5 min), reused
+# NO_REF=1 skip the re-encoding references (ref, refmusic) of audio/music
+#
+# hagen-compile runs with a thumbnail in its manifest, as the compile worker
+# runs it; "hagen-compile_nothumb" rows are the same without one.  Its output
+# always has the index in front (faststart); the ffmpeg commands are the
+# spec's, without +faststart, except "copy_faststart".
+# Wall time and peak RSS come from /usr/bin/time -v.  Writes the table to
+# bench/compile/results.md (and prints it); raw rows in $CLIPS/../results.tsv.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+SIZES=${SIZES:-"4 10 20"}
+RUNS=${RUNS:-3}
+REF_RUNS=${REF_RUNS:-1}
+CASES=${CASES:-"audio music silent normalize"}
+CLIPS=${CLIPS:-/var/tmp/hagenkit-bench/clips}
+base=$(dirname "$CLIPS")
+work=$base/work
+tsv=$base/results.tsv
+HC=$root/src/compile/hagen-compile
+
+if [ ! -x /usr/bin/time ]; then
+	[ "$(id -u)" = 0 ] || { echo "install the package 'time' (/usr/bin/time)" >&2; exit 1; }
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null
+fi
+command -v ffmpeg >/dev/null || { echo "ffmpeg is missing (bash test/deps.sh)" >&2; exit 1; }
+make -s -C src/compile
+mkdir -p "$CLIPS" "$work"
+
+# ---- media, made once --------------------------------------------------
+V="-c:v libx264 -profile:v high -pix_fmt yuv420p -preset faster -crf 20 -colorspace bt709 -color_primaries bt709 -color_trc bt709"
+A="-c:a aac -b:a 128k -ar 48000 -ac 2"
+FF="ffmpeg -nostdin -v error -y"
+maxn=0
+for n in $SIZES; do [ "$n" -gt "$maxn" ] && maxn=$n; done
+# make OUT CMD...: runs CMD (whose last argument is OUT) into a temporary
+# name, so an interrupted run never leaves a half clip in the cache.
+make_media() {
+	local out=$1; shift
+	[ -s "$out" ] && return 0
+	local tmp="${out%.*}.part.${out##*.}"
+	"${@:1:$#-1}" "$tmp" && mv "$tmp" "$out"
+}
+gen_start=$SECONDS
+for i in $(seq 1 "$maxn"); do
+	c=$(printf '%s/c%02d.mp4' "$CLIPS" "$i")
+	if [ $((i % 2)) = 1 ]; then src="testsrc2=s=1920x1080:r=24:d=5,hue=h=$((i * 37))"
+	else src="mandelbrot=s=1920x1080:r=24:start_x=-0.74$((i * 3)):start_y=0.1$((i * 7)),trim=duration=5,hue=h=$((i * 29))"; fi
+	[ -s "$c" ] || echo "bench: generating $(basename "$c")" >&2
+	make_media "$c" $FF -f lavfi -i "$src" -f lavfi -i "sine=f=$((200 + i * 20)):b=2:d=5" $V $A -shortest "$c"
+	make_media "${c%.mp4}_silent.mp4" $FF -i "$c" -map 0:v -c copy "${c%.mp4}_silent.mp4"
+done
+make_media "$CLIPS/music.mp3" $FF -f lavfi \
+	-i "aevalsrc='0.2*sin(2*PI*220*t)+0.1*sin(2*PI*330*t)+0.05*sin(2*PI*440*t)':s=44100:d=60" \
+	-ac 2 -c:a libmp3lame -b:a 192k "$CLIPS/music.mp3"
+if [[ " $CASES " == *" normalize "* ]]; then
+	[ "$maxn" -ge 1 ] || { echo "normalize needs c01: SIZES must not be empty" >&2; exit 1; }
+	het=$CLIPS/het
+	mkdir -p "$het"
+	[ -s "$het/long10.mp4" ] || echo "bench: generating the mixed clips" >&2
+	make_media "$het/trans_noaudio.mp4" $FF -f lavfi -i "testsrc2=s=1920x1080:r=24:d=5,hue=h=200" $V "$het/trans_noaudio.mp4"
+	make_media "$het/fps30.mp4" $FF -f lavfi -i "testsrc2=s=1920x1080:r=30:d=5" -f lavfi -i "sine=f=660:b=2:d=5" $V $A -shortest "$het/fps30.mp4"
+	make_media "$het/v916.mp4" $FF -f lavfi -i "testsrc2=s=1080x1920:r=24:d=5" -f lavfi -i "sine=f=500:b=2:d=5" $V $A -shortest "$het/v916.mp4"
+	make_media "$het/sq11.mp4" $FF -f lavfi -i "testsrc2=s=1080x1080:r=24:d=5" -f lavfi -i "sine=f=550:b=2:d=5" $V $A -shortest "$het/sq11.mp4"
+	make_media "$het/a44k_mono.mp4" $FF -f lavfi -i "testsrc2=s=1920x1080:r=24:d=5,hue=h=90" -f lavfi -i "sine=f=660:d=5:sample_rate=44100" $V -c:a aac -b:a 96k -ar 44100 -ac 1 -shortest "$het/a44k_mono.mp4"
+	make_media "$het/long10.mp4" $FF -f lavfi -i "testsrc2=s=1920x1080:r=24:d=10,hue=h=150" -f lavfi -i "sine=f=440:b=2:d=10" $V $A -shortest "$het/long10.mp4"
+fi
+[ $((SECONDS - gen_start)) -gt 2 ] && echo "bench: media ready in $((SECONDS - gen_start)) s" >&2
+
+# ---- measuring ---------------------------------------------------------
+# measure GROUP N NAME OUTPUT CMD...: one run under /usr/bin/time -v; appends
+# a row: group n name rc wall_s cpu_s rss_kib video_s audio_s bytes.
+measure() {
+	local group=$1 n=$2 name=$3 out=$4; shift 4
+	local rc=0 wall cpu rss vd ad size
+	rm -f "$out"
+	/usr/bin/time -v -o "$work/time.txt" "$@" >"$work/cmd.log" 2>&1 || rc=$?
+	wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' "$work/time.txt")
+	cpu=$(awk -F': ' '/User time|System time/ { s += $2 } END { print s }' "$work/time.txt")
+	rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$work/time.txt")
+	vd=$(ffprobe -v error -select_streams v:0 -show_entries stream=duration -of csv=p=0 "$out" 2>/dev/null || true)
+	ad=$(ffprobe -v error -select_streams a:0 -show_entries stream=duration -of csv=p=0 "$out" 2>/dev/null || true)
+	size=$(stat -c %s "$out" 2>/dev/null || echo 0)
+	if [ $rc != 0 ]; then echo "bench: $group/$n/$name failed (exit $rc):" >&2; tail -3 "$work/cmd.log" >&2; fi
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$n" "$name" "$rc" "$wall" "$cpu" "$rss" \
+		"${vd:-}" "${ad:-}" "$size" >>"$tsv"
+	printf 'bench: %-10s %3s %-22s %7.2f s %6d MiB\n' "$group" "$n" "$name" "$wall" $((rss / 1024)) >&2
+}
+
+# manifest FILE OUTPUT MUSIC(or "") CLIP...: a hagen-compile manifest.
+manifest() {
+	local file=$1 out=$2 music=$3; shift 3
+	python3 - "$file" "$out" "$music" "$@" <<'PY'
+import json, os, sys
+f, out, music, clips = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+m = {'segments': [{'file': c, 'kind': 'clip', 'label': os.path.basename(c)} for c in clips],
+     'music': {'file': music, 'volume': 0.3} if music else None, 'video_volume': 1.0,
+     'aspect_ratio': '16:9', 'output': out, 'thumbnail': out[:-4] + '.jpg'}
+if os.environ.get('NO_THUMB'):
+    del m['thumbnail']
+json.dump(m, open(f, 'w'))
+PY
+}
+
+: >"$tsv"
+o=$work/out.mp4
+AS="aresample=async=1:min_hard_comp=0.01:first_pts=0"
+ENC="-c:v libx264 -preset fast -crf 23 -c:a aac -b:a 192k"
+cat "$CLIPS"/*.mp4 >/dev/null   # warm the page cache, as every later run finds it
+for n in $SIZES; do
+	clips=() silent=()
+	: >"$work/list$n.txt"
+	: >"$work/slist$n.txt"
+	for i in $(seq 1 "$n"); do
+		c=$(printf '%s/c%02d.mp4' "$CLIPS" "$i")
+		clips+=("$c")
+		silent+=("${c%.mp4}_silent.mp4")
+		echo "file '$c'" >>"$work/list$n.txt"
+		echo "file '${c%.mp4}_silent.mp4'" >>"$work/slist$n.txt"
+	done
+	L=(-f concat -safe 0 -i "$work/list$n.txt")
+	manifest "$work/audio$n.json" "$o" "" "${clips[@]}"
+	manifest "$work/music$n.json" "$o" "$CLIPS/music.mp3" "${clips[@]}"
+	manifest "$work/silent$n.json" "$o" "" "${silent[@]}"
+	# The same without a thumbnail, to show what the thumbnail costs.
+	NO_THUMB=1 manifest "$work/audio_nothumb$n.json" "$o" "" "${clips[@]}"
+	NO_THUMB=1 manifest "$work/silent_nothumb$n.json" "$o" "" "${silent[@]}"
+	for run in $(seq 1 "$RUNS"); do
+		if [[ " $CASES " == *" audio "* ]]; then
+			measure audio "$n" hagen-compile "$o" "$HC" compile "$work/audio$n.json"
+			measure audio "$n" hagen-compile_nothumb "$o" "$HC" compile "$work/audio_nothumb$n.json"
+			measure audio "$n" copy "$o" ffmpeg -nostdin -y "${L[@]}" -c copy "$o"
+			measure audio "$n" copyv_aac "$o" ffmpeg -nostdin -y "${L[@]}" -c:v copy -c:a aac -b:a 192k "$o"
+			measure audio "$n" copyv_aacfix "$o" ffmpeg -nostdin -y "${L[@]}" -c:v copy -af "$AS" -c:a aac -b:a 192k "$o"
+		fi
+		if [[ " $CASES " == *" music "* ]]; then
+			measure music "$n" hagen-compile "$o" "$HC" compile "$work/music$n.json"
+			measure music "$n" copyv_mixfix "$o" ffmpeg -nostdin -y "${L[@]}" -i "$CLIPS/music.mp3" -filter_complex \
+				"[0:a]$AS[a0];[1:a]volume=0.3[music];[a0][music]amix=inputs=2:duration=first:dropout_transition=2,aformat=sample_rates=48000:channel_layouts=stereo[aout]" \
+				-map 0:v -map "[aout]" -c:v copy -c:a aac -b:a 192k -shortest "$o"
+		fi
+		if [[ " $CASES " == *" silent "* ]]; then
+			measure silent "$n" hagen-compile "$o" "$HC" compile "$work/silent$n.json"
+			measure silent "$n" hagen-compile_nothumb "$o" "$HC" compile "$work/silent_nothumb$n.json"
+			measure silent "$n" copy "$o" ffmpeg -nostdin -y -f concat -safe 0 -i "$work/slist$n.txt" -c copy "$o"
+			measure silent "$n" copy_faststart "$o" ffmpeg -nostdin -y -f concat -safe 0 -i "$work/slist$n.txt" -c copy -movflags +faststart "$o"
+		fi
+	done
+	if [ -z "${NO_REF:-}" ]; then
+		for run in $(seq 1 "$REF_RUNS"); do
+			[[ " $CASES " == *" audio "* ]] && measure audio "$n" ref "$o" ffmpeg -nostdin -y "${L[@]}" $ENC "$o"
+			[[ " $CASES " == *" music "* ]] && measure music "$n" refmusic "$o" ffmpeg -nostdin -y "${L[@]}" -i "$CLIPS/music.mp3" \
+				-filter_complex "[1:a]volume=0.3[music];[0:a][music]amix=inputs=2:duration=first:dropout_transition=2[aout]" \
+				-map 0:v -map "[aout]" $ENC -shortest "$o"
+		done
+	fi
+done
+
+if [[ " $CASES " == *" normalize "* ]]; then
+	mixed=("$CLIPS/c01.mp4" "$het/trans_noaudio.mp4" "$het/fps30.mp4" "$het/v916.mp4" "$het/sq11.mp4" \
+		"$het/a44k_mono.mp4" "$het/long10.mp4")
+	: >"$work/mlist.txt"
+	for c in "${mixed[@]}"; do echo "file '$c'" >>"$work/mlist.txt"; done
+	manifest "$work/norm.json" "$o" "" "${mixed[@]}"
+	# The correct CLI equivalent (spec section 5, normalize.sh): one graph,
+	# every clip scaled/padded/fps'd and its audio padded, concat filter.
+	inputs=() fc="" cat=""
+	k=0
+	for c in "${mixed[@]}"; do
+		d=$(ffprobe -v error -select_streams v:0 -show_entries stream=duration -of csv=p=0 "$c")
+		inputs+=(-i "$c")
+		fc+="[$k:v]scale=1920:1080:force_original_aspect_ratio=decrease,pad=1920:1080:(ow-iw)/2:(oh-ih)/2,setsar=1,fps=24,format=yuv420p,trim=duration=$d,setpts=PTS-STARTPTS[v$k];"
+		if [ -n "$(ffprobe -v error -select_streams a -show_entries stream=index -of csv=p=0 "$c")" ]; then
+			fc+="[$k:a]aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo,apad=whole_dur=$d,atrim=duration=$d,asetpts=PTS-STARTPTS[a$k];"
+		else
+			fc+="anullsrc=r=48000:cl=stereo,atrim=duration=$d[a$k];"
+		fi
+		cat+="[v$k][a$k]"
+		k=$((k + 1))
+	done
+	fc+="${cat}concat=n=$k:v=1:a=1[v][a]"
+	for run in $(seq 1 "$REF_RUNS"); do
+		measure normalize 7 hagen-compile "$o" "$HC" compile "$work/norm.json"
+		measure normalize 7 ref "$o" ffmpeg -nostdin -y -f concat -safe 0 -i "$work/mlist.txt" $ENC "$o"
+		measure normalize 7 concat_filter "$o" ffmpeg -nostdin -y "${inputs[@]}" -filter_complex "$fc" -map "[v]" -map "[a]" $ENC "$o"
+	done
+fi
+rm -f "$o" "${o%.mp4}.jpg"
+
+python3 bench/compile/report.py "$tsv" "RUNS=$RUNS REF_RUNS=$REF_RUNS SIZES=\"$SIZES\" CASES=\"$CASES\"" \
+	>bench/compile/results.md
+cat bench/compile/results.md
