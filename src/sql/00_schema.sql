@@ -144,3 +144,13 @@ CREATE TABLE hagen.job_log (
 );
 CREATE INDEX job_log_job_idx ON hagen.job_log (job_id, id);
 CREATE INDEX job_log_project_idx ON hagen.job_log (project_id, id);
+
+-- Which roles may use which workspaces, for apps that give each tenant its
+-- own role.  A role listed here (or a member of one) may use only the
+-- workspaces listed for it; roles not listed, operators and superusers may
+-- use every workspace.  Empty by default: one trusted app.
+CREATE TABLE hagen.workspace_role (
+	workspace_id	text NOT NULL CHECK (workspace_id <> ''),
+	role_name		name NOT NULL,
+	PRIMARY KEY (workspace_id, role_name)
+);

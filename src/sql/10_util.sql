@@ -56,7 +56,37 @@ CREATE FUNCTION hagen._log(job bigint, project uuid, level text, message text,
 	VALUES (job, project, level, message, coalesce(detail, '{}'));
 $$;
 
--- Raises a clear error for a project that does not exist.
+-- May role `who` use the workspace?  Used by the API (for the session's
+-- role) and by the row-level security policies (for the current role).
+CREATE FUNCTION hagen._workspace_allowed(workspace text, who name) RETURNS boolean
+	LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+	SELECT CASE
+		WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = who) THEN false
+		WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = who) THEN true
+		WHEN pg_has_role(who, 'hagen_operator', 'USAGE') THEN true
+		ELSE NOT EXISTS (SELECT 1 FROM hagen.workspace_role r JOIN pg_roles g ON g.rolname = r.role_name
+						 WHERE pg_has_role(who, g.oid, 'USAGE'))
+			 OR EXISTS (SELECT 1 FROM hagen.workspace_role r JOIN pg_roles g ON g.rolname = r.role_name
+						WHERE r.workspace_id = workspace AND pg_has_role(who, g.oid, 'USAGE'))
+	END;
+$$;
+
+-- Refuses a workspace the session's role may not use.
+CREATE FUNCTION hagen._check_workspace(workspace text) RETURNS void
+	LANGUAGE plpgsql STABLE AS $$
+BEGIN
+	IF NOT hagen._workspace_allowed(workspace, session_user) THEN
+		RAISE EXCEPTION 'permission denied for workspace "%"', workspace
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('Role %s is limited to the workspaces listed for it in hagen.workspace_role.',
+								  session_user),
+				  HINT = 'Connect as a role of that workspace, or ask an operator to list it.';
+	END IF;
+END;
+$$;
+
+-- Raises a clear error for a project that does not exist (or that the
+-- session's role may not use).
 CREATE FUNCTION hagen._project(project uuid) RETURNS hagen.video_project
 	LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -73,6 +103,7 @@ BEGIN
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'Create it with hagen.create_project() first.';
 	END IF;
+	PERFORM hagen._check_workspace(p.workspace_id);
 	RETURN p;
 END;
 $$;

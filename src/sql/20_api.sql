@@ -62,6 +62,7 @@ BEGIN
 				  DETAIL = 'The workspace id becomes the first segment of every storage key.',
 				  HINT = 'Use a non-empty id of at most 200 characters without "/" or control characters.';
 	END IF;
+	PERFORM hagen._check_workspace(workspace_id);
 	PERFORM hagen._check_choice('aspect ratio', aspect_ratio, ARRAY['16:9', '9:16', '1:1']);
 	PERFORM hagen._check_choice('provider', provider, ARRAY['fal', 'xai']);
 	IF generate_native_audio IS NULL THEN

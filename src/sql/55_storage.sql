@@ -35,6 +35,8 @@ DECLARE
 	seconds numeric := extract(epoch FROM expires_in);
 BEGIN
 	PERFORM hagen._check_key(key);
+	-- Keys start with their workspace: a tenant presigns only its own.
+	PERFORM hagen._check_workspace(split_part(key, '/', 1));
 	PERFORM hagen._check_choice('method', upper(method), ARRAY['GET', 'PUT', 'HEAD', 'DELETE']);
 	IF seconds IS NULL OR seconds < 1 OR seconds > 604800 THEN
 		RAISE EXCEPTION 'invalid expiry of % seconds', coalesce(round(seconds, 3)::text, 'NULL')

@@ -1,10 +1,51 @@
--- hagenkit install script, part 90: privileges.
+-- hagenkit install script, part 90: roles and privileges.
 --
--- Nothing of hagen's is granted to PUBLIC except the public API functions;
--- the worker protocol and internal helpers are for superusers (the workers).
+-- Two roles, for the DBA to grant:
+--   hagen_user      apps: the public API (create, start, cancel, retry,
+--                   status, URLs) and reading their own projects and clips
+--   hagen_operator  operators: also every table and view, history purges,
+--                   prices, room prompts and the workspace/role map
+-- The API functions run as the extension's owner (SECURITY DEFINER) with a
+-- fixed search_path, so callers need no table privileges.  Internal tables
+-- and the worker protocol are granted to no one.  Projects and clips have
+-- row-level security by workspace (hagen.workspace_role): a tenant role
+-- sees and touches only its own workspaces.
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hagen_user') THEN
+		CREATE ROLE hagen_user NOLOGIN;
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hagen_operator') THEN
+		CREATE ROLE hagen_operator NOLOGIN;
+	END IF;
+	IF NOT pg_has_role('hagen_operator', 'hagen_user', 'MEMBER') THEN
+		GRANT hagen_user TO hagen_operator;
+	END IF;
+END;
+$$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA hagen FROM PUBLIC;
-GRANT USAGE ON SCHEMA hagen TO PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA hagen FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA hagen FROM PUBLIC;
+REVOKE ALL ON SCHEMA hagen FROM PUBLIC;
+GRANT USAGE ON SCHEMA hagen TO hagen_user;
+
+ALTER FUNCTION hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.add_music_track(text, text, text, text, real)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.start_video(uuid) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.cancel_video(uuid) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.retry_video(uuid) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.video_status(uuid) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.presign_url(text, text, interval, timestamptz)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.public_url(text) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.provider_configured(text) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.purge_history(interval) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+
 GRANT EXECUTE ON FUNCTION
 	hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb),
 	hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text),
@@ -16,6 +57,19 @@ GRANT EXECUTE ON FUNCTION
 	hagen.get_video_path(text, uuid, text),
 	hagen.public_url(text),
 	hagen.presign_url(text, text, interval, timestamptz),
-	hagen.provider_configured(text)
-TO PUBLIC;
-REVOKE ALL ON ALL TABLES IN SCHEMA hagen FROM PUBLIC;
+	hagen.provider_configured(text),
+	hagen._workspace_allowed(text, name)
+TO hagen_user;
+
+-- Apps may read their projects and clips directly, row by row.
+GRANT SELECT ON hagen.video_project, hagen.video_clip, hagen.music_track TO hagen_user;
+ALTER TABLE hagen.video_project ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hagen.video_clip ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_rows ON hagen.video_project
+	USING (hagen._workspace_allowed(workspace_id, current_user));
+CREATE POLICY workspace_rows ON hagen.video_clip
+	USING (EXISTS (SELECT 1 FROM hagen.video_project p WHERE p.id = project_id));
+
+GRANT SELECT ON ALL TABLES IN SCHEMA hagen TO hagen_operator;
+GRANT INSERT, UPDATE, DELETE ON hagen.pricing, hagen.room_prompt, hagen.workspace_role TO hagen_operator;
+GRANT EXECUTE ON FUNCTION hagen.purge_history(interval) TO hagen_operator;

@@ -1,0 +1,94 @@
+-- Roles, privileges, SECURITY DEFINER and row-level security by workspace,
+-- and secrets out of reach of non-superusers.
+GRANT USAGE ON SCHEMA t TO PUBLIC;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA t TO PUBLIC;
+CREATE ROLE hk_nobody LOGIN;
+CREATE ROLE hk_app LOGIN IN ROLE hagen_user;
+CREATE ROLE hk_tenant_a LOGIN IN ROLE hagen_user;
+CREATE ROLE hk_tenant_b LOGIN IN ROLE hagen_user;
+CREATE ROLE hk_ops LOGIN IN ROLE hagen_operator;
+INSERT INTO hagen.workspace_role VALUES ('ws-a', 'hk_tenant_a'), ('ws-b', 'hk_tenant_b');
+
+-- Nothing of the extension is granted to PUBLIC.
+-- (A function with no ACL at all is executable by PUBLIC.)
+SELECT (SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
+		WHERE c.relnamespace = 'hagen'::regnamespace AND a.grantee = 0) AS tables_granted_to_public,
+	   (SELECT count(*) FROM pg_proc p LEFT JOIN LATERAL aclexplode(p.proacl) a ON true
+		WHERE p.pronamespace = 'hagen'::regnamespace AND (p.proacl IS NULL OR a.grantee = 0))
+	   AS functions_granted_to_public;
+-- The public API runs as the owner with a fixed search_path.
+SELECT p.oid::regprocedure AS api, p.prosecdef, p.proconfig
+FROM pg_proc p WHERE p.pronamespace = 'hagen'::regnamespace
+  AND has_function_privilege('hagen_user', p.oid, 'EXECUTE')
+ORDER BY 1::text;
+-- Operators get the rest.
+SELECT has_table_privilege('hagen_operator', 'hagen.job', 'SELECT') AS ops_read_jobs,
+	   has_table_privilege('hagen_user', 'hagen.job', 'SELECT') AS users_read_jobs,
+	   has_table_privilege('hagen_operator', 'hagen.pricing', 'UPDATE') AS ops_set_prices,
+	   (SELECT bool_or(has_function_privilege('hagen_user', oid, 'EXECUTE')) FROM pg_proc
+		WHERE proname IN ('claim_jobs', 'complete_job', 'heartbeat')) AS users_run_workers;
+
+-- A role without hagen_user can do nothing.
+SET SESSION AUTHORIZATION hk_nobody;
+SELECT t.err($$SELECT hagen.create_project('ws-a')$$);
+SELECT t.err($$SELECT count(*) FROM hagen.video_project$$);
+SELECT t.err($$SELECT hagen.claim_jobs('http', 10, 60)$$);
+RESET SESSION AUTHORIZATION;
+
+-- A tenant uses its own workspace only.
+SET SESSION AUTHORIZATION hk_tenant_a;
+SELECT hagen.create_project('ws-a', metadata => '{"listing": "A"}') IS NOT NULL AS created_in_own;
+SELECT t.err($$SELECT hagen.create_project('ws-b')$$);
+SELECT t.err($$SELECT hagen.presign_url('ws-b/videos/x/final.mp4')$$);
+SELECT hagen.presign_url('ws-a/videos/x/final.mp4') LIKE 'http://s3.test:9000/videos/ws-a/%' AS presigned_own;
+SELECT t.err($$SELECT * FROM hagen.job$$);
+SELECT t.err($$INSERT INTO hagen.video_project (workspace_id) VALUES ('ws-a')$$);
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION hk_tenant_b;
+SELECT hagen.create_project('ws-b', metadata => '{"listing": "B"}') IS NOT NULL AS created_in_own;
+-- b sees only its project, directly and through the API.
+SELECT workspace_id, metadata ->> 'listing' AS listing FROM hagen.video_project ORDER BY 1;
+SELECT t.err(format('SELECT hagen.video_status(%L)',
+	(SELECT id FROM hagen.video_project WHERE workspace_id = 'ws-b')));
+RESET SESSION AUTHORIZATION;
+SELECT t.err(format('SELECT hagen.video_status(%L)', id)) AS a_status_as_superuser
+FROM hagen.video_project WHERE workspace_id = 'ws-a';
+SELECT format('SELECT hagen.add_clip(%L, %L)', id, 'https://img.example.com/1.jpg') AS q
+FROM hagen.video_project WHERE workspace_id = 'ws-a' \gset
+SELECT format('SELECT hagen.video_status(%L)', id) AS s
+FROM hagen.video_project WHERE workspace_id = 'ws-a' \gset
+SELECT t.err(:'q') AS superuser_adds_to_a;
+SET SESSION AUTHORIZATION hk_tenant_b;
+SELECT t.err(:'q') AS b_adds_to_a;
+SELECT t.err(:'s') AS b_reads_a_status;
+SELECT count(*) AS clips_b_sees FROM hagen.video_clip;
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION hk_tenant_a;
+SELECT count(*) AS clips_a_sees FROM hagen.video_clip;
+RESET SESSION AUTHORIZATION;
+
+-- An app role that is not a tenant may use every workspace; operators see all.
+SET SESSION AUTHORIZATION hk_app;
+SELECT hagen.create_project('ws-other') IS NOT NULL AS app_creates_anywhere;
+SELECT count(*) AS app_sees FROM hagen.video_project WHERE workspace_id IN ('ws-a', 'ws-b', 'ws-other');
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION hk_ops;
+SELECT count(*) AS ops_see FROM hagen.video_project WHERE workspace_id IN ('ws-a', 'ws-b', 'ws-other');
+SELECT count(*) >= 0 AS ops_read_jobs FROM hagen.job;
+RESET SESSION AUTHORIZATION;
+
+-- Secrets: a non-superuser cannot read them at all (SHOW, current_setting,
+-- pg_settings), nor set them.
+SET SESSION AUTHORIZATION hk_app;
+SHOW hagen.fal_key;
+SELECT current_setting('hagen.s3_secret_access_key') AS s3_secret, current_setting('hagen.xai_key') AS xai_key;
+SELECT name, setting FROM pg_settings WHERE name IN ('hagen.fal_key', 'hagen.xai_key', 'hagen.s3_secret_access_key') ORDER BY 1;
+SELECT t.err($$SET hagen.fal_key = 'x'$$);
+SELECT count(*) AS activity_rows_with_secrets FROM pg_stat_activity
+WHERE strpos(query, 'test-key-' || 'secret') > 0 OR strpos(query, 'test-secret' || '-value') > 0
+   OR strpos(query, 'xai-test' || '-key') > 0;
+RESET SESSION AUTHORIZATION;
+
+DELETE FROM hagen.video_project WHERE workspace_id IN ('ws-a', 'ws-b', 'ws-other');
+DELETE FROM hagen.workspace_role;
+DROP ROLE hk_nobody, hk_app, hk_tenant_a, hk_tenant_b, hk_ops;
