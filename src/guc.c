@@ -345,7 +345,7 @@ hagen_define_gucs(void)
 							&hagen_stall_timeout_s, 60, 1, 3600, PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 	define_string("hagen.trusted_hosts",
-				  "Comma-separated hosts that user and provider URLs may reach even on private or loopback addresses.",
+				  "Comma-separated host or host:port entries that user and provider URLs may reach even on private or loopback addresses.",
 				  &hagen_trusted_hosts, "", PGC_SIGHUP, NULL);
 	DefineCustomIntVariable("hagen.poll_interval",
 							"How often a provider request is polled.",

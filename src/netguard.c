@@ -106,14 +106,20 @@ hagen_netguard_refuses(const struct sockaddr *sa)
 	return "address family other than IPv4 and IPv6";
 }
 
-/* The lower-cased host of a URL, palloc'd, or NULL. */
+/*
+ * The lower-cased host of a URL, palloc'd, or NULL; *port gets its port
+ * (the scheme's default when it has none).  curl normalizes the host, so
+ * 2130706433 and 0x7f.1 come back as 127.0.0.1.
+ */
 static char *
-url_host(const char *url)
+url_host(const char *url, int *port)
 {
 	CURLU	   *u;
 	char	   *host = NULL;
+	char	   *portstr = NULL;
 	char	   *result = NULL;
 
+	*port = 0;
 	if (url == NULL || url[0] == '\0')
 		return NULL;
 	u = curl_url();
@@ -128,14 +134,22 @@ url_host(const char *url)
 		for (p = result; *p; p++)
 			*p = pg_tolower((unsigned char) *p);
 		curl_free(host);
+		if (curl_url_get(u, CURLUPART_PORT, &portstr, CURLU_DEFAULT_PORT) == CURLUE_OK && portstr)
+		{
+			*port = atoi(portstr);
+			curl_free(portstr);
+		}
 	}
 	curl_url_cleanup(u);
 	return result;
 }
 
-/* Does the host appear in a comma-separated list? */
+/*
+ * Does host:port appear in a comma-separated list of "host" (any port) or
+ * "host:port" entries?  IPv6 hosts are written in brackets: "[fd00::1]:8443".
+ */
 static bool
-host_listed(const char *host, const char *list)
+host_listed(const char *host, int port, const char *list)
 {
 	const char *p = list;
 
@@ -143,6 +157,8 @@ host_listed(const char *host, const char *list)
 	{
 		const char *start;
 		const char *end;
+		const char *colon = NULL;
+		size_t		hlen;
 
 		while (*p == ',' || *p == ' ' || *p == '\t')
 			p++;
@@ -152,22 +168,45 @@ host_listed(const char *host, const char *list)
 		end = p;
 		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
 			end--;
-		if (end > start && (size_t) (end - start) == strlen(host) &&
-			pg_strncasecmp(start, host, end - start) == 0)
+		if (end == start)
+			continue;
+		/* A port: after "]" for IPv6, after the only ":" otherwise. */
+		if (*start == '[')
+		{
+			const char *close = memchr(start, ']', end - start);
+
+			if (close && close + 1 < end && close[1] == ':')
+				colon = close + 1;
+		}
+		else if (memchr(start, ':', end - start) &&
+				 memchr(start, ':', end - start) == memrchr(start, ':', end - start))
+			colon = memchr(start, ':', end - start);
+		hlen = (colon ? colon : end) - start;
+		if (colon && atoi(colon + 1) != port)
+			continue;
+		if (*start == '[' && hlen >= 2 && start[hlen - 1] == ']')
+		{
+			start++;
+			hlen -= 2;
+		}
+		if (hlen == strlen(host) && pg_strncasecmp(start, host, hlen) == 0)
 			return true;
 	}
 	return false;
 }
 
 /*
- * hagen_netguard_host_trusted: is the URL's host the host of a configured
- * service endpoint, or listed in hagen.trusted_hosts?
+ * hagen_netguard_host_trusted: is the URL's host and port those of a
+ * configured service endpoint, or listed in hagen.trusted_hosts?  The port
+ * counts: trusting the storage server must not open every other service
+ * on its machine.
  */
 bool
 hagen_netguard_host_trusted(const char *url)
 {
 	const char *endpoints[5];
-	char	   *host = url_host(url);
+	int			port;
+	char	   *host = url_host(url, &port);
 	bool		trusted = false;
 	int			i;
 
@@ -180,15 +219,16 @@ hagen_netguard_host_trusted(const char *url)
 	endpoints[4] = hagen_public_url;
 	for (i = 0; i < 5 && !trusted; i++)
 	{
-		char	   *eh = url_host(endpoints[i]);
+		int			eport;
+		char	   *eh = url_host(endpoints[i], &eport);
 
-		if (eh && strcmp(eh, host) == 0)
+		if (eh && strcmp(eh, host) == 0 && eport == port)
 			trusted = true;
 		if (eh)
 			pfree(eh);
 	}
 	if (!trusted && hagen_trusted_hosts)
-		trusted = host_listed(host, hagen_trusted_hosts);
+		trusted = host_listed(host, port, hagen_trusted_hosts);
 	pfree(host);
 	return trusted;
 }

@@ -1,0 +1,154 @@
+# Hostile input that only shows on the network: private, loopback and
+# metadata addresses in every spelling, names resolving to loopback, a
+# redirect into the metadata service, an oversized image, files that are
+# not images, a hostile music URL.  Each fails its clip or project with a
+# message that says what was refused; no process crashes and the server
+# never restarts.  Prints the table of cases and messages.
+use strict;
+use warnings;
+
+use IO::Socket::INET;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $root = $ENV{HAGEN_ROOT} // '.';
+plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
+  unless -d "$root/node_modules/\@20minutes/s3rver";
+
+my $dir = PostgreSQL::Test::Utils::tempdir();
+my (@servers, @pipes);
+END { kill 'TERM', @servers if @servers; }
+
+sub start_server
+{
+	my ($name, @args) = @_;
+	my $pid = open(my $out, '-|', join(' ', 'exec node', @args, "2>$dir/$name.err"))
+	  or die "cannot start $name: $!";
+	push @servers, $pid;
+	push @pipes, $out;
+	my $line = <$out> // '';
+	my ($url) = $line =~ /"listening":"([^"]+)"/ or die "$name did not start: " . slurp_file("$dir/$name.err");
+	return $url;
+}
+
+sub run { my ($cmd) = @_; system($cmd) == 0 or die "failed: $cmd"; }
+
+my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
+	'--access-key h-key --secret h-secret --bucket videos', "--dir $dir/s3");
+my $fal = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret', "--workdir $dir/fal");
+my ($s3_port) = $s3 =~ /:(\d+)$/;
+
+# A trusted host (hagen.trusted_hosts) that answers every request with a
+# redirect into the cloud metadata service.
+my $redirector = IO::Socket::INET->new(LocalAddr => '127.0.0.3', LocalPort => 0, Listen => 16, ReuseAddr => 1)
+  or die "listen: $!";
+my $redirect_port = $redirector->sockport;
+my $redirect_pid = fork();
+if ($redirect_pid == 0)
+{
+	while (my $c = $redirector->accept)
+	{
+		while (my $l = <$c>) { last if $l =~ /^\r?\n$/; }
+		print $c "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+		close $c;
+	}
+	exit 0;
+}
+push @servers, $redirect_pid;
+
+# Files in the bucket: an image of 11 MB, a text file, and bytes that claim
+# to be a JPEG.
+run("head -c 11534336 /dev/urandom > $dir/big.jpg");
+run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/big.jpg $s3/videos/bad/big.jpg >/dev/null");
+run("echo 'just text' > $dir/notes.txt");
+run("curl -sf -X PUT -H 'Content-Type: text/plain' --data-binary \@$dir/notes.txt $s3/videos/bad/notes.jpg >/dev/null");
+run("head -c 5000 /dev/urandom > $dir/fake.jpg");
+run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/fake.jpg $s3/videos/bad/fake.jpg >/dev/null");
+run("ffmpeg -loglevel error -y -f lavfi -i 'color=c=0x336699:s=640x360' -frames:v 1 $dir/ok.jpg");
+run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/ok.jpg $s3/videos/ok.jpg >/dev/null");
+
+my $node = PostgreSQL::Test::Cluster->new('hostile');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'hagenkit'
+hagen.database = 'postgres'
+hagen.compile_workers = 1
+hagen.fal_key = 'sim-id:sim-secret'
+hagen.fal_queue_url = '$fal/queue'
+hagen.fal_rest_url = '$fal/rest'
+hagen.s3_endpoint = '$s3'
+hagen.s3_bucket = 'videos'
+hagen.s3_access_key_id = 'h-key'
+hagen.s3_secret_access_key = 'h-secret'
+hagen.public_url = '$s3/videos'
+hagen.work_dir = '$dir/work'
+hagen.poll_interval = '50ms'
+hagen.trusted_hosts = '127.0.0.3'
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
+
+# Each case: one project with one clip from the URL, and what the error
+# must say.
+my @cases = (
+	['cloud metadata address', 'http://169.254.169.254/latest/meta-data/iam', qr/refused.*(link-local|metadata|not allowed|private)/i],
+	['private IPv4', 'http://10.1.2.3/house.jpg', qr/refused.*(private|not allowed)/i],
+	['loopback, another port of the storage host', 'http://127.0.0.1:1/house.jpg', qr/refused.*loopback/i],
+	['loopback IPv6', 'http://[::1]/house.jpg', qr/refused.*(loopback|not allowed)/i],
+	['unique-local IPv6', 'http://[fd00::1]/house.jpg', qr/refused.*(private|not allowed|unique)/i],
+	['IPv4-mapped IPv6 metadata', 'http://[::ffff:169.254.169.254]/x.jpg', qr/refused/i],
+	['decimal IP (2130706433)', 'http://2130706433/house.jpg', qr/refused.*loopback/i],
+	['octal IP (0177.0.0.1)', 'http://0177.0.0.1/house.jpg', qr/refused.*loopback/i],
+	['hex IP (0x7f000001)', 'http://0x7f000001/house.jpg', qr/refused.*loopback/i],
+	['name resolving to loopback', 'http://localhost/house.jpg', qr/refused.*(loopback|not allowed)/i],
+	['0.0.0.0', 'http://0.0.0.0/house.jpg', qr/refused/i],
+	['redirect into the metadata service', "http://127.0.0.3:$redirect_port/house.jpg", qr/refused.*169\.254|refused.*redirect/i],
+	['image larger than 10 MB', "$s3/videos/bad/big.jpg", qr/larger than 10 MB/],
+	['a text file, not an image', "$s3/videos/bad/notes.jpg", qr/not a JPEG, PNG, WebP, GIF or AVIF image/],
+	['random bytes served as a JPEG', "$s3/videos/bad/fake.jpg", qr/image|load|decode/i],
+);
+
+my %project;
+for my $c (@cases)
+{
+	my ($what, $url) = @$c;
+	my $p = $node->safe_psql('postgres', "SELECT hagen.create_project('ws-hostile')");
+	$node->safe_psql('postgres', "SELECT hagen.add_clip('$p', \$u\$$url\$u\$)");
+	$node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
+	$project{$what} = $p;
+}
+# And a music track on the metadata service for a project whose clip is fine.
+my $mp = $node->safe_psql('postgres', q{SELECT hagen.create_project('ws-hostile',
+	music_track_id => hagen.add_music_track('Bad', 'http://169.254.169.254/music.mp3'))});
+$node->safe_psql('postgres', "SELECT hagen.add_clip('$mp', '$s3/videos/ok.jpg')");
+$node->safe_psql('postgres', "SELECT hagen.start_video('$mp')");
+
+my @table;
+for my $c (@cases, ['music track on the metadata service', 'http://169.254.169.254/music.mp3', qr/music track: .*cloud metadata address/])
+{
+	my ($what, $url, $want) = @$c;
+	my $p = $project{$what} // $mp;
+	local $PostgreSQL::Test::Utils::timeout_default = 120;
+	$node->poll_query_until('postgres', "SELECT status IN ('failed', 'completed') FROM hagen.video_project WHERE id = '$p'");
+	my ($status, $err) = split /\|/, $node->safe_psql('postgres',
+		"SELECT status || '|' || coalesce(error_message, '') FROM hagen.video_project WHERE id = '$p'"), 2;
+	$err //= '';
+	like("$status: $err", qr/^failed: .*$want/s, "$what: the project fails, saying why");
+	$err =~ s/^all 1 clips failed: clip 0: //;
+	$err =~ s/\Q$s3\E/http:\/\/s3/g;
+	push @table, "| $what | `$url` | $err |";
+}
+is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started, 'the server never restarted');
+ok($node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM pg_stat_activity
+	WHERE backend_type IN ('hagenkit dispatcher', 'hagenkit compile worker')}), 'and its workers are all running');
+is($node->safe_psql('postgres', "SELECT count(*) FROM hagen.video_project WHERE workspace_id = 'ws-hostile'"),
+	scalar(@cases) + 1, 'every project is still there');
+note("| case | input | error |\n|---|---|---|\n" . join("\n", @table));
+
+$node->stop;
+kill 'TERM', @servers;
+waitpid($_, 0) for @servers;
+@servers = ();
+done_testing();
