@@ -240,3 +240,21 @@ GRANT SELECT ON ALL TABLES IN SCHEMA hagen TO hagen_operator;
 GRANT INSERT, UPDATE, DELETE ON hagen.pricing, hagen.room_prompt, hagen.workspace_role TO hagen_operator;
 GRANT EXECUTE ON FUNCTION hagen.purge_history(interval) TO hagen_operator;
 SELECT pg_catalog.pg_extension_config_dump('hagen.workspace_role', '');
+
+-- Engine hot spots found by bench/load (10_util.sql, 30_engine.sql):
+-- _uri_encode in C, next_due without a min() that scanned the queue.
+CREATE OR REPLACE FUNCTION hagen._uri_encode(value text, keep_slash boolean DEFAULT true) RETURNS text
+	LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'hagen_uri_encode';
+CREATE OR REPLACE FUNCTION hagen.next_due(lane text) RETURNS bigint
+	LANGUAGE sql STABLE AS $$
+	-- ORDER BY ... LIMIT 1, not min(): the planner's min() scanned every
+	-- queued job of the lane (milliseconds per call under load).
+	SELECT CASE WHEN t IS NOT NULL
+				THEN greatest(0, ceil(extract(epoch FROM (t - now())) * 1000))::bigint END
+	FROM (SELECT least(
+			(SELECT run_at FROM hagen.job
+			 WHERE status = 'queued' AND job.lane = next_due.lane ORDER BY run_at LIMIT 1),
+			(SELECT lease_expires_at FROM hagen.job
+			 WHERE status = 'running' AND job.lane = next_due.lane
+			 ORDER BY lease_expires_at LIMIT 1)) AS t) AS due;
+$$;

@@ -24,17 +24,7 @@ CREATE FUNCTION hagen._setting_interval(name text, fallback interval) RETURNS in
 -- Percent-encodes text as UTF-8 the way S3 wants it: every byte except the
 -- unreserved set A-Z a-z 0-9 - _ . ~ (and '/' when keep_slash).
 CREATE FUNCTION hagen._uri_encode(value text, keep_slash boolean DEFAULT true) RETURNS text
-	LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-	RETURN (
-		SELECT coalesce(string_agg(
-			CASE WHEN b BETWEEN 48 AND 57 OR b BETWEEN 65 AND 90 OR b BETWEEN 97 AND 122
-					  OR b IN (45, 46, 95, 126) OR (keep_slash AND b = 47)
-				 THEN chr(b)
-				 ELSE '%' || upper(lpad(to_hex(b), 2, '0'))
-			END, '' ORDER BY i), '')
-		FROM (SELECT i, get_byte(convert_to(value, 'UTF8'), i) AS b
-			  FROM generate_series(0, octet_length(convert_to(value, 'UTF8')) - 1) AS i) AS bytes
-	);
+	LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'hagen_uri_encode';
 
 -- Parses text as jsonb; NULL when it is not valid JSON (no subtransaction).
 CREATE FUNCTION hagen._try_jsonb(value text) RETURNS jsonb

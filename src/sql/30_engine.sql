@@ -88,13 +88,16 @@ CREATE FUNCTION hagen.recover_jobs(lane text) RETURNS integer
 -- now), or NULL when nothing is queued or leased.
 CREATE FUNCTION hagen.next_due(lane text) RETURNS bigint
 	LANGUAGE sql STABLE AS $$
-	SELECT CASE WHEN min(t) IS NOT NULL
-				THEN greatest(0, ceil(extract(epoch FROM (min(t) - now())) * 1000))::bigint END
-	FROM (SELECT min(run_at) AS t FROM hagen.job
-		  WHERE status = 'queued' AND job.lane = next_due.lane
-		  UNION ALL
-		  SELECT min(lease_expires_at) FROM hagen.job
-		  WHERE status = 'running' AND job.lane = next_due.lane) AS due;
+	-- ORDER BY ... LIMIT 1, not min(): the planner's min() scanned every
+	-- queued job of the lane (milliseconds per call under load).
+	SELECT CASE WHEN t IS NOT NULL
+				THEN greatest(0, ceil(extract(epoch FROM (t - now())) * 1000))::bigint END
+	FROM (SELECT least(
+			(SELECT run_at FROM hagen.job
+			 WHERE status = 'queued' AND job.lane = next_due.lane ORDER BY run_at LIMIT 1),
+			(SELECT lease_expires_at FROM hagen.job
+			 WHERE status = 'running' AND job.lane = next_due.lane
+			 ORDER BY lease_expires_at LIMIT 1)) AS t) AS due;
 $$;
 
 -- Claims up to max_jobs due jobs of a lane for the calling worker.  Each
