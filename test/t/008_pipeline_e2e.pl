@@ -208,6 +208,13 @@ is(ledger_count($fal) - $before_retry, 6 - $done, 'only the missing clips and tr
 $pr = final_probe($p, 'retried');
 ok(abs(($pr->{decoded}{video_end} // 0) - 30) <= 1 / 24, "the final video has all five clips and the transition ($pr->{decoded}{video_end} s)");
 
+# No secret appears anywhere in the server's log of the whole run.
+my $server_log = slurp_file($node->logfile);
+for my $secret (qw(sim-secret e2e-secret xai-e2e-key))
+{
+	unlike($server_log, qr/\Q$secret\E/, "the server log never contains the secret $secret");
+}
+
 $node->stop;
 kill 'TERM', @servers;
 waitpid($_, 0) for @servers;

@@ -226,6 +226,13 @@ is(final_sha($p), $reference, 'with the same video');
 like($node->safe_psql('postgres', "SELECT string_agg(message, ' | ') FROM hagen.job_log WHERE project_id = '$p' AND level <> 'debug'"),
 	qr/crashed \(signal 9/, 'the job log says the helper was killed');
 
+# No secret appears anywhere in the server's log of the whole run.
+my $server_log = slurp_file($node->logfile);
+for my $secret (qw(sim-secret crash-secret))
+{
+	unlike($server_log, qr/\Q$secret\E/, "the server log never contains the secret $secret");
+}
+
 $node->stop;
 kill 'TERM', @servers;
 waitpid($_, 0) for @servers;

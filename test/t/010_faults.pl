@@ -186,6 +186,13 @@ is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT attempts::text, ',')
 	'4', 'each job tried its submit exactly hagen.max_attempts times');
 is(scalar(ledger_ids($fal)) - $billed_before, 0, 'and nothing was billed');
 
+# No secret appears anywhere in the server's log of the whole run.
+my $server_log = slurp_file($node->logfile);
+for my $secret (qw(sim-secret f-secret xai-f-key))
+{
+	unlike($server_log, qr/\Q$secret\E/, "the server log never contains the secret $secret");
+}
+
 $node->stop;
 kill 'TERM', @servers;
 waitpid($_, 0) for @servers;
