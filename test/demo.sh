@@ -5,7 +5,9 @@
 # bar driven by LISTEN hagen_video until the project ends, and a summary of
 # the final video: URL, duration, streams, cost and a contact sheet.
 # With FAL_KEY and R2_* in the environment it uses the real services instead.
-# Run as root on Debian 12.  Output goes to ./demo-output/.
+# The simulator runs at realistic pacing (Kling: a few seconds queued, a
+# minute of generation) scaled by DEMO_TIME_SCALE (default 0.75: about a
+# minute in all).  Run as root on Debian 12.  Output goes to ./demo-output/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -61,7 +63,7 @@ if ! $real_services; then
 		[ -f "$f" ] || { echo "demo: $f is not there yet: the simulators land with the Fal.ai and storage issues" >&2; exit 1; }
 	done
 	start_server "$work/fal.log" test/sim/fal_sim.js --port 0 --key "$fal_key" --mode realistic \
-		--time-scale "${DEMO_TIME_SCALE:-0.2}" --workdir "$work/fal"
+		--time-scale "${DEMO_TIME_SCALE:-0.75}" --workdir "$work/fal"
 	fal=$url
 	start_server "$work/s3.log" --openssl-legacy-provider test/s3/s3server.js --port 0 \
 		--access-key "$s3_key" --secret "$s3_secret" --bucket videos --dir "$work/s3"
