@@ -121,7 +121,7 @@ music_open(const char *file)
 	m->idx = hc_stream(m->ic, AVMEDIA_TYPE_AUDIO);
 	if (m->idx < 0)
 		hc_fail(0, "the music track has no audio stream (%s)", file);
-	m->dec = hc_open_decoder(m->ic->streams[m->idx], 0, "the music track");
+	m->dec = hc_open_decoder(m->ic->streams[m->idx], 0, "the music track", 1);
 	m->swr = make_swr(m->dec, 0, "the music track");
 	m->fifo = make_fifo();
 	m->pkt = av_packet_alloc();
@@ -358,7 +358,7 @@ clip_audio_open(ClipAudio *ca, AVStream *st, double start, int segment, const ch
 	ca->start = start;
 	if (!st)
 		return;
-	ca->dec = hc_open_decoder(st, segment, what);
+	ca->dec = hc_open_decoder(st, segment, what, 1);
 	ca->swr = make_swr(ca->dec, segment, what);
 	ca->tb = st->time_base;
 	ca->frame = av_frame_alloc();

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <libavutil/opt.h>
 
 typedef enum
@@ -46,6 +47,7 @@ typedef struct Compile
 	double	   *starts;			/* each segment's start, seconds */
 	double	   *durations;
 	double		total_estimate;
+	bool		faststart;		/* rewrite the file to move the index (slower) */
 	double		last_progress;
 } Compile;
 
@@ -195,8 +197,22 @@ open_output(Compile *c)
 								 c->total_estimate);
 	if ((rc = avio_open(&c->oc->pb, m->output, AVIO_FLAG_WRITE)) < 0)
 		hc_fail(0, "the output %s cannot be written: %s", m->output, hc_err(rc));
-	/* The index at the front: the video plays while it downloads. */
-	av_dict_set(&opts, "movflags", "+faststart", 0);
+	/*
+	 * The index at the front: the video plays while it downloads.  Room for
+	 * it is reserved before the media (a generous estimate: 40 bytes per
+	 * sample), so the index is written in place at the end, instead of
+	 * +faststart rewriting the whole file a second time.  Should it not fit,
+	 * the compile is run again with +faststart.
+	 */
+	if (c->faststart)
+		av_dict_set(&opts, "movflags", "+faststart", 0);
+	else
+	{
+		double		fps = c->ve ? av_q2d(c->ve->fps) : av_q2d(m->segs[0].fps);
+		double		samples = c->total_estimate * (fps + (double) HC_RATE / 1024 + 2) + 64;
+
+		av_dict_set_int(&opts, "moov_size", (int64_t) (16384 + samples * 40), 0);
+	}
 	if ((rc = avformat_write_header(c->oc, &opts)) < 0)
 		hc_fail(0, "the output header cannot be written: %s", hc_err(rc));
 	av_dict_free(&opts);
@@ -436,7 +452,9 @@ hc_compile_main(int argc, char **argv)
 	Compile		c = {0};
 	int			rc;
 
-	if (argc != 1)
+	if (argc == 2 && strcmp(argv[1], "--faststart") == 0)
+		c.faststart = true;
+	else if (argc != 1)
 		hc_fail(0, "usage: hagen-compile compile MANIFEST.json");
 	manifest_read(argv[0], &c.m);
 	for (int i = 0; i < c.m.nsegs; i++)
@@ -456,7 +474,18 @@ hc_compile_main(int argc, char **argv)
 		venc_finish(c.ve);
 	if (c.ao)
 		audio_out_finish(c.ao);
-	if ((rc = av_write_trailer(c.oc)) < 0)
+	if ((rc = av_write_trailer(c.oc)) < 0 && !c.faststart)
+	{
+		/* The index did not fit the reserved room: once more, the slow way. */
+		char	   *again[] = {"hagen-compile", "compile", argv[0], "--faststart", NULL};
+
+		avio_closep(&c.oc->pb);
+		unlink(c.m.output);
+		fflush(stdout);
+		execv("/proc/self/exe", again);
+		hc_fail(0, "the output cannot be finished: %s", hc_err(rc));
+	}
+	if (rc < 0)
 		hc_fail(0, "the output cannot be finished: %s", hc_err(rc));
 	avio_closep(&c.oc->pb);
 	printf("{\"progress\":0.97,\"step\":\"thumbnail\"}\n");
@@ -472,8 +501,10 @@ hc_compile_main(int argc, char **argv)
 		for (int i = 0; i < c.m.nsegs; i++)
 			total += c.durations[i];
 		hc_remove_on_failure(c.m.thumbnail);
-		/* A frame a second in: past any fade-in, still the opening shot. */
-		if ((err = hc_frame_to_jpeg(c.m.output, fmin(1.0, total / 2), c.m.thumbnail, &t, &w, &h)))
+		/* The keyframe at or before one second in: the opening shot, from
+		 * one decoded frame. */
+		if ((err = hc_frame_to_jpeg(c.m.output, fmin(1.0, total / 2), true, c.m.thumbnail,
+									&t, &w, &h)))
 			hc_fail(0, "the thumbnail cannot be made: %s", err);
 	}
 	report(&c);

@@ -13,7 +13,7 @@
 /* Decodes from the keyframe before `target` (stream time base) and keeps
  * the first frame at or after it, or the last one decoded. */
 static AVFrame *
-decode_at(AVFormatContext *ic, int v, AVCodecContext *dec, int64_t target, bool last)
+decode_at(AVFormatContext *ic, int v, AVCodecContext *dec, int64_t target, bool last, bool first)
 {
 	AVPacket   *pkt = av_packet_alloc();
 	AVFrame    *frame = av_frame_alloc();
@@ -37,8 +37,8 @@ decode_at(AVFormatContext *ic, int v, AVCodecContext *dec, int64_t target, bool 
 			av_frame_unref(kept);
 			av_frame_move_ref(kept, frame);
 			have = true;
-			if (!last && kept->best_effort_timestamp != AV_NOPTS_VALUE &&
-				kept->best_effort_timestamp >= target)
+			if (first || (!last && kept->best_effort_timestamp != AV_NOPTS_VALUE &&
+						  kept->best_effort_timestamp >= target))
 				done = true;
 		}
 		if (rc < 0)
@@ -101,8 +101,8 @@ write_jpeg(AVFrame *src, const char *out)
 }
 
 const char *
-hc_frame_to_jpeg(const char *file, double at, const char *out, double *time, int *width,
-				 int *height)
+hc_frame_to_jpeg(const char *file, double at, bool keyframe, const char *out, double *time,
+				 int *width, int *height)
 {
 	AVFormatContext *ic = hc_open_input(file, HC_VIDEO_FORMATS, 0, "the video");
 	int			v = hc_stream(ic, AVMEDIA_TYPE_VIDEO);
@@ -122,11 +122,11 @@ hc_frame_to_jpeg(const char *file, double at, const char *out, double *time, int
 			: av_rescale_q(ic->duration, AV_TIME_BASE_Q, st->time_base);
 	else
 		target = start + (int64_t) (at / av_q2d(st->time_base));
-	dec = hc_open_decoder(st, 0, "the video");
+	dec = hc_open_decoder(st, 0, "the video", keyframe ? 1 : 0);
 	/* Back to the keyframe at or before the wanted time. */
 	if (target > start)
 		avformat_seek_file(ic, v, INT64_MIN, target, target, 0);
-	frame = decode_at(ic, v, dec, target, at < 0);
+	frame = decode_at(ic, v, dec, target, at < 0, keyframe);
 	if (!frame)
 		return "no frame could be decoded";
 	*time = (frame->best_effort_timestamp != AV_NOPTS_VALUE ? frame->best_effort_timestamp - start : 0)
@@ -159,7 +159,7 @@ hc_frame_main(int argc, char **argv)
 	else if (!(argc == 3 && strcmp(argv[1], "--last") == 0))
 		hc_fail(0, "usage: hagen-compile frame FILE (--at SECONDS | --last) OUT.jpg");
 	hc_remove_on_failure(argv[argc - 1]);
-	if ((err = hc_frame_to_jpeg(argv[0], at, argv[argc - 1], &t, &w, &h)))
+	if ((err = hc_frame_to_jpeg(argv[0], at, false, argv[argc - 1], &t, &w, &h)))
 		hc_fail(0, "%s: %s", argv[0], err);
 	fputs("{\"frame\":{\"file\":", stdout);
 	json_write_string(stdout, argv[argc - 1]);

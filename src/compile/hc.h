@@ -52,7 +52,7 @@ extern AVFormatContext *hc_open_input(const char *path, const char *formats, int
 extern int	hc_stream(AVFormatContext *ic, enum AVMediaType type);
 extern void hc_probe_segment(SegInfo *seg);
 extern AVRational hc_stream_fps(AVStream *st);
-extern AVCodecContext *hc_open_decoder(AVStream *st, int segment, const char *what);
+extern AVCodecContext *hc_open_decoder(AVStream *st, int segment, const char *what, int threads);
 
 /* Subcommands. */
 extern int	hc_probe_main(int argc, char **argv);
@@ -60,9 +60,10 @@ extern int	hc_frame_main(int argc, char **argv);
 extern int	hc_compile_main(int argc, char **argv);
 
 /* Writes a JPEG of the frame at `at` seconds (or the last one when at < 0)
- * of file's video; fills the frame's time and size.  Returns NULL or an
- * error message. */
-extern const char *hc_frame_to_jpeg(const char *file, double at, const char *out,
+ * of file's video; with keyframe, of the keyframe at or before `at`, which
+ * needs one frame decoded instead of a run of them.  Fills the frame's time
+ * and size.  Returns NULL or an error message. */
+extern const char *hc_frame_to_jpeg(const char *file, double at, bool keyframe, const char *out,
 									double *time, int *width, int *height);
 
 #endif

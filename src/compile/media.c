@@ -130,8 +130,9 @@ hc_probe_segment(SegInfo *seg)
 	avformat_close_input(&ic);
 }
 
+/* threads: 0 for as many as there are cores (the C API's default is one). */
 AVCodecContext *
-hc_open_decoder(AVStream *st, int segment, const char *what)
+hc_open_decoder(AVStream *st, int segment, const char *what, int threads)
 {
 	const AVCodec *codec = avcodec_find_decoder(st->codecpar->codec_id);
 	AVCodecContext *dec;
@@ -145,8 +146,7 @@ hc_open_decoder(AVStream *st, int segment, const char *what)
 		hc_fail(segment, "out of memory");
 	avcodec_parameters_to_context(dec, st->codecpar);
 	dec->pkt_timebase = st->time_base;
-	/* The C API decodes on one thread unless told otherwise. */
-	dec->thread_count = 0;
+	dec->thread_count = threads;
 	if ((rc = avcodec_open2(dec, codec, NULL)) < 0)
 		hc_fail(segment, "%s: the %s decoder cannot be opened: %s", what,
 				avcodec_get_name(st->codecpar->codec_id), hc_err(rc));

@@ -93,7 +93,7 @@ segvideo_open(SegVideo *sv, VideoEnc *ve, AVStream *st, double duration, int seg
 	sv->end_pts = INT64_MIN;
 	snprintf(sv->what, sizeof(sv->what), "%s", what);
 	sv->max_frames = llround(duration * av_q2d(ve->fps));
-	sv->dec = hc_open_decoder(st, segment, what);
+	sv->dec = hc_open_decoder(st, segment, what, 0);
 	sv->frame = av_frame_alloc();
 	sv->filtered = av_frame_alloc();
 	sv->graph = avfilter_graph_alloc();

@@ -57,8 +57,8 @@ decode_counts(AVFormatContext *ic)
 {
 	int			v = hc_stream(ic, AVMEDIA_TYPE_VIDEO);
 	int			a = hc_stream(ic, AVMEDIA_TYPE_AUDIO);
-	AVCodecContext *vd = v >= 0 ? hc_open_decoder(ic->streams[v], 0, "the video") : NULL;
-	AVCodecContext *ad = a >= 0 ? hc_open_decoder(ic->streams[a], 0, "the audio") : NULL;
+	AVCodecContext *vd = v >= 0 ? hc_open_decoder(ic->streams[v], 0, "the video", 0) : NULL;
+	AVCodecContext *ad = a >= 0 ? hc_open_decoder(ic->streams[a], 0, "the audio", 1) : NULL;
 	AVPacket   *pkt = av_packet_alloc();
 	AVFrame    *frame = av_frame_alloc();
 	int64_t		frames = 0,
