@@ -85,23 +85,32 @@ fi
 [ $((SECONDS - gen_start)) -gt 2 ] && echo "bench: media ready in $((SECONDS - gen_start)) s" >&2
 
 # ---- measuring ---------------------------------------------------------
+# Busy CPU seconds of the whole machine so far (all cores, from /proc/stat).
+busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat; }
+
 # measure GROUP N NAME OUTPUT CMD...: one run under /usr/bin/time -v; appends
-# a row: group n name rc wall_s cpu_s rss_kib video_s audio_s bytes.
+# a row: group n name rc wall_s cpu_s rss_kib video_s audio_s bytes other_s,
+# other_s being the CPU seconds the rest of the machine used meanwhile (a
+# figure taken while other work ran is not comparable: see the report).
 measure() {
 	local group=$1 n=$2 name=$3 out=$4; shift 4
-	local rc=0 wall cpu rss vd ad size
+	local rc=0 wall cpu rss vd ad size b0 b1 other
 	rm -f "$out"
+	b0=$(busy)
 	/usr/bin/time -v -o "$work/time.txt" "$@" >"$work/cmd.log" 2>&1 || rc=$?
+	b1=$(busy)
 	wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' "$work/time.txt")
 	cpu=$(awk -F': ' '/User time|System time/ { s += $2 } END { print s }' "$work/time.txt")
 	rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$work/time.txt")
 	vd=$(ffprobe -v error -select_streams v:0 -show_entries stream=duration -of csv=p=0 "$out" 2>/dev/null || true)
 	ad=$(ffprobe -v error -select_streams a:0 -show_entries stream=duration -of csv=p=0 "$out" 2>/dev/null || true)
 	size=$(stat -c %s "$out" 2>/dev/null || echo 0)
+	other=$(awk -v a="$b0" -v b="$b1" -v c="$cpu" 'BEGIN { o = b - a - c; printf "%.2f", o < 0 ? 0 : o }')
 	if [ $rc != 0 ]; then echo "bench: $group/$n/$name failed (exit $rc):" >&2; tail -3 "$work/cmd.log" >&2; fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$n" "$name" "$rc" "$wall" "$cpu" "$rss" \
-		"${vd:-}" "${ad:-}" "$size" >>"$tsv"
-	printf 'bench: %-10s %3s %-22s %7.2f s %6d MiB\n' "$group" "$n" "$name" "$wall" $((rss / 1024)) >&2
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$n" "$name" "$rc" "$wall" "$cpu" "$rss" \
+		"${vd:-}" "${ad:-}" "$size" "$other" >>"$tsv"
+	printf 'bench: %-10s %3s %-22s %7.2f s %6d MiB  (others used %s CPU s)\n' "$group" "$n" "$name" "$wall" \
+		$((rss / 1024)) "$other" >&2
 }
 
 # manifest FILE OUTPUT MUSIC(or "") CLIP...: a hagen-compile manifest.
@@ -138,6 +147,7 @@ for n in $SIZES; do
 	L=(-f concat -safe 0 -i "$work/list$n.txt")
 	manifest "$work/audio$n.json" "$o" "" "${clips[@]}"
 	manifest "$work/music$n.json" "$o" "$CLIPS/music.mp3" "${clips[@]}"
+	NO_THUMB=1 manifest "$work/music_nothumb$n.json" "$o" "$CLIPS/music.mp3" "${clips[@]}"
 	manifest "$work/silent$n.json" "$o" "" "${silent[@]}"
 	# The same without a thumbnail, to show what the thumbnail costs.
 	NO_THUMB=1 manifest "$work/audio_nothumb$n.json" "$o" "" "${clips[@]}"
@@ -152,6 +162,7 @@ for n in $SIZES; do
 		fi
 		if [[ " $CASES " == *" music "* ]]; then
 			measure music "$n" hagen-compile "$o" "$HC" compile "$work/music$n.json"
+			measure music "$n" hagen-compile_nothumb "$o" "$HC" compile "$work/music_nothumb$n.json"
 			measure music "$n" copyv_mixfix "$o" ffmpeg -nostdin -y "${L[@]}" -i "$CLIPS/music.mp3" -filter_complex \
 				"[0:a]$AS[a0];[1:a]volume=0.3[music];[a0][music]amix=inputs=2:duration=first:dropout_transition=2,aformat=sample_rates=48000:channel_layouts=stereo[aout]" \
 				-map 0:v -map "[aout]" -c:v copy -c:a aac -b:a 192k -shortest "$o"

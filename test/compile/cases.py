@@ -9,7 +9,6 @@ Every figure is checked with the ffmpeg CLI or by reading the bytes
 """
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from media import (RATE, Pcm, db, dominant_freq, ffprobe_streams, flashes, gray,  # noqa: E402
                    mean_region, moov_first, packet_hashes, rms_db, run, stream, stream_end,
-                   stream_start, tone_amp)
+                   tone_amp)
 
 FRAME = 1 / 24          # one video frame of the fixtures
 SILENT_DB = -50         # below this a window counts as silence
