@@ -6,42 +6,24 @@
 use strict;
 use warnings;
 
-use JSON::PP;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use HagenTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $ENV{HAGEN_ROOT} // '.';
+my $root = $HagenTest::root;
 plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
   unless -d "$root/node_modules/\@20minutes/s3rver";
 plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
 
-my $bindir = `pg_config --bindir`;
-chomp $bindir;
-my $helper = "$bindir/hagen-compile";
+my $helper = helper_path();
 ok(-x $helper, "hagen-compile is installed next to the server ($helper)");
-
-my $dir = PostgreSQL::Test::Utils::tempdir();
-my (@servers, @pipes);
-END { kill 'TERM', @servers if @servers; }
-
-sub start_server
-{
-	my ($name, @args) = @_;
-	my $pid = open(my $out, '-|', join(' ', 'exec node', @args, "2>$dir/$name.err"))
-	  or die "cannot start $name: $!";
-	push @servers, $pid;
-	push @pipes, $out;
-	my $line = <$out> // '';
-	my ($url) = $line =~ /"listening":"([^"]+)"/ or die "$name did not start: " . slurp_file("$dir/$name.err");
-	return $url;
-}
-
+my $dir = $HagenTest::dir;
 my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
 	'--access-key e2e-key --secret e2e-secret --bucket videos', "--dir $dir/s3");
 my $fal = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret', "--workdir $dir/fal");
-
-sub run { my ($cmd) = @_; system($cmd) == 0 or die "failed: $cmd"; }
 
 # Photos and an 8 s music track, served by the S3 server like a public bucket.
 for my $i (0 .. 3)
@@ -53,45 +35,13 @@ for my $i (0 .. 3)
 run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=330:d=8:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
 run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/calm.mp3 >/dev/null");
 
-my $node = PostgreSQL::Test::Cluster->new('compile_e2e');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'hagenkit'
-hagen.database = 'postgres'
-hagen.compile_workers = 1
-hagen.fal_key = 'sim-id:sim-secret'
-hagen.fal_queue_url = '$fal/queue'
-hagen.fal_rest_url = '$fal/rest'
-hagen.s3_endpoint = '$s3'
-hagen.s3_bucket = 'videos'
-hagen.s3_access_key_id = 'e2e-key'
-hagen.s3_secret_access_key = 'e2e-secret'
-hagen.public_url = '$s3/videos'
-hagen.work_dir = '$dir/work'
-hagen.poll_interval = '50ms'
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $node = pipeline_node('compile_e2e', fal => $fal, s3 => $s3, s3_key => 'e2e-key',
+	s3_secret => 'e2e-secret', extra => "hagen.compile_workers = 1\n");
 my $postmaster = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
 
-sub wait_done
-{
-	my ($p) = @_;
-	local $PostgreSQL::Test::Utils::timeout_default = 240;
-	$node->poll_query_until('postgres',
-		"SELECT status IN ('completed', 'failed', 'canceled') FROM hagen.video_project WHERE id = '$p'")
-	  or diag('project did not finish: ' . $node->safe_psql('postgres',
-		"SELECT status || ' ' || progress::text FROM hagen.video_project WHERE id = '$p'"));
-	return $node->safe_psql('postgres',
-		"SELECT status || '|' || coalesce(error_message, '') FROM hagen.video_project WHERE id = '$p'");
-}
+sub wait_done { my ($p) = @_; return wait_project($node, $p); }
 
-sub probe
-{
-	my ($file) = @_;
-	my $out = `$helper probe '$file' --decode`;
-	return eval { decode_json($out) } // { error => $out };
-}
+sub probe { my ($file) = @_; return probe_media($file); }
 
 sub stream { my ($pr, $type) = @_; return (grep { $_->{type} eq $type } @{ $pr->{streams} })[0]; }
 
@@ -206,7 +156,5 @@ ok($node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM pg_stat_activi
 	'the dispatcher and the compile worker are still running');
 
 $node->stop;
-kill 'TERM', @servers;
-waitpid($_, 0) for @servers;
-@servers = ();
+stop_servers();
 done_testing();

@@ -5,37 +5,22 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use HagenTest;
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $ENV{HAGEN_ROOT} // '.';
+my $root = $HagenTest::root;
 plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
   unless -d "$root/node_modules/\@20minutes/s3rver";
 plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
 
-my $bindir = `pg_config --bindir`;
-chomp $bindir;
-my $helper = "$bindir/hagen-compile";
-my $dir = PostgreSQL::Test::Utils::tempdir();
-my (@servers, @pipes);
-END { kill 'TERM', @servers if @servers; }
+my $dir = $HagenTest::dir;
 
-sub start_server
-{
-	my ($name, @args) = @_;
-	my $pid = open(my $out, '-|', join(' ', 'exec node', @args, "2>$dir/$name.err"))
-	  or die "cannot start $name: $!";
-	push @servers, $pid;
-	push @pipes, $out;
-	my $line = <$out> // '';
-	my ($url) = $line =~ /"listening":"([^"]+)"/ or die "$name did not start: " . slurp_file("$dir/$name.err");
-	return $url;
-}
-
-sub run { my ($cmd) = @_; system($cmd) == 0 or die "failed: $cmd"; }
 
 my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
 	'--access-key e2e-key --secret e2e-secret --bucket videos', "--dir $dir/s3");
@@ -51,27 +36,8 @@ for my $i (0 .. 5)
 run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=330:d=12:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
 run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/calm.mp3 >/dev/null");
 
-my $node = PostgreSQL::Test::Cluster->new('pipeline_e2e');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'hagenkit'
-hagen.database = 'postgres'
-hagen.compile_workers = 1
-hagen.fal_key = 'sim-id:sim-secret'
-hagen.fal_queue_url = '$fal/queue'
-hagen.fal_rest_url = '$fal/rest'
-hagen.xai_key = 'xai-e2e-key'
-hagen.xai_url = '$xai/v1'
-hagen.s3_endpoint = '$s3'
-hagen.s3_bucket = 'videos'
-hagen.s3_access_key_id = 'e2e-key'
-hagen.s3_secret_access_key = 'e2e-secret'
-hagen.public_url = '$s3/videos'
-hagen.work_dir = '$dir/work'
-hagen.poll_interval = '50ms'
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $node = pipeline_node('pipeline_e2e', fal => $fal, xai => $xai, xai_key => 'xai-e2e-key', s3 => $s3,
+	s3_key => 'e2e-key', s3_secret => 'e2e-secret', extra => "hagen.compile_workers = 1\n");
 
 sub sim
 {
@@ -119,7 +85,7 @@ sub final_probe
 	my ($p, $name) = @_;
 	my $url = $node->safe_psql('postgres', "SELECT final_video_url FROM hagen.video_project WHERE id = '$p'");
 	system("curl -sf '$url' -o $dir/$name.mp4") == 0 or return {};
-	return eval { decode_json(`$helper probe $dir/$name.mp4 --decode`) } // {};
+	return probe_media("$dir/$name.mp4");
 }
 
 sub bucket_keys
@@ -216,7 +182,5 @@ for my $secret (qw(sim-secret e2e-secret xai-e2e-key))
 }
 
 $node->stop;
-kill 'TERM', @servers;
-waitpid($_, 0) for @servers;
-@servers = ();
+stop_servers();
 done_testing();

@@ -7,34 +7,22 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use HagenTest;
 use Digest::SHA;
 use Time::HiRes qw(time sleep);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $ENV{HAGEN_ROOT} // '.';
+my $root = $HagenTest::root;
 plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
   unless -d "$root/node_modules/\@20minutes/s3rver";
 plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
 
-my $dir = PostgreSQL::Test::Utils::tempdir();
-my (@servers, @pipes);
-END { kill 'TERM', @servers if @servers; }
+my $dir = $HagenTest::dir;
 
-sub start_server
-{
-	my ($name, @args) = @_;
-	my $pid = open(my $out, '-|', join(' ', 'exec node', @args, "2>$dir/$name.err"))
-	  or die "cannot start $name: $!";
-	push @servers, $pid;
-	push @pipes, $out;
-	my $line = <$out> // '';
-	my ($url) = $line =~ /"listening":"([^"]+)"/ or die "$name did not start: " . slurp_file("$dir/$name.err");
-	return $url;
-}
-
-sub run { my ($cmd) = @_; system($cmd) == 0 or die "failed: $cmd"; }
 
 my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
 	'--access-key crash-key --secret crash-secret --bucket videos', "--dir $dir/s3");
@@ -52,27 +40,8 @@ for my $i (0 .. 9)
 run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=262:d=20:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
 run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/m.mp3 >/dev/null");
 
-my $node = PostgreSQL::Test::Cluster->new('crash');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'hagenkit'
-hagen.database = 'postgres'
-hagen.compile_workers = 1
-hagen.fal_key = 'sim-id:sim-secret'
-hagen.fal_queue_url = '$fal/queue'
-hagen.fal_rest_url = '$fal/rest'
-hagen.s3_endpoint = '$s3'
-hagen.s3_bucket = 'videos'
-hagen.s3_access_key_id = 'crash-key'
-hagen.s3_secret_access_key = 'crash-secret'
-hagen.public_url = '$s3/videos'
-hagen.work_dir = '$dir/work'
-hagen.poll_interval = '30ms'
-hagen.max_attempts = 30
-restart_after_crash = on
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $node = pipeline_node('crash', fal => $fal, s3 => $s3, s3_key => 'crash-key', s3_secret => 'crash-secret',
+	extra => "hagen.compile_workers = 1\nhagen.poll_interval = '30ms'\nhagen.max_attempts = 30\nrestart_after_crash = on\n");
 my $music = $node->safe_psql('postgres', "SELECT hagen.add_music_track('M', '$s3/videos/music/m.mp3')");
 
 sub ledger_count { my @ids = `curl -sf $fal/_sim/ledger` =~ /"request_id":"([^"]+)"/g; return scalar @ids; }
@@ -202,11 +171,9 @@ is(final_sha($p), $reference, 'and gives the same video');
 
 # 4. The compile helper itself killed mid-compile: the compile is retried.
 $node->safe_psql('postgres', "ALTER SYSTEM SET hagen.compile_helper = '$dir/slow-hagen-compile'");
-my $bindir = `pg_config --bindir`;
-chomp $bindir;
 open my $fh, '>', "$dir/slow-hagen-compile" or die;
 print $fh "#!/bin/sh\n# hagen-compile, slowed down so that it can be killed while it works.\n"
-  . "echo '{\"progress\":0.01,\"segment\":1}'\nsleep 2\nexec $bindir/hagen-compile \"\$@\"\n";
+  . "echo '{\"progress\":0.01,\"segment\":1}'\nsleep 2\nexec " . helper_path() . " \"\$@\"\n";
 close $fh;
 chmod 0755, "$dir/slow-hagen-compile";
 $node->reload;
@@ -235,7 +202,5 @@ for my $secret (qw(sim-secret crash-secret))
 }
 
 $node->stop;
-kill 'TERM', @servers;
-waitpid($_, 0) for @servers;
-@servers = ();
+stop_servers();
 done_testing();

@@ -7,36 +7,22 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use HagenTest;
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $ENV{HAGEN_ROOT} // '.';
+my $root = $HagenTest::root;
 plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
   unless -d "$root/node_modules/\@20minutes/s3rver";
 plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
 
-my $bindir = `pg_config --bindir`;
-chomp $bindir;
-my $dir = PostgreSQL::Test::Utils::tempdir();
-my (@servers, @pipes);
-END { kill 'TERM', @servers if @servers; }
+my $dir = $HagenTest::dir;
 
-sub start_server
-{
-	my ($name, @args) = @_;
-	my $pid = open(my $out, '-|', join(' ', 'exec node', @args, "2>>$dir/$name.err"))
-	  or die "cannot start $name: $!";
-	push @servers, $pid;
-	push @pipes, $out;
-	my $line = <$out> // '';
-	my ($url) = $line =~ /"listening":"([^"]+)"/ or die "$name did not start: " . slurp_file("$dir/$name.err");
-	return ($url, $pid);
-}
-
-sub run { my ($cmd) = @_; system($cmd) == 0 or die "failed: $cmd"; }
 
 my $s3_args = "--openssl-legacy-provider $root/test/s3/s3server.js --access-key f-key --secret f-secret --bucket videos --dir $dir/s3";
 my ($s3, $s3_pid) = start_server('s3', $s3_args);
@@ -53,29 +39,9 @@ for my $i (0 .. 5)
 run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=294:d=9:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
 run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/m.mp3 >/dev/null");
 
-my $node = PostgreSQL::Test::Cluster->new('faults');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'hagenkit'
-hagen.database = 'postgres'
-hagen.compile_workers = 1
-hagen.fal_key = 'sim-id:sim-secret'
-hagen.fal_queue_url = '$fal/queue'
-hagen.fal_rest_url = '$fal/rest'
-hagen.xai_key = 'xai-f-key'
-hagen.xai_url = '$xai/v1'
-hagen.s3_endpoint = '$s3'
-hagen.s3_bucket = 'videos'
-hagen.s3_access_key_id = 'f-key'
-hagen.s3_secret_access_key = 'f-secret'
-hagen.public_url = '$s3/videos'
-hagen.work_dir = '$dir/work'
-hagen.poll_interval = '50ms'
-hagen.stall_timeout = '2s'
-hagen.max_attempts = 12
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $node = pipeline_node('faults', fal => $fal, xai => $xai, xai_key => 'xai-f-key', s3 => $s3, s3_key => 'f-key',
+	s3_secret => 'f-secret',
+	extra => "hagen.compile_workers = 1\nhagen.stall_timeout = '2s'\nhagen.max_attempts = 12\n");
 
 sub sim
 {
@@ -114,7 +80,7 @@ sub final_seconds
 	my ($p) = @_;
 	my $url = $node->safe_psql('postgres', "SELECT final_video_url FROM hagen.video_project WHERE id = '$p'");
 	system("curl -sf '$url' -o $dir/final.mp4") == 0 or return -1;
-	my $pr = eval { decode_json(`$bindir/hagen-compile probe $dir/final.mp4 --decode`) } // {};
+	my $pr = probe_media("$dir/final.mp4");
 	return $pr->{decoded}{video_end} // -1;
 }
 
@@ -128,10 +94,13 @@ sub max_attempts_used
 }
 
 # 1. xAI misbehaving in every way it can, on every endpoint.
+# Rates are kept so that a step rarely needs more than a few tries: the
+# back-off doubles from 2 s, and a long unlucky streak would make the test
+# wait minutes.
 sim($xai, 'config', '{"faults":{'
-	  . '"submit":[{"status":429,"retry_after":1,"p":0.2},{"status":429,"p":0.15},{"status":503,"p":0.15}],'
-	  . '"status":[{"status":500,"p":0.1},{"status":429,"p":0.05},{"malformed":true,"p":0.05},{"drop":true,"p":0.05},{"stall_s":6,"count":2}],'
-	  . '"cdn":[{"truncated":true,"p":0.15},{"status":503,"p":0.1},{"drop":true,"p":0.05},{"stall_s":6,"count":1}]}}');
+	  . '"submit":[{"status":429,"retry_after":1,"p":0.1},{"status":429,"p":0.05},{"status":503,"p":0.05}],'
+	  . '"status":[{"status":500,"p":0.05},{"status":429,"p":0.03},{"malformed":true,"p":0.03},{"drop":true,"p":0.02},{"stall_s":6,"count":2}],'
+	  . '"cdn":[{"truncated":true,"p":0.1},{"status":503,"p":0.05},{"drop":true,"p":0.03},{"stall_s":6,"count":1}]}}');
 my $p = make_project('ws-xai-faults', 6, 'xai');
 $node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
 is(wait_done($p), 'completed|', 'an xAI project completes through 429s, 5xx, malformed JSON, drops, stalls and truncated downloads');
@@ -156,9 +125,7 @@ sim($fal, 'config', '{"processing_s":3}');
 $p = make_project('ws-s3-down', 4, 'fal');
 $node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
 $node->poll_query_until('postgres', "SELECT count(*) > 0 FROM hagen.job WHERE project_id = '$p' AND step = 'poll'");
-kill 'TERM', $s3_pid;
-waitpid($s3_pid, 0);
-@servers = grep { $_ != $s3_pid } @servers;
+stop_server($s3_pid);
 my $down_at = time;
 sleep(60);
 ($s3, $s3_pid) = start_server('s3', $s3_args, "--port $s3_port");
@@ -194,7 +161,5 @@ for my $secret (qw(sim-secret f-secret xai-f-key))
 }
 
 $node->stop;
-kill 'TERM', @servers;
-waitpid($_, 0) for @servers;
-@servers = ();
+stop_servers();
 done_testing();

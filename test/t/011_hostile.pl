@@ -7,32 +7,20 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use HagenTest;
 use IO::Socket::INET;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $ENV{HAGEN_ROOT} // '.';
+my $root = $HagenTest::root;
 plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
   unless -d "$root/node_modules/\@20minutes/s3rver";
 
-my $dir = PostgreSQL::Test::Utils::tempdir();
-my (@servers, @pipes);
-END { kill 'TERM', @servers if @servers; }
+my $dir = $HagenTest::dir;
 
-sub start_server
-{
-	my ($name, @args) = @_;
-	my $pid = open(my $out, '-|', join(' ', 'exec node', @args, "2>$dir/$name.err"))
-	  or die "cannot start $name: $!";
-	push @servers, $pid;
-	push @pipes, $out;
-	my $line = <$out> // '';
-	my ($url) = $line =~ /"listening":"([^"]+)"/ or die "$name did not start: " . slurp_file("$dir/$name.err");
-	return $url;
-}
-
-sub run { my ($cmd) = @_; system($cmd) == 0 or die "failed: $cmd"; }
 
 my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
 	'--access-key h-key --secret h-secret --bucket videos', "--dir $dir/s3");
@@ -55,7 +43,7 @@ if ($redirect_pid == 0)
 	}
 	exit 0;
 }
-push @servers, $redirect_pid;
+END { kill 'TERM', $redirect_pid if $redirect_pid; }
 
 # Files in the bucket: an image of 11 MB, a text file, and bytes that claim
 # to be a JPEG.
@@ -68,26 +56,8 @@ run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/fake.jpg
 run("ffmpeg -loglevel error -y -f lavfi -i 'color=c=0x336699:s=640x360' -frames:v 1 $dir/ok.jpg");
 run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/ok.jpg $s3/videos/ok.jpg >/dev/null");
 
-my $node = PostgreSQL::Test::Cluster->new('hostile');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'hagenkit'
-hagen.database = 'postgres'
-hagen.compile_workers = 1
-hagen.fal_key = 'sim-id:sim-secret'
-hagen.fal_queue_url = '$fal/queue'
-hagen.fal_rest_url = '$fal/rest'
-hagen.s3_endpoint = '$s3'
-hagen.s3_bucket = 'videos'
-hagen.s3_access_key_id = 'h-key'
-hagen.s3_secret_access_key = 'h-secret'
-hagen.public_url = '$s3/videos'
-hagen.work_dir = '$dir/work'
-hagen.poll_interval = '50ms'
-hagen.trusted_hosts = '127.0.0.3'
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $node = pipeline_node('hostile', fal => $fal, s3 => $s3, s3_key => 'h-key', s3_secret => 'h-secret',
+	extra => "hagen.compile_workers = 1\nhagen.trusted_hosts = '127.0.0.3'\n");
 my $started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
 
 # Each case: one project with one clip from the URL, and what the error
@@ -148,7 +118,8 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM hagen.video_project WHERE 
 note("| case | input | error |\n|---|---|---|\n" . join("\n", @table));
 
 $node->stop;
-kill 'TERM', @servers;
-waitpid($_, 0) for @servers;
-@servers = ();
+stop_servers();
+kill 'TERM', $redirect_pid;
+waitpid($redirect_pid, 0);
+$redirect_pid = 0;
 done_testing();
