@@ -49,6 +49,9 @@ static int	hagen_max_attempts = 8;
 static bool hagen_resubmit_unconfirmed = false;
 static char *hagen_xai_resolution = NULL;
 static int	hagen_fal_image_mode = 0;
+static int	hagen_s3_multipart_threshold_kb = 64 * 1024;
+static int	hagen_s3_part_size_kb = 16 * 1024;
+static int	hagen_s3_upload_concurrency = 8;
 
 static const struct config_enum_entry fal_image_modes[] = {
 	{"upload", 0, false},
@@ -326,6 +329,22 @@ hagen_define_gucs(void)
 	define_string("hagen.public_url", "Public base URL of the bucket (falls back to R2_PUBLIC_URL).",
 				  &hagen_public_url, env_either("R2_PUBLIC_URL", NULL), PGC_SIGHUP,
 				  check_http_url);
+
+	/* Sizes in kB: S3 allows parts of 5 MiB to 5 GiB - 5 MiB (R2's limit). */
+	DefineCustomIntVariable("hagen.s3_multipart_threshold",
+							"Files of this size or larger are stored with a multipart upload.",
+							NULL, &hagen_s3_multipart_threshold_kb, 64 * 1024, 5 * 1024,
+							5 * 1024 * 1024 - 5 * 1024, PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.s3_part_size",
+							"Size of the parts of a multipart upload (larger when a file needs more than 10,000).",
+							NULL, &hagen_s3_part_size_kb, 16 * 1024, 5 * 1024,
+							5 * 1024 * 1024 - 5 * 1024, PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.s3_upload_concurrency",
+							"Parts of one multipart upload sent at the same time.",
+							NULL, &hagen_s3_upload_concurrency, 8, 1, 64, PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 
 	define_string("hagen.work_dir",
 				  "Directory for downloaded and compiled media (default: hagen_work in the data directory).",

@@ -25,7 +25,9 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -45,6 +47,7 @@
 #define ERROR_BODY_CAP (64 * 1024)	/* error bodies of file downloads */
 #define MAX_HEADERS 40
 #define MAX_REDIRECTS 5
+#define UPLOAD_BUFFER (512 * 1024)	/* per upload; memory stays flat */
 
 typedef struct Transfer
 {
@@ -65,7 +68,14 @@ typedef struct Transfer
 	char	   *save_path;
 	char	   *part_path;
 	FILE	   *out;
-	FILE	   *in;
+	/* a body streamed from a work file: bytes [in_start, in_end) */
+	char	   *in_path;
+	int			in_fd;
+	int64		in_start;
+	int64		in_end;
+	int64		in_pos;
+	int			in_errno;
+	bool		in_short;
 	int64		max_bytes;
 	int64		received;
 	bool		too_large;
@@ -279,6 +289,50 @@ header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
+/*
+ * Streams the body of an upload from its work file, never more than the
+ * range the effect names; pread keeps each transfer's position its own.
+ */
+static size_t
+read_cb(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	Transfer   *t = (Transfer *) userdata;
+	size_t		want = size * nitems;
+	ssize_t		got;
+
+	if (t->in_pos >= t->in_end)
+		return 0;
+	if ((int64) want > t->in_end - t->in_pos)
+		want = (size_t) (t->in_end - t->in_pos);
+	got = pread(t->in_fd, buffer, want, (off_t) t->in_pos);
+	if (got < 0)
+	{
+		t->in_errno = errno;
+		return CURL_READFUNC_ABORT;
+	}
+	if (got == 0)
+	{
+		t->in_short = true;		/* the file shrank under us */
+		return CURL_READFUNC_ABORT;
+	}
+	t->in_pos += got;
+	return (size_t) got;
+}
+
+/* Rewinds an upload (libcurl asks when it must send the body again). */
+static int
+seek_cb(void *userdata, curl_off_t offset, int origin)
+{
+	Transfer   *t = (Transfer *) userdata;
+
+	if (origin != SEEK_SET)
+		return CURL_SEEKFUNC_CANTSEEK;
+	if (offset < 0 || offset > t->in_end - t->in_start)
+		return CURL_SEEKFUNC_FAIL;
+	t->in_pos = t->in_start + offset;
+	return CURL_SEEKFUNC_OK;
+}
+
 /* ---- outcomes ---- */
 
 /* Appends text as a JSON string, with invalid UTF-8 and NULs made '?'. */
@@ -343,6 +397,16 @@ build_outcome(Transfer *t, CURLcode res)
 		error = psprintf("could not write \"%s\": %m", t->part_path);
 		code = 0;
 	}
+	else if (t->in_errno || t->in_short)
+	{
+		errno = t->in_errno;
+		kind = "io";
+		error = t->in_short
+			? psprintf("\"%s\" ended before byte %lld of the body", t->in_path,
+					   (long long) t->in_end)
+			: psprintf("could not read \"%s\": %m", t->in_path);
+		code = 0;
+	}
 	else if (res != CURLE_OK)
 	{
 		kind = "transport";
@@ -400,9 +464,9 @@ release_transfer(Transfer *t)
 	if (t->easy)
 		curl_easy_cleanup(t->easy);
 	t->easy = NULL;
-	if (t->in)
-		fclose(t->in);
-	t->in = NULL;
+	if (t->in_fd >= 0)
+		close(t->in_fd);
+	t->in_fd = -1;
 	if (t->out)
 		fclose(t->out);
 	t->out = NULL;
@@ -421,7 +485,7 @@ finish_transfer(HagenHttp *h, Transfer *t, CURLcode res)
 	if (res == CURLE_FILESIZE_EXCEEDED)
 		t->too_large = true;	/* refused on its declared Content-Length */
 	ok = res == CURLE_OK && !t->too_large && !t->io_errno && !t->guard_refused &&
-		code >= 200 && code < 300;
+		!t->in_errno && !t->in_short && code >= 200 && code < 300;
 	if (t->out)
 	{
 		if (fclose(t->out) != 0 && ok)
@@ -527,6 +591,36 @@ add_headers(Transfer *t, Jsonb *effect, const char *method, const char *auth)
 }
 
 /*
+ * Opens the work file an upload streams its body from, and checks the
+ * range the effect names: body_offset (default 0) and body_length
+ * (default: to the end of the file).  Returns NULL, or why not.
+ */
+static char *
+open_body(Transfer *t, const char *body_file, int64 offset, int64 length)
+{
+	char	   *error = NULL;
+	struct stat st;
+
+	t->in_path = hagen_work_path(body_file, false, &error);
+	if (t->in_path == NULL)
+		return error;
+	if ((t->in_fd = open(t->in_path, O_RDONLY | O_CLOEXEC)) < 0)
+		return psprintf("could not open \"%s\": %m", t->in_path);
+	if (fstat(t->in_fd, &st) != 0)
+		return psprintf("could not stat \"%s\": %m", t->in_path);
+	if (length < 0)
+		length = (int64) st.st_size - offset;
+	if (offset < 0 || length < 0 || offset + length > (int64) st.st_size)
+		return psprintf("\"%s\" has %lld bytes: it has no bytes %lld to %lld",
+						t->in_path, (long long) st.st_size, (long long) offset,
+						(long long) (offset + length));
+	t->in_start = t->in_pos = offset;
+	t->in_end = offset + length;
+	(void) posix_fadvise(t->in_fd, (off_t) offset, (off_t) length, POSIX_FADV_SEQUENTIAL);
+	return NULL;
+}
+
+/*
  * hagen_http_start begins carrying out an effect for a claimed job.  An
  * effect that cannot start is done at once, with an error outcome.
  */
@@ -548,6 +642,7 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 	CURL	   *e;
 
 	t->cxt = tcxt;
+	t->in_fd = -1;
 	t->h = h;
 	t->job_id = job_id;
 	t->token = token;
@@ -597,11 +692,11 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 	}
 	if (body_file)
 	{
-		char	   *path = hagen_work_path(body_file, false, &error);
-
-		if (path == NULL || (t->in = fopen(path, "rb")) == NULL)
+		error = open_body(t, body_file, hagen_jsonb_int(effect, "body_offset", 0),
+						  hagen_jsonb_int(effect, "body_length", -1));
+		if (error)
 		{
-			fail_now(h, t, "io", error ? error : psprintf("could not open \"%s\": %m", path));
+			fail_now(h, t, "io", error);
 			MemoryContextSwitchTo(old);
 			return;
 		}
@@ -634,16 +729,15 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 	if (t->save_path)
 		curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) t->max_bytes);
 
-	if (t->in)
+	if (t->in_fd >= 0)
 	{
-		long		size;
-
-		fseek(t->in, 0, SEEK_END);
-		size = ftell(t->in);
-		rewind(t->in);
 		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(e, CURLOPT_READDATA, t->in);
-		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t) size);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+		curl_easy_setopt(e, CURLOPT_READDATA, t);
+		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
+		curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+		curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, (long) UPLOAD_BUFFER);
+		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t) (t->in_end - t->in_start));
 		if (strcmp(method, "PUT") != 0)
 			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 	}
