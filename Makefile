@@ -20,7 +20,7 @@ PG_CPPFLAGS = -std=gnu11 -Wall -Wextra \
 	-isystem $(shell $(PG_CONFIG) --includedir-server) -DHAGEN_VERSION=\"$(EXTVERSION)\" -Isrc $(shell pkg-config --cflags libcurl openssl)
 SHLIB_LINK = $(shell pkg-config --libs libcurl libcrypto)
 
-REGRESS = api engine pipeline privileges hostile
+REGRESS = api engine pipeline privileges storage hostile
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/hagenkit.conf
 ISOLATION = concurrent_start concurrent_claim notify
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso --temp-instance=tmp_check_iso \

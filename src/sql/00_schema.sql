@@ -91,14 +91,18 @@ INSERT INTO hagen.pricing VALUES
 	('xai', 'grok-imagine-video', 5, 5);
 
 -- A job: one unit of pipeline work (a clip, a transition, a compile, a
--- provider-side cancel).  It advances through persisted steps; each claim of
+-- provider-side cancel, a part of a multipart upload, the purge of a
+-- project's objects).  It advances through persisted steps; each claim of
 -- a job hands one effect to a worker under a lease identified by a token.
+-- A purge belongs to no project (it outlives the project it cleans up);
+-- a part has its upload's job as parent.
 CREATE SEQUENCE hagen.lease_token_seq;
 CREATE TABLE hagen.job (
 	id					bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	project_id			uuid NOT NULL REFERENCES hagen.video_project (id) ON DELETE CASCADE,
+	project_id			uuid REFERENCES hagen.video_project (id) ON DELETE CASCADE,
 	clip_id				uuid REFERENCES hagen.video_clip (id) ON DELETE CASCADE,
-	kind				text NOT NULL CHECK (kind IN ('clip', 'transition', 'compile', 'cancel')),
+	kind				text NOT NULL CHECK (kind IN ('clip', 'transition', 'compile', 'cancel',
+													  'upload_part', 'purge')),
 	lane				text NOT NULL DEFAULT 'http' CHECK (lane IN ('http', 'compile')),
 	provider			text,
 	status				text NOT NULL DEFAULT 'queued'
@@ -120,7 +124,9 @@ CREATE TABLE hagen.job (
 	created_at			timestamptz NOT NULL DEFAULT now(),
 	updated_at			timestamptz NOT NULL DEFAULT now(),
 	started_at			timestamptz,
-	finished_at			timestamptz
+	finished_at			timestamptz,
+	parent_id			bigint REFERENCES hagen.job (id) ON DELETE CASCADE,
+	CONSTRAINT job_project_check CHECK (project_id IS NOT NULL OR kind = 'purge')
 );
 -- At most one live job of each kind per clip, and one live compile per project:
 -- this is what makes start_video idempotent even under concurrency.
@@ -131,6 +137,11 @@ CREATE UNIQUE INDEX job_one_live_compile ON hagen.job (project_id)
 CREATE INDEX job_due_idx ON hagen.job (lane, run_at, id) WHERE status = 'queued';
 CREATE INDEX job_lease_idx ON hagen.job (lane, lease_expires_at) WHERE status = 'running';
 CREATE INDEX job_project_idx ON hagen.job (project_id);
+-- One job per part of a multipart upload; one live purge per prefix.
+CREATE UNIQUE INDEX job_upload_part ON hagen.job (parent_id, ((state ->> 'part')::integer))
+	WHERE parent_id IS NOT NULL;
+CREATE UNIQUE INDEX job_one_live_purge ON hagen.job ((state ->> 'prefix'))
+	WHERE kind = 'purge' AND status IN ('queued', 'running');
 
 -- The structured log of every job, like a task logger.
 CREATE TABLE hagen.job_log (

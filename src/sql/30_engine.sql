@@ -222,9 +222,10 @@ BEGIN
 	END IF;
 
 	IF j.cancel_requested THEN
-		-- Keep what we learnt (a provider request id above all), then stop.
-		IF decision ? 'request_id' THEN
-			j.request_id := decision ->> 'request_id';
+		-- Keep what we learnt (a provider request id above all, or a
+		-- multipart upload to abort), then stop.
+		IF decision ? 'request_id' OR decision ? 'state' THEN
+			j.request_id := coalesce(decision ->> 'request_id', j.request_id);
 			j.state := j.state || coalesce(decision -> 'state', '{}');
 			UPDATE hagen.job SET request_id = j.request_id, state = j.state WHERE id = j.id;
 		END IF;
@@ -312,6 +313,9 @@ BEGIN
 			PERFORM hagen._log(j.id, j.project_id, 'info',
 				format('step %s done; next: %s', j.step, decision ->> 'step'), summary);
 		END IF;
+		IF (decision ->> 'schedule_parts')::boolean THEN
+			PERFORM hagen._upload_schedule(j.id);
+		END IF;
 		IF j.kind IN ('clip', 'transition') AND (decision ->> 'step' IS DISTINCT FROM j.step
 			OR new_state ->> 'provider_status' IS DISTINCT FROM j.state ->> 'provider_status'
 			OR new_state ->> 'provider_progress' IS DISTINCT FROM j.state ->> 'provider_progress') THEN
@@ -385,6 +389,8 @@ BEGIN
 	WHEN 'clip', 'transition' THEN RETURN hagen._generation_effect(j);
 	WHEN 'compile' THEN RETURN hagen._compile_effect(j);
 	WHEN 'cancel' THEN RETURN hagen._provider_cancel_effect(j);
+	WHEN 'upload_part' THEN RETURN hagen._upload_part_effect(j);
+	WHEN 'purge' THEN RETURN hagen._purge_effect(j);
 	END CASE;
 	RAISE EXCEPTION 'unknown job kind "%"', j.kind;
 END;
@@ -398,6 +404,8 @@ BEGIN
 	WHEN 'clip', 'transition' THEN RETURN hagen._generation_interpret(j, o);
 	WHEN 'compile' THEN RETURN hagen._compile_interpret(j, o);
 	WHEN 'cancel' THEN RETURN hagen._provider_cancel_interpret(j, o);
+	WHEN 'upload_part' THEN RETURN hagen._upload_part_interpret(j, o);
+	WHEN 'purge' THEN RETURN hagen._purge_interpret(j, o);
 	END CASE;
 	RAISE EXCEPTION 'unknown job kind "%"', j.kind;
 END;
@@ -458,8 +466,7 @@ BEGIN
 		END IF;
 	END IF;
 	IF t ~ '<Code>' THEN
-		RETURN substring(t FROM '<Code>([^<]*)</Code>')
-			   || coalesce(': ' || substring(t FROM '<Message>([^<]*)</Message>'), '');
+		RETURN coalesce(hagen._s3_error(o), hagen._xml_value(t, 'Code'));
 	END IF;
 	RETURN nullif(left(regexp_replace(coalesce(t, ''), '\s+', ' ', 'g'), 200), '');
 END;

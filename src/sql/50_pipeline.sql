@@ -5,8 +5,8 @@
 CREATE FUNCTION hagen._work_file(project uuid, filename text) RETURNS text
 	LANGUAGE sql IMMUTABLE RETURN project::text || '/' || filename;
 
--- The S3 (path-style) URL of a storage key.
-CREATE FUNCTION hagen._s3_url(key text) RETURNS text
+-- The S3 (path-style) URL of the bucket.
+CREATE FUNCTION hagen._s3_bucket_url() RETURNS text
 	LANGUAGE plpgsql STABLE AS $$
 DECLARE
 	endpoint text := rtrim(hagen._setting('hagen.s3_endpoint'), '/');
@@ -19,9 +19,14 @@ BEGIN
 								  coalesce(endpoint, 'unset'), coalesce(bucket, 'unset')),
 				  HINT = 'Set hagen.s3_endpoint (or R2_ACCOUNT_ID) and hagen.s3_bucket (or R2_BUCKET_NAME).';
 	END IF;
-	RETURN endpoint || '/' || hagen._uri_encode(bucket, false) || '/' || hagen._uri_encode(key, true);
+	RETURN endpoint || '/' || hagen._uri_encode(bucket, false);
 END;
 $$;
+
+-- The S3 (path-style) URL of a storage key.
+CREATE FUNCTION hagen._s3_url(key text) RETURNS text
+	LANGUAGE sql STABLE
+	RETURN hagen._s3_bucket_url() || '/' || hagen._uri_encode(key, true);
 
 -- The URL recorded for a stored object: its public URL when a public base is
 -- configured, else its S3 URL.
@@ -296,6 +301,10 @@ CREATE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
 DECLARE
 	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
 BEGIN
+	IF j.state ? 'upload_id' AND j.kind IN ('clip', 'transition') AND j.status <> 'succeeded'
+	   AND NOT j.state ? 'upload_done' THEN
+		PERFORM hagen._upload_abandon(j);
+	END IF;
 	CASE j.kind
 	WHEN 'clip' THEN
 		UPDATE hagen.video_clip c
@@ -314,6 +323,9 @@ BEGIN
 		WHERE c.id = j.clip_id;
 	WHEN 'compile' THEN
 		PERFORM hagen._compile_finished(j);
+		RETURN;
+	WHEN 'upload_part' THEN
+		PERFORM hagen._upload_part_finished(j);
 		RETURN;
 	ELSE
 		RETURN;
@@ -336,6 +348,10 @@ CREATE FUNCTION hagen._job_fraction(j hagen.job) RETURNS numeric
 				WHEN j.state ->> 'provider_status' = 'IN_PROGRESS' THEN 0.45
 				ELSE 0.12 END
 			WHEN 'result' THEN 0.8 WHEN 'download' THEN 0.85 WHEN 'store' THEN 0.92
+			WHEN 'upload_create' THEN 0.9
+			WHEN 'upload_parts' THEN 0.9 + 0.08 * (SELECT count(*) FROM jsonb_object_keys(j.state -> 'parts'))
+										 / greatest((j.state ->> 'part_count')::numeric, 1)
+			WHEN 'upload_complete' THEN 0.98 WHEN 'upload_check' THEN 0.98
 			ELSE 0 END
 		END;
 

@@ -25,11 +25,8 @@ BEGIN
 			'auth', 'none', 'guard', true, 'follow_redirects', true,
 			'save_to', j.state ->> 'file', 'max_bytes', hagen._max_download_bytes(),
 			'timeout_ms', 600000);
-	WHEN 'store' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'PUT',
-			'url', hagen._s3_url(j.state ->> 'key'), 'auth', 's3',
-			'headers', jsonb_build_object('content-type', 'video/mp4'),
-			'body_file', j.state ->> 'file', 'timeout_ms', 600000);
+	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
+		RETURN hagen._upload_effect(j);
 	END CASE;
 	RAISE EXCEPTION 'unknown step "%" of a % job', j.step, j.kind;
 END;
@@ -40,6 +37,7 @@ CREATE FUNCTION hagen._generation_interpret(j hagen.job, o jsonb) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 DECLARE
 	status integer := coalesce((o ->> 'status')::integer, 0);
+	d jsonb;
 BEGIN
 	CASE j.step
 	WHEN 'image_fetch', 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
@@ -56,23 +54,22 @@ BEGIN
 				'error', format('the video at %s is larger than hagen.max_download_bytes (%s bytes)',
 								j.state ->> 'video_url', hagen._max_download_bytes()));
 		ELSIF status BETWEEN 200 AND 299 AND o ? 'file' THEN
-			RETURN jsonb_build_object('action', 'advance', 'step', 'store',
+			RETURN jsonb_build_object('action', 'advance',
+				'step', hagen._store_step((o ->> 'bytes')::bigint),
 				'state', jsonb_build_object('bytes', o -> 'bytes'));
 		END IF;
 		RETURN coalesce(hagen._transient(o, 'download of the generated video'),
 			jsonb_build_object('action', 'fail', 'error',
 				format('download of %s failed: HTTP %s%s', j.state ->> 'video_url', status,
 					   coalesce(': ' || hagen._error_text(o), ''))));
-	WHEN 'store' THEN
-		IF status BETWEEN 200 AND 299 THEN
-			RETURN jsonb_build_object('action', 'succeed',
+	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
+		d := hagen._upload_interpret(j, o);
+		IF d ->> 'action' = 'stored' THEN
+			RETURN d || jsonb_build_object('action', 'succeed',
 				'cost_cents', coalesce((j.state ->> 'cost_cents')::integer, 0),
-				'state', jsonb_build_object('url', hagen._stored_url(j.state ->> 'key')));
+				'state', coalesce(d -> 'state', '{}') || jsonb_build_object('url', hagen._stored_url(j.state ->> 'key')));
 		END IF;
-		RETURN coalesce(hagen._transient(o, 'upload to storage'),
-			jsonb_build_object('action', 'fail', 'error',
-				format('upload of %s to storage failed: HTTP %s%s', j.state ->> 'key', status,
-					   coalesce(': ' || hagen._error_text(o), ''))));
+		RETURN d;
 	END CASE;
 	RAISE EXCEPTION 'unknown step "%" of a % job', j.step, j.kind;
 END;
@@ -90,6 +87,8 @@ BEGIN
 			'headers', '{"accept": "application/json"}', 'timeout_ms', 30000);
 	WHEN 'xai' THEN
 		RETURN hagen._xai_cancel_effect(j);
+	WHEN 's3' THEN
+		RETURN hagen._upload_abort_effect(j.state ->> 'key', j.state ->> 'upload_id');
 	END CASE;
 	RAISE EXCEPTION 'unknown provider "%"', j.provider;
 END;
@@ -100,6 +99,10 @@ CREATE FUNCTION hagen._provider_cancel_interpret(j hagen.job, o jsonb) RETURNS j
 BEGIN
 	IF o ->> 'type' = 'noop' THEN
 		RETURN jsonb_build_object('action', 'succeed', 'log', 'provider has no cancel endpoint');
+	ELSIF j.provider = 's3' AND coalesce((o ->> 'status')::integer, 0) BETWEEN 200 AND 499 THEN
+		RETURN jsonb_build_object('action', 'succeed', 'log',
+			format('abort of the multipart upload of %s answered HTTP %s%s', j.state ->> 'key',
+				   o ->> 'status', coalesce(': ' || hagen._s3_error(o), '')));
 	ELSIF coalesce((o ->> 'status')::integer, 0) BETWEEN 200 AND 499 THEN
 		RETURN jsonb_build_object('action', 'succeed', 'log',
 			format('provider answered the cancel of request %s with HTTP %s',

@@ -27,8 +27,9 @@ WHERE j.request_id IS NOT NULL AND j.status IN ('queued', 'running')
   AND j.step IN ('poll', 'result');
 
 -- Deletes job history older than hagen.log_retention (default 14 days):
--- log lines, and finished jobs of finished projects.  Returns the number
--- of rows removed.  The dispatcher calls it about once an hour.
+-- log lines, and finished jobs of finished projects (and of none: purges).
+-- Returns the number of rows removed.  The dispatcher calls it about once
+-- an hour.
 CREATE FUNCTION hagen.purge_history(older_than interval DEFAULT NULL) RETURNS bigint
 	LANGUAGE plpgsql AS $$
 DECLARE
@@ -40,8 +41,9 @@ BEGIN
 	GET DIAGNOSTICS n = ROW_COUNT;
 	DELETE FROM hagen.job j
 	WHERE j.finished_at < now() - keep AND j.status IN ('succeeded', 'failed', 'canceled')
-	  AND EXISTS (SELECT 1 FROM hagen.video_project p WHERE p.id = j.project_id
-				  AND p.status IN ('completed', 'failed', 'canceled'));
+	  AND (j.project_id IS NULL
+		   OR EXISTS (SELECT 1 FROM hagen.video_project p WHERE p.id = j.project_id
+					  AND p.status IN ('completed', 'failed', 'canceled')));
 	GET DIAGNOSTICS m = ROW_COUNT;
 	RETURN n + m;
 END;

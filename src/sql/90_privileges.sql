@@ -45,6 +45,8 @@ ALTER FUNCTION hagen.presign_url(text, text, interval, timestamptz)
 ALTER FUNCTION hagen.public_url(text) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.provider_configured(text) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.purge_history(interval) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.delete_project_objects(uuid, text)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 
 GRANT EXECUTE ON FUNCTION
 	hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb),
@@ -58,6 +60,7 @@ GRANT EXECUTE ON FUNCTION
 	hagen.public_url(text),
 	hagen.presign_url(text, text, interval, timestamptz),
 	hagen.provider_configured(text),
+	hagen.delete_project_objects(uuid, text),
 	hagen._workspace_allowed(text, name)
 TO hagen_user;
 
