@@ -14,6 +14,7 @@ packages=(
 	nodejs
 	python3 python3-psycopg2
 	curl
+	awscli
 )
 
 missing=()

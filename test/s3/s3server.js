@@ -4,8 +4,12 @@
 // ready; objects are readable without auth, like a public bucket.
 //
 //   node --openssl-legacy-provider test/s3/s3server.js [--port N] [--access-key K]
-//        [--secret S] [--bucket B]... [--dir DIR]
+//        [--secret S] [--bucket B]... [--dir DIR] [--request-log FILE] [--part-delay-ms N]
 //
+// --request-log appends one line per request ("METHOD URL STATUS") to FILE,
+// so tests can count what reached the server; --part-delay-ms holds every
+// UploadPart request that long before it is served, so tests can act in the
+// middle of a multipart upload.
 // Node 20 needs --openssl-legacy-provider: s3rver encrypts ListObjectsV2
 // continuation tokens with DES.
 'use strict';
@@ -17,7 +21,8 @@ const AWSAccount = require('@20minutes/s3rver/lib/models/account');
 
 function parseArgs(argv) {
 	const opts = { port: 0, accessKey: process.env.S3_ACCESS_KEY || 'hagen-test',
-		secret: process.env.S3_SECRET || 'hagen-test-secret', buckets: [], dir: null };
+		secret: process.env.S3_SECRET || 'hagen-test-secret', buckets: [], dir: null,
+		requestLog: null, partDelayMs: 0 };
 	for (let i = 0; i < argv.length; i++) {
 		const next = () => argv[++i];
 		switch (argv[i]) {
@@ -26,6 +31,8 @@ function parseArgs(argv) {
 		case '--secret': opts.secret = next(); break;
 		case '--bucket': opts.buckets.push(next()); break;
 		case '--dir': opts.dir = next(); break;
+		case '--request-log': opts.requestLog = next(); break;
+		case '--part-delay-ms': opts.partDelayMs = Number(next()); break;
 		default: throw new Error(`unknown option ${argv[i]}`);
 		}
 	}
@@ -46,6 +53,23 @@ async function main() {
 		directory: dir,
 		configureBuckets: opts.buckets.map((name) => ({ name, configs: [] })),
 	});
+	// Koa composes its middleware when it starts listening: ours go first.
+	if (opts.partDelayMs > 0) {
+		server.middleware.unshift(async (ctx, next) => {
+			if (ctx.method === 'PUT' && 'partNumber' in ctx.query)
+				await new Promise((resolve) => setTimeout(resolve, opts.partDelayMs));
+			await next();
+		});
+	}
+	if (opts.requestLog) {
+		server.middleware.unshift(async (ctx, next) => {
+			try {
+				await next();
+			} finally {
+				fs.appendFileSync(opts.requestLog, `${ctx.method} ${ctx.url} ${ctx.status}\n`);
+			}
+		});
+	}
 	const { port } = await server.run();
 	process.stdout.write(JSON.stringify({ listening: `http://127.0.0.1:${port}` }) + '\n');
 	const stop = () => process.exit(0);
