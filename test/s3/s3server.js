@@ -6,7 +6,8 @@
 //   node --openssl-legacy-provider test/s3/s3server.js [--port N] [--access-key K]
 //        [--secret S] [--bucket B]... [--dir DIR] [--request-log FILE] [--part-delay-ms N]
 //
-// --request-log appends one line per request ("METHOD URL STATUS") to FILE,
+// --request-log appends one line per request ("METHOD URL STATUS START END",
+// times in ms since the epoch) to FILE,
 // so tests can count what reached the server; --part-delay-ms holds every
 // UploadPart request that long before it is served, so tests can act in the
 // middle of a multipart upload.
@@ -63,10 +64,11 @@ async function main() {
 	}
 	if (opts.requestLog) {
 		server.middleware.unshift(async (ctx, next) => {
+			const start = Date.now();
 			try {
 				await next();
 			} finally {
-				fs.appendFileSync(opts.requestLog, `${ctx.method} ${ctx.url} ${ctx.status}\n`);
+				fs.appendFileSync(opts.requestLog, `${ctx.method} ${ctx.url} ${ctx.status} ${start} ${Date.now()}\n`);
 			}
 		});
 	}

@@ -71,7 +71,7 @@ sub part_requests
 {
 	my %n;
 	open my $f, '<', $requests or return %n;
-	while (<$f>) { $n{$1}++ if /^PUT \S*partNumber=(\d+)\S* 200$/; }
+	while (<$f>) { $n{$1}++ if /^PUT \S*partNumber=(\d+)\S* 200 /; }
 	return %n;
 }
 
