@@ -47,7 +47,7 @@
 #define ERROR_BODY_CAP (64 * 1024)	/* error bodies of file downloads */
 #define MAX_HEADERS 40
 #define MAX_REDIRECTS 5
-#define UPLOAD_BUFFER (512 * 1024)	/* per upload; memory stays flat */
+#define UPLOAD_BUFFER (256 * 1024)	/* per upload: 16 MB at most with 64 in flight */
 
 typedef struct Transfer
 {
