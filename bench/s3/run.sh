@@ -43,6 +43,7 @@ node --openssl-legacy-provider test/s3/s3server.js --access-key bench-key --secr
 pids+=($!)
 for _ in $(seq 1 100); do grep -q listening "$work/s3.out" && break; sleep 0.1; done
 s3=$(sed -nE 's/.*"listening":"([^"]+)".*/\1/p' "$work/s3.out")
+[ -n "$s3" ] || { echo "the S3 server did not start (run bash test/deps.sh first):"; cat "$work/s3.err"; exit 1; }
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 su postgres -c "initdb -D '$work/pgdata' -A trust -U postgres" >/dev/null
