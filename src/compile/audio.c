@@ -293,6 +293,13 @@ mix_chunk(AudioOut *ao, ClipAudio *ca, int n, int from_clip)
 			for (int i = 0; i < from_clip; i++)
 				ao->buf[c][i] *= (float) ao->video_volume;
 	}
+	for (int i = 0; i < n && ao->tail_pos < ao->tail_len; i++, ao->tail_pos++)
+	{
+		float		g = (float) ((ao->tail_pos + 0.5) / ao->tail_len);
+
+		for (int c = 0; c < HC_CHANNELS; c++)
+			ao->buf[c][i] = ao->buf[c][i] * g + ao->tail[c][ao->tail_pos] * (1.0f - g);
+	}
 	if (ao->music)
 	{
 		music_read(ao->music, ao->mbuf, n);
@@ -336,6 +343,33 @@ audio_mix(AudioOut *ao, ClipAudio *ca, int64_t n, bool pad)
 			ca->emitted += chunk;
 		n -= chunk;
 	}
+}
+
+void
+audio_hold_tail(AudioOut *ao, ClipAudio *ca, int64_t n)
+{
+	int64_t		have = ca->fifo ? FFMIN(av_audio_fifo_size(ca->fifo), n) : 0;
+
+	if (n > ao->tail_cap)
+	{
+		for (int c = 0; c < HC_CHANNELS; c++)
+		{
+			av_free(ao->tail[c]);
+			if (!(ao->tail[c] = av_malloc(n * sizeof(float))))
+				hc_fail(0, "out of memory");
+		}
+		ao->tail_cap = n;
+	}
+	if (have > 0)
+		av_audio_fifo_read(ca->fifo, (void **) ao->tail, (int) have);
+	for (int c = 0; c < HC_CHANNELS; c++)
+	{
+		memset(ao->tail[c] + have, 0, (n - have) * sizeof(float));
+		for (int64_t i = 0; i < have; i++)
+			ao->tail[c][i] *= (float) ao->video_volume;
+	}
+	ao->tail_len = n;
+	ao->tail_pos = 0;
 }
 
 void

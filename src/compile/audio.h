@@ -5,6 +5,10 @@
  * by the video volume, mixed with the music and encoded once.  Because the
  * output is counted in samples against the video's end at every segment
  * boundary, nothing drifts however many segments there are.
+ *
+ * A crossfade: the segment's audio that runs under the video frames held
+ * back for the fade is kept as the tail, and blended linearly into the first
+ * samples of the next segment (the same length as the video's fade).
  */
 #ifndef HAGEN_COMPILE_AUDIO_H
 #define HAGEN_COMPILE_AUDIO_H
@@ -34,6 +38,10 @@ typedef struct AudioOut
 	float	   *buf[HC_CHANNELS];	/* scratch for one chunk */
 	float	   *mbuf[HC_CHANNELS];
 	int			bufcap;
+	float	   *tail[HC_CHANNELS];	/* the previous segment's fading audio */
+	int64_t		tail_len;
+	int64_t		tail_pos;		/* samples of it blended so far */
+	int64_t		tail_cap;
 } AudioOut;
 
 /* One segment's audio on its way to the mix. */
@@ -65,5 +73,9 @@ extern void clip_audio_close(ClipAudio *ca);
 /* Mixes up to n more samples of the segment; with pad, exactly n (silence
  * after the segment's own audio). */
 extern void audio_mix(AudioOut *ao, ClipAudio *ca, int64_t n, bool pad);
+
+/* Keeps the segment's next n samples (silence past its own audio) to fade
+ * into the next segment's first n. */
+extern void audio_hold_tail(AudioOut *ao, ClipAudio *ca, int64_t n);
 
 #endif

@@ -8,8 +8,9 @@
  *   copy_video  identical video parameters: video packets copied with each
  *               segment's timestamps offset by the video end of the ones
  *               before; audio decoded, placed, mixed and encoded (audio.c)
- *   normalize   anything differs: every segment re-encoded to the target
- *               size and frame rate (normalize.c), audio as above
+ *   normalize   anything differs, or a segment asks for a crossfade: every
+ *               segment re-encoded to the target size and frame rate
+ *               (normalize.c, which also blends the fades), audio as above
  * Segments are read one after another, so memory does not grow with their
  * number.
  */
@@ -49,6 +50,7 @@ typedef struct Compile
 	double		total_estimate;
 	bool		faststart;		/* rewrite the file to move the index (slower) */
 	double		last_progress;
+	int			max_fade;		/* the longest crossfade, frames */
 } Compile;
 
 static bool
@@ -83,7 +85,7 @@ static void
 choose_mode(Compile *c)
 {
 	Manifest   *m = &c->m;
-	bool		same = !m->force_normalize;
+	bool		same = !m->force_normalize && !m->any_crossfade;
 	bool		any_audio = false;
 
 	for (int i = 0; i < m->nsegs; i++)
@@ -176,7 +178,7 @@ open_output(Compile *c)
 					h;
 
 		normalized_size(m, &w, &h);
-		c->ve = venc_create(c->oc, w, h, normalized_fps(m));
+		c->ve = venc_create(c->oc, w, h, normalized_fps(m), c->max_fade);
 	}
 	else
 	{
@@ -230,12 +232,42 @@ progress(Compile *c, int seg, double within)
 	fflush(stdout);
 }
 
+/*
+ * Plans the crossfades (normalize mode only): each as many whole frames as
+ * asked, but at most half of either segment, so that a segment's fade in
+ * and fade out never overlap.  The output is shorter by every fade.
+ */
+static void
+plan_fades(Compile *c)
+{
+	Manifest   *m = &c->m;
+	double		fps = av_q2d(normalized_fps(m));
+
+	for (int i = 1; i < m->nsegs; i++)
+	{
+		SegInfo    *s = &m->segs[i];
+		int64_t		want = llround(s->crossfade * fps);
+		int64_t		prev = (int64_t) floor(m->segs[i - 1].vdur * fps) / 2;
+		int64_t		self = (int64_t) floor(s->vdur * fps) / 2;
+
+		s->fade_frames = (int) FFMAX(0, FFMIN(want, FFMIN(prev, self)));
+		c->max_fade = FFMAX(c->max_fade, s->fade_frames);
+		c->total_estimate -= s->fade_frames / fps;
+	}
+}
+
+static int64_t
+frames_to_samples(Compile *c, int64_t frames)
+{
+	return av_rescale_q(frames, av_inv_q(c->ve->fps), (AVRational) {1, HC_RATE});
+}
+
 /* Output video time so far in audio samples, for the mix's bounds. */
 static int64_t
 video_end_samples(Compile *c, int64_t seg_end)
 {
 	if (c->mode == MODE_NORMALIZE)
-		return av_rescale_q(c->ve->frames, av_inv_q(c->ve->fps), (AVRational) {1, HC_RATE});
+		return frames_to_samples(c, c->ve->frames);
 	return av_rescale_q(c->offset + seg_end, c->vst->time_base, (AVRational) {1, HC_RATE});
 }
 
@@ -322,7 +354,8 @@ run_segment(Compile *c, int i)
 	if (c->ao)
 		clip_audio_open(&ca, ain, start_s, s->index, what);
 	if (c->mode == MODE_NORMALIZE)
-		segvideo_open(&sv, c->ve, vin, s->vdur, s->index, what);
+		segvideo_open(&sv, c->ve, vin, s->vdur,
+					  i + 1 < c->m.nsegs ? c->m.segs[i + 1].fade_frames : 0, s->index, what);
 	progress(c, i, 0);
 
 	while ((rc = av_read_frame(ic, pkt)) >= 0)
@@ -381,6 +414,10 @@ run_segment(Compile *c, int i)
 	{
 		clip_audio_flush(&ca);
 		audio_mix(c->ao, &ca, video_end_samples(c, 0) - audio_start - ca.emitted, true);
+		/* The audio under the frames held back fades into the next segment. */
+		if (c->mode == MODE_NORMALIZE && c->ve->nqueue > 0)
+			audio_hold_tail(c->ao, &ca, frames_to_samples(c, c->ve->frames + c->ve->nqueue) -
+							frames_to_samples(c, c->ve->frames));
 		clip_audio_close(&ca);
 	}
 	c->durations[i] = seconds;
@@ -433,7 +470,8 @@ report(Compile *c)
 		json_write_string(stdout, c->m.segs[i].label);
 		fputs(",\"kind\":", stdout);
 		json_write_string(stdout, c->m.segs[i].kind);
-		printf(",\"start\":%.6f,\"duration\":%.6f}", c->starts[i], c->durations[i]);
+		printf(",\"start\":%.6f,\"duration\":%.6f,\"crossfade\":%.6f}", c->starts[i],
+			   c->durations[i], c->ve ? c->m.segs[i].fade_frames / av_q2d(c->ve->fps) : 0.0);
 	}
 	fputs("]", stdout);
 	if (c->m.thumbnail)
@@ -467,6 +505,8 @@ hc_compile_main(int argc, char **argv)
 	c.last_dts = AV_NOPTS_VALUE;
 	c.last_progress = -1;
 	choose_mode(&c);
+	if (c.mode == MODE_NORMALIZE)
+		plan_fades(&c);
 	open_output(&c);
 	for (int i = 0; i < c.m.nsegs; i++)
 		run_segment(&c, i);

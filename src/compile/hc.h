@@ -36,7 +36,12 @@ typedef struct SegInfo
 	AVRational	vtb;
 	AVRational	fps;
 	double		vdur;			/* seconds, from the container */
+	double		crossfade;		/* seconds of fade from the previous segment; 0: a cut */
+	int			fade_frames;	/* the fade in output frames, as planned */
 } SegInfo;
+
+/* The longest crossfade a manifest may ask for, seconds. */
+#define HC_MAX_CROSSFADE 2.0
 
 /* Error reporting (errors.c). */
 extern noreturn void hc_fail(int segment, const char *fmt,...)

@@ -97,6 +97,18 @@ manifest_read(const char *path, Manifest *m)
 			m->segs[i].label = fallback;
 		}
 		m->segs[i].kind = kind && kind->type == JSON_STRING ? kind->string : "clip";
+		{
+			const Json *x = json_get(s, "crossfade");
+
+			if (x && x->type != JSON_NULL &&
+				(x->type != JSON_NUMBER || !(x->number >= 0 && x->number <= HC_MAX_CROSSFADE)))
+				hc_fail(i + 1, "the manifest's segment %d has a crossfade that is not a number of seconds from 0 to %g",
+						i + 1, HC_MAX_CROSSFADE);
+			m->segs[i].crossfade = x && x->type == JSON_NUMBER ? x->number : 0;
+		}
+		if (i == 0 && m->segs[i].crossfade > 0)
+			hc_fail(1, "the manifest's first segment has a crossfade: there is nothing before it to fade from");
+		m->any_crossfade = m->any_crossfade || m->segs[i].crossfade > 0;
 	}
 
 	music = json_get(root, "music");

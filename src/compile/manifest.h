@@ -18,6 +18,7 @@ typedef struct Manifest
 	const char *output;
 	const char *thumbnail;		/* NULL: none wanted */
 	bool		force_normalize;
+	bool		any_crossfade;	/* a segment fades in: the video is re-encoded */
 } Manifest;
 
 #define HC_MAX_SEGMENTS 1000

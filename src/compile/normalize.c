@@ -5,13 +5,14 @@
 #include "normalize.h"
 
 #include <math.h>
+#include <string.h>
 #include <libavfilter/buffersink.h>
 #include <libavfilter/buffersrc.h>
 #include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
 
 VideoEnc *
-venc_create(AVFormatContext *oc, int width, int height, AVRational fps)
+venc_create(AVFormatContext *oc, int width, int height, AVRational fps, int max_fade)
 {
 	VideoEnc   *ve = hc_alloc(sizeof(VideoEnc));
 	const AVCodec *codec = avcodec_find_encoder_by_name("libx264");
@@ -49,8 +50,13 @@ venc_create(AVFormatContext *oc, int width, int height, AVRational fps)
 	ve->st->time_base = enc->time_base;
 	ve->st->avg_frame_rate = fps;
 	ve->pkt = av_packet_alloc();
+	ve->capacity = max_fade + 1;
+	ve->queue = hc_alloc(sizeof(AVFrame *) * ve->capacity);
+	ve->fading = hc_alloc(sizeof(AVFrame *) * ve->capacity);
 	return ve;
 }
+
+static void encode_frame(VideoEnc *ve, AVFrame *f, int segment);
 
 static void
 venc_write(VideoEnc *ve)
@@ -71,13 +77,20 @@ venc_write(VideoEnc *ve)
 void
 venc_finish(VideoEnc *ve)
 {
+	/* Held back for a fade with no segment after it: shown as they are. */
+	for (int i = 0; i < ve->nqueue; i++)
+	{
+		encode_frame(ve, ve->queue[i], 0);
+		av_frame_free(&ve->queue[i]);
+	}
+	ve->nqueue = 0;
 	avcodec_send_frame(ve->enc, NULL);
 	venc_write(ve);
 }
 
 void
-segvideo_open(SegVideo *sv, VideoEnc *ve, AVStream *st, double duration, int segment,
-			  const char *what)
+segvideo_open(SegVideo *sv, VideoEnc *ve, AVStream *st, double duration, int hold,
+			  int segment, const char *what)
 {
 	char		args[512];
 	char		chain[1024];
@@ -93,6 +106,12 @@ segvideo_open(SegVideo *sv, VideoEnc *ve, AVStream *st, double duration, int seg
 	sv->end_pts = INT64_MIN;
 	snprintf(sv->what, sizeof(sv->what), "%s", what);
 	sv->max_frames = llround(duration * av_q2d(ve->fps));
+	/* What the previous segment held back now fades into this one. */
+	sv->hold = FFMIN(hold, ve->capacity - 1);
+	for (int i = 0; i < ve->nqueue; i++)
+		ve->fading[i] = ve->queue[i];
+	ve->nfading = ve->nqueue;
+	ve->nqueue = 0;
 	sv->dec = hc_open_decoder(st, segment, what, 0);
 	sv->frame = av_frame_alloc();
 	sv->filtered = av_frame_alloc();
@@ -131,6 +150,79 @@ segvideo_open(SegVideo *sv, VideoEnc *ve, AVStream *st, double duration, int seg
 }
 
 static void
+encode_frame(VideoEnc *ve, AVFrame *f, int segment)
+{
+	int			rc;
+
+	f->pts = ve->frames++;
+	f->pict_type = AV_PICTURE_TYPE_NONE;
+	if ((rc = avcodec_send_frame(ve->enc, f)) < 0)
+		hc_fail(segment, "the H.264 encoder failed: %s", hc_err(rc));
+	venc_write(ve);
+}
+
+/*
+ * dst = from * (1 - a) + dst * a, on every plane of two yuv420p frames of
+ * the same size; a = (k + 1) / (n + 1) for the k-th of n blended frames, so
+ * the fade starts just after the previous segment and ends just before the
+ * next one stands alone.
+ */
+static void
+blend(AVFrame *dst, const AVFrame *from, int k, int n)
+{
+	int			a = (int) lround(256.0 * (k + 1) / (n + 1));
+
+	for (int p = 0; p < 3; p++)
+	{
+		int			w = p ? (dst->width + 1) / 2 : dst->width;
+		int			h = p ? (dst->height + 1) / 2 : dst->height;
+
+		for (int y = 0; y < h; y++)
+		{
+			uint8_t    *d = dst->data[p] + (ptrdiff_t) y * dst->linesize[p];
+			const uint8_t *s = from->data[p] + (ptrdiff_t) y * from->linesize[p];
+
+			for (int x = 0; x < w; x++)
+				d[x] = (uint8_t) ((d[x] * a + s[x] * (256 - a) + 128) >> 8);
+		}
+	}
+}
+
+/* One normalized frame of the segment: blended with a held frame of the
+ * previous segment while its fade lasts, held back itself when it may be
+ * one of the last `hold`, else encoded. */
+static void
+take_frame(SegVideo *sv, AVFrame *f)
+{
+	VideoEnc   *ve = sv->ve;
+	int			rc;
+
+	if (sv->fade_pos < ve->nfading)
+	{
+		if ((rc = av_frame_make_writable(f)) < 0)
+			hc_fail(sv->segment, "%s: the crossfade failed: %s", sv->what, hc_err(rc));
+		blend(f, ve->fading[sv->fade_pos], sv->fade_pos, ve->nfading);
+		av_frame_free(&ve->fading[sv->fade_pos]);
+		sv->fade_pos++;
+	}
+	if (sv->hold == 0)
+	{
+		encode_frame(ve, f, sv->segment);
+		return;
+	}
+	if (!(ve->queue[ve->nqueue++] = av_frame_clone(f)))
+		hc_fail(sv->segment, "out of memory");
+	if (ve->nqueue > sv->hold)
+	{
+		AVFrame    *oldest = ve->queue[0];
+
+		memmove(ve->queue, ve->queue + 1, sizeof(AVFrame *) * --ve->nqueue);
+		encode_frame(ve, oldest, sv->segment);
+		av_frame_free(&oldest);
+	}
+}
+
+static void
 drain_filter(SegVideo *sv)
 {
 	int			rc;
@@ -139,12 +231,8 @@ drain_filter(SegVideo *sv)
 	{
 		if (sv->frames < sv->max_frames)
 		{
-			sv->filtered->pts = sv->ve->frames++;
-			sv->filtered->pict_type = AV_PICTURE_TYPE_NONE;
 			sv->frames++;
-			if ((rc = avcodec_send_frame(sv->ve->enc, sv->filtered)) < 0)
-				hc_fail(sv->segment, "the H.264 encoder failed: %s", hc_err(rc));
-			venc_write(sv->ve);
+			take_frame(sv, sv->filtered);
 		}
 		av_frame_unref(sv->filtered);
 	}
@@ -197,6 +285,10 @@ segvideo_flush(SegVideo *sv)
 void
 segvideo_close(SegVideo *sv)
 {
+	/* A segment shorter than the fade into it (it fails as truncated). */
+	for (int i = sv->fade_pos; i < sv->ve->nfading; i++)
+		av_frame_free(&sv->ve->fading[i]);
+	sv->ve->nfading = 0;
 	avfilter_graph_free(&sv->graph);
 	avcodec_free_context(&sv->dec);
 	av_frame_free(&sv->frame);

@@ -18,7 +18,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from media import (RATE, Pcm, db, dominant_freq, ffprobe_streams, flashes, gray,  # noqa: E402
                    mean_region, moov_first, packet_hashes, rms_db, run, stream, stream_end,
-                   tone_amp)
+                   tone_amp, video_frames)
 
 FRAME = 1 / 24          # one video frame of the fixtures
 SILENT_DB = -50         # below this a window counts as silence
@@ -89,15 +89,16 @@ def fx(name):
 
 def compile_(name, segments, music=None, music_volume=0.3, video_volume=1.0, aspect='16:9',
              thumbnail=True, mode=None, raw=None):
-    """Writes OUT/name.json and runs compile; segments are (file, label[, kind])."""
+    """Writes OUT/name.json and runs compile; segments are (file, label[, kind[, crossfade]])."""
     out = os.path.join(OUT, name + '.mp4')
     thumb = os.path.join(OUT, name + '.jpg')
     for f in (out, thumb):
         if os.path.exists(f):
             os.unlink(f)
     if raw is None:
-        m = {'segments': [{'file': f if f.startswith('/') else fx(f), 'kind': k[0] if k else 'clip',
-                           'label': label} for f, label, *k in segments],
+        m = {'segments': [dict({'file': f if f.startswith('/') else fx(f), 'kind': k[0] if k else 'clip',
+                                'label': label}, **({'crossfade': k[1]} if len(k) > 1 else {}))
+                          for f, label, *k in segments],
              'music': {'file': fx(music), 'volume': music_volume} if music else None,
              'video_volume': video_volume, 'aspect_ratio': aspect, 'output': out}
         if thumbnail:
@@ -634,8 +635,94 @@ def case_bad():
     t.ok(r.rc == 1 and r.error is not None, 'a missing manifest: exit 1 and an error line', r.why())
 
 
+def case_crossfade():
+    """10. Crossfades: frames blended, audio faded, shorter by each fade, sync kept."""
+    # Black into white over 0.5 s (12 frames): luma ramps evenly between them.
+    r = compile_('case10_bw', [('black.mp4', 'Black'), ('white.mp4', 'White', 'clip', 0.5)],
+                 thumbnail=False)
+    if must_compile(r, 'crossfade black to white'):
+        t.ok(r.result.get('mode') == 'normalize', 'crossfade: re-encoded (mode normalize)',
+             r.result.get('mode'))
+        check_output_file(r, 'crossfade black to white', 1.5, 36, want_audio=False)
+        res = r.result.get('segments', [])
+        t.ok([round(s.get('start', -1), 3) for s in res] == [0, 0.5]
+             and [round(s.get('crossfade', -1), 3) for s in res] == [0, 0.5]
+             and [round(s.get('duration', -1), 3) for s in res] == [1, 1],
+             'crossfade: result segments start at 0 and 0.5 s, fade 0.5 s, last 1 s each', res)
+        ys = [y for _, y in video_frames(r.output)]
+        ramp = ys[12:24]
+        steps = [b - a for a, b in zip([ys[11]] + ramp, ramp + [ys[24]])] if len(ys) == 36 else []
+        t.ok(len(ys) == 36 and max(ys[:12]) < 20 and min(ys[24:]) > 230
+             and all(abs(s - (ys[24] - ys[11]) / 13) < 4 for s in steps),
+             'crossfade: 12 black frames, 12 frames ramping evenly to white (13 equal steps), 12 white',
+             'luma per frame: %s' % [round(y) for y in ys])
+
+    # Tones into tones: each alone at its level outside the fades, both
+    # inside, the outgoing one falling while the incoming one rises.
+    segs = [('tone1.mp4', 'A'), ('tone2.mp4', 'B', 'clip', 0.5), ('tone3.mp4', 'C', 'clip', 2.0)]
+    r = compile_('case10_tones', segs, thumbnail=False)
+    if must_compile(r, 'crossfade tones'):
+        # C lasts 1 s: its fade is cut to half of it, 0.5 s.
+        check_output_file(r, 'crossfade tones', 2 + 1.5 + 1 - 1.0, 84)
+        res = r.result.get('segments', [])
+        t.ok([round(s.get('crossfade', -1), 3) for s in res] == [0, 0.5, 0.5]
+             and [round(s.get('start', -1), 3) for s in res] == [0, 1.5, 2.5],
+             'crossfade: a fade longer than half a segment is cut to half of it (2 s -> 0.5 s)', res)
+        pcm = Pcm(r.output)
+        bad = []
+        for (f, freq, d), (a0, a1) in (((segs[0][0], 330, 2.0), (0.1, 1.4)),
+                                       ((segs[1][0], 440, 1.5), (2.05, 2.45)),
+                                       ((segs[2][0], 550, 1.0), (3.05, 3.45))):
+            g_in = db(tone_amp(Pcm(fx(f)).win(0.1, 0.5), freq))
+            g_out = db(tone_amp(pcm.win(a0, a1), freq))
+            if abs(g_in - g_out) > 1:
+                bad.append('%d Hz %.1f dB in, %.1f dB out at %.2f-%.2f s' % (freq, g_in, g_out, a0, a1))
+        t.ok(not bad, 'crossfade: each tone alone at its level outside the fades', *bad)
+        early, late = pcm.win(1.52, 1.66), pcm.win(1.84, 1.98)
+        a_e, a_l = tone_amp(early, 330), tone_amp(late, 330)
+        b_e, b_l = tone_amp(early, 440), tone_amp(late, 440)
+        t.ok(a_e > 2 * a_l > 0 and b_l > 2 * b_e > 0,
+             'crossfade: in the fade 330 Hz falls and 440 Hz rises, both audible',
+             '330 Hz %.1f -> %.1f dB, 440 Hz %.1f -> %.1f dB' % (db(a_e), db(a_l), db(b_e), db(b_l)))
+
+    # Flash and beep at 0.5 s of each 2.5 s clip, fades of 0.5 s: both
+    # land at start + 0.5 s with starts 0, 2, 4, and stay together.
+    segs = [('sync1.mp4', 'R1'), ('sync2.mp4', 'R2', 'clip', 0.5), ('sync3.mp4', 'R3', 'clip', 0.5)]
+    r = compile_('case10_sync', segs, music='music_long.mp3', music_volume=0.05, thumbnail=False)
+    if must_compile(r, 'crossfade sync'):
+        check_output_file(r, 'crossfade sync', 6.5, 156)
+        fl = flashes(r.output)
+        on = Pcm(r.output).onsets(threshold=0.2)
+        want = [0.5, 2.5, 4.5]
+        t.ok(len(fl) == 3 and all(abs(f - w) <= FRAME / 2 for f, w in zip(fl, want)),
+             'crossfade sync: flashes at 0.5, 2.5, 4.5 s', 'flashes at %s' % [round(x, 3) for x in fl])
+        t.ok(len(on) == 3 and all(abs(o - w) < FRAME for o, w in zip(on, want)),
+             'crossfade sync: beeps at 0.5, 2.5, 4.5 s (within a frame), music under them',
+             'beep onsets at %s' % [round(x, 4) for x in on])
+
+    # A crossfade into a transition's successor only: the others are cuts.
+    segs = [('tone1.mp4', 'A'), ('trans1.mp4', 'to B', 'transition', 0), ('tone2.mp4', 'B', 'clip', 0.25)]
+    r = compile_('case10_mixed', segs, thumbnail=False)
+    if must_compile(r, 'crossfade after a transition'):
+        check_output_file(r, 'crossfade after a transition', 2 + 1 + 1.5 - 0.25, 102)
+        t.ok([round(s.get('crossfade', -1), 3) for s in r.result.get('segments', [])] == [0, 0, 0.25],
+             'crossfade: only the segment that asks for it fades', r.result.get('segments'))
+
+    # Bad crossfades in a manifest.
+    for name, segs, want in (
+            ('first', [('tone1.mp4', 'A', 'clip', 0.5), ('tone2.mp4', 'B')], 'nothing before it'),
+            ('long', [('tone1.mp4', 'A'), ('tone2.mp4', 'B', 'clip', 2.5)], 'from 0 to 2'),
+            ('text', [('tone1.mp4', 'A'), ('tone2.mp4', 'B', 'clip', 'slow')], 'from 0 to 2')):
+        r = compile_('case10_bad_' + name, segs, thumbnail=False)
+        e = r.error or {}
+        t.ok(r.rc == 1 and want in str(e.get('message')) and e.get('segment') == (1 if name == 'first' else 2)
+             and not os.path.exists(r.output),
+             'crossfade %s: refused with "%s", naming the segment, no output' % (name, want), r.why())
+
+
 CASES = {'1': case_copy_video, '2': case_sync, '3': case_copy, '4': case_music, '5': case_normalize,
-         '6': case_transitions, '7': case_frames, '8': case_bad, '9': case_probe}
+         '6': case_transitions, '7': case_frames, '8': case_bad, '9': case_probe,
+         '10': case_crossfade}
 
 
 def main():
@@ -648,7 +735,7 @@ def main():
     OUT = os.path.join(FX, 'out')
     os.makedirs(OUT, exist_ok=True)
     t = Tap(first)
-    for key in args[2:] or ['9', '1', '2', '3', '4', '5', '6', '7', '8']:
+    for key in args[2:] or ['9', '1', '2', '3', '4', '5', '6', '7', '8', '10']:
         fn = CASES[key]
         print('# case %s: %s' % (key, fn.__doc__.strip().splitlines()[0]))
         try:

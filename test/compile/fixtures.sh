@@ -16,6 +16,7 @@
 #   nmono      320x180 24 fps 1.5 s, AAC 44.1 kHz MONO, 660 Hz
 #   music_short.mp3 1.5 s, music_long.mp3 20 s: 880 Hz at 0.25, 44.1 kHz stereo
 #   voice.m4a  audio only (no video)
+#   black, white  320x180 24 fps 1 s of one colour, no audio (crossfades)
 #   bad_*      damaged files (see the end)
 set -euo pipefail
 dir=$1
@@ -61,6 +62,9 @@ bg $FF -f lavfi -i "testsrc2=s=320x180:r=24:d=1.5" -f lavfi -i "$(tone 660 1.5 4
 bg $FF -f lavfi -i "$(tone 880 1.5 44100)" -c:a libmp3lame -b:a 192k music_short.mp3
 bg $FF -f lavfi -i "$(tone 880 20 44100)" -c:a libmp3lame -b:a 192k music_long.mp3
 bg $FF -f lavfi -i "$(tone 440 2)" $A voice.m4a
+for c in black white; do
+	bg $FF -f lavfi -i "color=c=$c:s=320x180:r=24:d=1" $V $c.mp4
+done
 for p in "${pids[@]}"; do wait "$p"; done
 
 # Damaged media, each a segment that must make the compile fail.

@@ -3,7 +3,7 @@
 # contract: probe, compile (modes copy / copy_video / normalize, music,
 # transitions, A/V sync at every boundary, damaged media) and frame.
 #
-#   bash test/compile/run.sh [CASE...]      # cases 1-9 (cases.py), default all
+#   bash test/compile/run.sh [CASE...]      # cases 1-10 (cases.py), default all
 #   KEEP=1 bash test/compile/run.sh         # keep the fixtures and outputs
 #
 # Prints TAP ("ok N - ...", "not ok N - ...", "# ..."); exits 1 on any
