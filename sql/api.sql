@@ -22,7 +22,7 @@ FROM hagen.video_project WHERE id = :'project';
 
 -- Defaults.
 SELECT hagen.create_project('ws-defaults') AS dflt \gset
-SELECT aspect_ratio, provider, generate_native_audio, music_volume, video_volume
+SELECT aspect_ratio, provider, generate_native_audio, music_volume, video_volume, crossfade
 FROM hagen.video_project WHERE id = :'dflt';
 
 -- Clips: appended in order, explicit positions, defaults.
@@ -69,6 +69,13 @@ SELECT t.err($q$SELECT hagen.create_project('')$q$);
 SELECT t.err($q$SELECT hagen.create_project(NULL)$q$);
 SELECT t.err($q$SELECT hagen.create_project('a/b')$q$);
 SELECT t.err($q$SELECT hagen.create_project('ws', metadata => '[1]')$q$);
+SELECT t.err($q$SELECT hagen.create_project('ws', crossfade => 0.05)$q$);
+SELECT t.err($q$SELECT hagen.create_project('ws', crossfade => 2.5)$q$);
+SELECT t.err($q$SELECT hagen.create_project('ws', crossfade => -1)$q$);
+SELECT t.err($q$SELECT hagen.create_project('ws', crossfade => NULL)$q$);
+SELECT t.err($q$SELECT hagen.create_project('ws', crossfade => 'NaN')$q$);
+SELECT hagen.create_project('ws-xf', crossfade => 0.5) AS xf \gset
+SELECT crossfade FROM hagen.video_project WHERE id = :'xf';
 SELECT t.err($q$SELECT hagen.create_project('ws', music_track_id => '00000000-0000-0000-0000-000000000000')$q$);
 SELECT t.err($q$SELECT hagen.add_clip('00000000-0000-0000-0000-000000000000', 'https://img.example.com/x.jpg')$q$);
 SELECT t.err($q$SELECT hagen.add_clip(NULL, 'https://img.example.com/x.jpg')$q$);

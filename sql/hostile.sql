@@ -58,8 +58,8 @@ SELECT to_regclass('hagen.job') IS NOT NULL AS job_table_still_there,
 -- valid): each gives an error naming the argument, or uses its default.
 CREATE TEMP TABLE api (f regprocedure, args text[]);
 INSERT INTO api VALUES
-	('hagen.create_project(text,text,text,boolean,uuid,real,real,jsonb)',
-	 ARRAY['''ws-null''', '''16:9''', '''fal''', 'false', 'NULL', '0.3', '1', '''{}''']),
+	('hagen.create_project(text,text,text,boolean,uuid,real,real,jsonb,real)',
+	 ARRAY['''ws-null''', '''16:9''', '''fal''', 'false', 'NULL', '0.3', '1', '''{}''', '0.5']),
 	('hagen.add_clip(uuid,text,text,text,text,text,real,text,integer,text)',
 	 ARRAY[quote_literal(:'p'), '''https://img.example/n.jpg''', 'NULL', '''kitchen''', '''K''', '''slow''', '5', '''cut''', 'NULL', '''img''']),
 	('hagen.add_music_track(text,text,text,text,real)',
@@ -75,7 +75,7 @@ INSERT INTO api VALUES
 SELECT a.f::regproc AS function, i AS arg, t.err(format('SELECT %s(%s)', a.f::regproc,
 		array_to_string(a.args[:i - 1] || 'NULL'::text || a.args[i + 1:], ', '))) AS with_null
 FROM api a, generate_subscripts(a.args, 1) i
-ORDER BY 1::text, 2;
+ORDER BY i, a.f::regproc::text COLLATE "C";
 
 -- Nothing stored before was lost: the rows outside this test's projects
 -- are exactly those of before (the NULL sweep added three music tracks).

@@ -122,3 +122,20 @@ SELECT hagen.purge_history() > 0 AS purged;
 SELECT count(*) AS jobs_left, (SELECT count(*) FROM hagen.job_log WHERE project_id = :'p') AS log_left
 FROM hagen.job WHERE project_id = :'p';
 SELECT status, final_video_url IS NOT NULL AS has_video FROM hagen.video_project WHERE id = :'p';
+
+-- 9. Crossfades: every cut between clips fades when the project asks for
+-- it; a seamless transition and the clips it joins never do, nor the first
+-- segment.  Clip 3 failed: clip 2 then cuts (and fades) straight to clip 4.
+SELECT hagen.create_project('ws-xfade', crossfade => 0.5) AS p \gset
+SELECT hagen.add_clip(:'p', 'https://img.example.com/x' || i || '.jpg', room_label => 'Room ' || i,
+					  transition_type => CASE WHEN i = 1 THEN 'seamless' ELSE 'cut' END) IS NOT NULL AS added
+FROM generate_series(0, 4) i;
+UPDATE hagen.video_clip SET status = CASE WHEN sequence_order = 3 THEN 'failed' ELSE 'completed' END,
+	transition_status = CASE WHEN sequence_order = 1 THEN 'completed' END
+WHERE project_id = :'p';
+SELECT s ->> 'kind' AS kind, s ->> 'label' AS label, s -> 'crossfade' AS crossfade
+FROM jsonb_array_elements(hagen._compile_segments((SELECT p FROM hagen.video_project p WHERE id = :'p'))) s;
+-- Without a crossfade every segment says 0 (hard cuts).
+UPDATE hagen.video_project SET crossfade = 0 WHERE id = :'p';
+SELECT jsonb_path_query_array(hagen._compile_segments((SELECT p FROM hagen.video_project p WHERE id = :'p')),
+							  '$[*].crossfade') AS crossfades;

@@ -20,7 +20,7 @@ SELECT (SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
 SELECT p.oid::regprocedure AS api, p.prosecdef, p.proconfig
 FROM pg_proc p WHERE p.pronamespace = 'hagen'::regnamespace
   AND has_function_privilege('hagen_user', p.oid, 'EXECUTE')
-ORDER BY 1::text;
+ORDER BY p.oid::regprocedure::text COLLATE "C";
 -- Operators get the rest.
 SELECT has_table_privilege('hagen_operator', 'hagen.job', 'SELECT') AS ops_read_jobs,
 	   has_table_privilege('hagen_user', 'hagen.job', 'SELECT') AS users_read_jobs,

@@ -211,6 +211,7 @@ gather_inputs(Jsonb *effect, int *segment, char **error)
 		Jsonb	   *seg;
 		char	   *file;
 		char	   *path;
+		char	   *crossfade;
 
 		if (tok != WJB_ELEM || v.type != jbvBinary)
 			continue;
@@ -242,6 +243,16 @@ gather_inputs(Jsonb *effect, int *segment, char **error)
 		hagen_json_string(&m, "file", path);
 		hagen_json_string(&m, "kind", hagen_jsonb_text(seg, "kind"));
 		hagen_json_string(&m, "label", hagen_jsonb_text(seg, "label"));
+		crossfade = hagen_jsonb_text(seg, "crossfade");
+		if (crossfade && crossfade[0])
+		{
+			char	   *end;
+			double		seconds = strtod(crossfade, &end);
+
+			/* A number from SQL; the helper checks its range again. */
+			if (*end == '\0' && seconds > 0)
+				appendStringInfo(&m, ",\"crossfade\":%.6f", seconds);
+		}
 		appendStringInfoChar(&m, '}');
 		i++;
 	}

@@ -45,7 +45,11 @@ CREATE TABLE hagen.video_project (
 	created_at				timestamptz NOT NULL DEFAULT now(),
 	updated_at				timestamptz NOT NULL DEFAULT now(),
 	started_at				timestamptz,
-	completed_at			timestamptz
+	completed_at			timestamptz,
+	-- Seconds of crossfade at every cut between clips (0: hard cuts).  Not
+	-- into or out of a seamless transition, which already joins its clips.
+	crossfade				real NOT NULL DEFAULT 0
+		CHECK (crossfade = 0 OR crossfade BETWEEN 0.1 AND 2)
 );
 CREATE INDEX video_project_workspace_idx ON hagen.video_project (workspace_id, created_at);
 CREATE INDEX video_project_active_idx ON hagen.video_project (status)

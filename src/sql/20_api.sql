@@ -50,7 +50,8 @@ CREATE FUNCTION hagen.create_project(workspace_id text,
 									 music_track_id uuid DEFAULT NULL,
 									 music_volume real DEFAULT 0.3,
 									 video_volume real DEFAULT 1.0,
-									 metadata jsonb DEFAULT '{}')
+									 metadata jsonb DEFAULT '{}',
+									 crossfade real DEFAULT 0)
 	RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
 	new_id uuid;
@@ -75,6 +76,12 @@ BEGIN
 		RAISE EXCEPTION 'metadata must be a JSON object'
 			USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass ''{}'' for none.';
 	END IF;
+	IF crossfade IS NULL OR NOT (crossfade = 0 OR crossfade BETWEEN 0.1 AND 2) THEN
+		RAISE EXCEPTION 'invalid crossfade %', coalesce(crossfade::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'The crossfade is the length in seconds of the fade at each cut between clips.',
+				  HINT = 'Pass 0 for hard cuts, or from 0.1 to 2 seconds (0.5 is a common choice).';
+	END IF;
 	IF music_track_id IS NOT NULL
 	   AND NOT EXISTS (SELECT 1 FROM hagen.music_track m WHERE m.id = music_track_id) THEN
 		RAISE EXCEPTION 'music track % does not exist', music_track_id
@@ -83,10 +90,11 @@ BEGIN
 	END IF;
 
 	INSERT INTO hagen.video_project AS p (workspace_id, aspect_ratio, provider,
-			generate_native_audio, music_track_id, music_volume, video_volume, metadata)
+			generate_native_audio, music_track_id, music_volume, video_volume, metadata, crossfade)
 	VALUES (create_project.workspace_id, create_project.aspect_ratio, create_project.provider,
 			create_project.generate_native_audio, create_project.music_track_id,
-			create_project.music_volume, create_project.video_volume, create_project.metadata)
+			create_project.music_volume, create_project.video_volume, create_project.metadata,
+			create_project.crossfade)
 	RETURNING p.id INTO new_id;
 	RETURN new_id;
 END;

@@ -2,28 +2,38 @@
 
 -- The segments of the final video in order: completed clips by
 -- sequence_order, each followed by its seamless transition when that
--- completed and leads into the very next clip; anything else is a cut.
+-- completed and leads into the very next clip; anything else is a cut, and
+-- a clip after a cut fades in from the segment before it when the project
+-- has a crossfade.
 CREATE FUNCTION hagen._compile_segments(p hagen.video_project) RETURNS jsonb
 	LANGUAGE sql STABLE AS $$
 	WITH ordered AS (
 		SELECT c.*, lead(c.id) OVER (ORDER BY c.sequence_order) AS next_id
 		FROM hagen.video_clip c WHERE c.project_id = p.id
-	), kept AS (
+	), kept0 AS (
 		SELECT o.*, lead(o.id) OVER (ORDER BY o.sequence_order) AS next_kept
 		FROM ordered o WHERE o.status = 'completed'
+	), kept AS (
+		SELECT k.*, lag(k.id) OVER w IS NULL AS first,
+			   coalesce(lag(k.transition_type = 'seamless' AND k.transition_status = 'completed'
+							AND k.next_id IS NOT NULL AND k.next_id = k.next_kept) OVER w, false)
+				   AS after_transition
+		FROM kept0 k WINDOW w AS (ORDER BY k.sequence_order)
 	), segs AS (
 		SELECT k.sequence_order, 0 AS part, jsonb_build_object(
 				'kind', 'clip', 'clip_id', k.id,
 				'label', coalesce(k.room_label, k.room_type, 'clip ' || k.sequence_order),
 				'key', hagen.get_video_path(p.workspace_id, p.id, k.id || '.mp4'),
-				'file', hagen._work_file(p.id, k.id || '.mp4')) AS seg
+				'file', hagen._work_file(p.id, k.id || '.mp4'),
+				'crossfade', CASE WHEN k.first OR k.after_transition THEN 0 ELSE p.crossfade END) AS seg
 		FROM kept k
 		UNION ALL
 		SELECT k.sequence_order, 1, jsonb_build_object(
 				'kind', 'transition', 'clip_id', k.id,
 				'label', 'transition after ' || coalesce(k.room_label, k.room_type, 'clip ' || k.sequence_order),
 				'key', hagen.get_video_path(p.workspace_id, p.id, 'transition_' || k.id || '.mp4'),
-				'file', hagen._work_file(p.id, 'transition_' || k.id || '.mp4'))
+				'file', hagen._work_file(p.id, 'transition_' || k.id || '.mp4'),
+				'crossfade', 0)
 		FROM kept k
 		WHERE k.transition_type = 'seamless' AND k.transition_status = 'completed'
 		  AND k.next_id IS NOT NULL AND k.next_id = k.next_kept

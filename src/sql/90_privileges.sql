@@ -30,7 +30,7 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA hagen FROM PUBLIC;
 REVOKE ALL ON SCHEMA hagen FROM PUBLIC;
 GRANT USAGE ON SCHEMA hagen TO hagen_user;
 
-ALTER FUNCTION hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb)
+ALTER FUNCTION hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb, real)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
@@ -49,7 +49,7 @@ ALTER FUNCTION hagen.delete_project_objects(uuid, text)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 
 GRANT EXECUTE ON FUNCTION
-	hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb),
+	hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb, real),
 	hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text),
 	hagen.add_music_track(text, text, text, text, real),
 	hagen.start_video(uuid),

@@ -2,7 +2,8 @@
 # the Fal.ai simulator, with a seamless transition and music shorter than
 # the video, becomes one MP4 in the bucket whose length is the sum of its
 # segments; bad media fails its own project with a message naming the
-# segment while the server and the other projects carry on.
+# segment while the server and the other projects carry on; a project with
+# a crossfade is re-encoded with its cuts blended.
 use strict;
 use warnings;
 
@@ -149,6 +150,35 @@ for my $case (sort keys %bad)
 	is($node->safe_psql('postgres', qq{SELECT attempts FROM hagen.job
 		WHERE project_id = '$projects{$case}' AND kind = 'compile'}), '2', "($case: retried once)");
 }
+# 3. A project with a crossfade: three 2 s clips cross-fade over 0.5 s at
+# each cut, so the video is 5 s; the helper re-encodes to blend them.
+my $xf = $node->safe_psql('postgres', "SELECT hagen.create_project('ws-xfade', crossfade => 0.5)");
+for my $i (0 .. 2)
+{
+	my $c = $node->safe_psql('postgres', "SELECT hagen.add_clip('$xf', 'https://example.com/$i.jpg')");
+	my $key = $node->safe_psql('postgres', "SELECT hagen.get_video_path('ws-xfade', '$xf', '$c.mp4')");
+	run("curl -sf -X PUT --data-binary \@$dir/good.mp4 '$s3/videos/$key' >/dev/null");
+}
+$node->safe_psql('postgres', qq{
+	UPDATE hagen.video_clip SET status = 'completed' WHERE project_id = '$xf';
+	UPDATE hagen.video_project SET status = 'generating', started_at = now() WHERE id = '$xf';
+	SELECT hagen._advance_project('$xf');});
+is(wait_done($xf), 'completed|', 'a project with a crossfade completes');
+my ($xf_mode, $xf_fades, $xf_duration, $xf_url) = split /\|/, $node->safe_psql('postgres', qq{
+	SELECT j.state -> 'result' ->> 'mode',
+		   (SELECT string_agg(s ->> 'crossfade', ',' ORDER BY n)
+			FROM jsonb_array_elements(j.state -> 'result' -> 'segments') WITH ORDINALITY AS e(s, n)),
+		   p.duration, p.final_video_url
+	FROM hagen.job j JOIN hagen.video_project p ON p.id = j.project_id
+	WHERE j.project_id = '$xf' AND j.kind = 'compile'});
+is($xf_mode, 'normalize', 'the crossfaded clips are re-encoded');
+is($xf_fades, '0.000000,0.500000,0.500000', 'every cut after the first clip fades over 0.5 s');
+run("curl -sf '$xf_url' -o $dir/xfade.mp4");
+my $xp = probe("$dir/xfade.mp4");
+ok(abs($xp->{decoded}{video_end} - 5.0) <= 1 / 24 && abs($xf_duration - 5.0) <= 1 / 24,
+	"the video is 3 x 2 s less two fades of 0.5 s: $xp->{decoded}{video_end} s (recorded $xf_duration)");
+ok(abs($xp->{decoded}{audio_end} - $xp->{decoded}{video_end}) <= 1 / 24, 'its audio ends with its video');
+
 is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $postmaster,
 	'the server never restarted');
 ok($node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM pg_stat_activity
