@@ -13,7 +13,8 @@
 # REF_RUNS runs of every re-encode, ours in normalize mode included (1)
 # CASES    which cases: audio (clip audio, no music), music (60 s mp3 at
 #          0.3), silent (clips without audio, no music: pure copy),
-#          normalize (7 mixed clips, 40 s)
+#          normalize (7 mixed clips, 40 s), crossfade (N clips with a 0.5 s
+#          crossfade at every cut, beside the spec's xfade + acrossfade chain)
 # CLIPS    cache of the generated media; made once (about 5 min), reused
 # NO_REF=1 skip the re-encoding references (ref, refmusic) of audio/music
 #
@@ -22,7 +23,8 @@
 # always has the index in front (faststart); the ffmpeg commands are the
 # spec's, without +faststart, except "copy_faststart".
 # Wall time and peak RSS come from /usr/bin/time -v.  Writes the table to
-# bench/compile/results.md (and prints it); raw rows in $CLIPS/../results.tsv.
+# bench/compile/results.md, or $RESULTS (and prints it); raw rows in
+# $CLIPS/../results.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -124,6 +126,9 @@ m = {'segments': [{'file': c, 'kind': 'clip', 'label': os.path.basename(c)} for 
      'aspect_ratio': '16:9', 'output': out, 'thumbnail': out[:-4] + '.jpg'}
 if os.environ.get('NO_THUMB'):
     del m['thumbnail']
+if os.environ.get('XFADE'):
+    for s in m['segments'][1:]:
+        s['crossfade'] = float(os.environ['XFADE'])
 json.dump(m, open(f, 'w'))
 PY
 }
@@ -174,6 +179,24 @@ for n in $SIZES; do
 			measure silent "$n" copy_faststart "$o" ffmpeg -nostdin -y -f concat -safe 0 -i "$work/slist$n.txt" -c copy -movflags +faststart "$o"
 		fi
 	done
+	if [[ " $CASES " == *" crossfade "* ]]; then
+		# The spec's section 6: xfade and acrossfade chained in one graph,
+		# each offset on the timeline of the chain so far (5 s clips).
+		XFADE=0.5 manifest "$work/xfade$n.json" "$o" "" "${clips[@]}"
+		inputs=() fc="" vprev="0:v" aprev="0:a"
+		for i in $(seq 0 $((n - 1))); do inputs+=(-i "${clips[$i]}"); done
+		for i in $(seq 1 $((n - 1))); do
+			off=$(awk -v i="$i" 'BEGIN { printf "%.3f", i * 4.5 }')
+			fc+="[$vprev][$i:v]xfade=transition=fade:duration=0.5:offset=$off[xv$i];[$aprev][$i:a]acrossfade=d=0.5[xa$i];"
+			vprev=xv$i aprev=xa$i
+		done
+		for run in $(seq 1 "$REF_RUNS"); do
+			measure crossfade "$n" hagen-compile "$o" "$HC" compile "$work/xfade$n.json"
+			# xfade outputs yuv444p unless told: the pixel format of the clips.
+			measure crossfade "$n" xfade "$o" ffmpeg -nostdin -y "${inputs[@]}" -filter_complex "${fc%;}" \
+				-map "[$vprev]" -map "[$aprev]" $ENC -pix_fmt yuv420p "$o"
+		done
+	fi
 	if [ -z "${NO_REF:-}" ]; then
 		for run in $(seq 1 "$REF_RUNS"); do
 			[[ " $CASES " == *" audio "* ]] && measure audio "$n" ref "$o" ffmpeg -nostdin -y "${L[@]}" $ENC "$o"
@@ -215,6 +238,7 @@ if [[ " $CASES " == *" normalize "* ]]; then
 fi
 rm -f "$o" "${o%.mp4}.jpg"
 
+RESULTS=${RESULTS:-bench/compile/results.md}
 python3 bench/compile/report.py "$tsv" "RUNS=$RUNS REF_RUNS=$REF_RUNS SIZES=\"$SIZES\" CASES=\"$CASES\"" \
-	>bench/compile/results.md
-cat bench/compile/results.md
+	>"$RESULTS"
+cat "$RESULTS"
