@@ -7,11 +7,15 @@
 # With FAL_KEY and R2_* in the environment it uses the real services instead.
 # The simulator runs at realistic pacing (Kling: a few seconds queued, a
 # minute of generation) scaled by DEMO_TIME_SCALE (default 0.75: about a
-# minute in all).  Run as root on Debian 12.  Output goes to ./demo-output/.
+# minute in all).  DEMO_CROSSFADE=0.5 fades the cuts between clips (0.1 to
+# 2 s; the compile then re-encodes).  Run as root on Debian 12.  Output goes
+# to ./demo-output/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+crossfade=${DEMO_CROSSFADE:-0}
+[[ "$crossfade" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "DEMO_CROSSFADE must be a number of seconds (0, or 0.1 to 2)"; exit 1; }
 bash test/deps.sh
 make -s && make -s install >/dev/null
 
@@ -123,7 +127,7 @@ psql_ "-c 'CREATE EXTENSION hagenkit'"
 
 project=$(psql_ "-c \"
 	SELECT p FROM hagen.add_music_track('Warm acoustic', '$image_base/$(basename "$music_file")', 'acoustic', 'warm') m,
-		LATERAL hagen.create_project('demo-workspace', '16:9', 'fal', false, m, 0.3, 1.0, '{\\\"listing\\\": \\\"12 Demo Street\\\"}') p\"")
+		LATERAL hagen.create_project('demo-workspace', '16:9', 'fal', false, m, 0.3, 1.0, '{\\\"listing\\\": \\\"12 Demo Street\\\"}', $crossfade) p\"")
 for i in "${!names[@]}"; do
 	transition=cut
 	[ "$i" = 1 ] && transition=seamless
