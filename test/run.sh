@@ -67,7 +67,9 @@ tar --exclude=.git --exclude=node_modules --exclude=tmp_check --exclude=tmp_chec
 [ -d node_modules ] && ln -s "$root/node_modules" "$scratch/node_modules"
 chown -R postgres "$scratch"
 chmod 755 "$scratch"
-as_pg() { su postgres -s /bin/bash -c "cd '$scratch' && $*"; }
+# PATH and PG_CONFIG go along, so that a private PostgreSQL installation
+# (PG_CONFIG=/elsewhere/bin/pg_config) is the one tested.
+as_pg() { su postgres -s /bin/bash -c "cd '$scratch' && export PATH='$PATH' PG_CONFIG='${PG_CONFIG:-pg_config}' && $*"; }
 
 stage "pg_regress"
 as_pg "make installcheck ISOLATION= TAP_TESTS=" >"$scratch/regress.log" 2>&1
