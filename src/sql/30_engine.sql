@@ -13,15 +13,17 @@ CREATE FUNCTION hagen._max_attempts() RETURNS integer
 	LANGUAGE sql STABLE RETURN hagen._setting('hagen.max_attempts', '8')::integer;
 
 -- Puts a job in the queue unless an equivalent live job exists; returns its id or NULL.
+-- Its lane is the one its first step runs on unless given.
 CREATE FUNCTION hagen._enqueue(project uuid, clip uuid, kind text, provider text,
-							   step text, state jsonb, lane text DEFAULT 'http',
+							   step text, state jsonb, lane text DEFAULT NULL,
 							   time_limit interval DEFAULT NULL)
 	RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
 	new_id bigint;
 BEGIN
 	INSERT INTO hagen.job (project_id, clip_id, kind, lane, provider, step, state, deadline_at)
-	VALUES (project, clip, kind, lane, provider, step, state, now() + time_limit)
+	VALUES (project, clip, kind, coalesce(lane, hagen._step_lane(kind, step)), provider, step,
+			state, now() + time_limit)
 	ON CONFLICT DO NOTHING
 	RETURNING id INTO new_id;
 	IF new_id IS NOT NULL THEN
@@ -302,6 +304,7 @@ BEGIN
 		delay := coalesce(make_interval(secs => (decision ->> 'delay_ms')::float8 / 1000), '0');
 		UPDATE hagen.job
 		SET status = 'queued', step = coalesce(decision ->> 'step', j.step), state = new_state,
+			lane = hagen._step_lane(j.kind, coalesce(decision ->> 'step', j.step)),
 			request_id = req, attempts = CASE WHEN decision ->> 'step' = j.step
 											  AND (decision ->> 'keep_attempts')::boolean
 											  THEN attempts ELSE 0 END,

@@ -100,23 +100,19 @@ DECLARE
 BEGIN
 	CASE j.step
 	WHEN 'store' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'PUT', 'url', url, 'auth', 's3',
-			'headers', jsonb_build_object('content-type', ctype),
-			'body_file', j.state ->> 'file', 'timeout_ms', 600000);
+		RETURN hagen._http('PUT', url, 's3', 'media', jsonb_build_object(
+			'headers', jsonb_build_object('content-type', ctype), 'body_file', j.state ->> 'file'));
 	WHEN 'upload_create' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'POST', 'url', url || '?uploads',
-			'auth', 's3', 'headers', jsonb_build_object('content-type', ctype), 'timeout_ms', 60000);
+		RETURN hagen._http('POST', url || '?uploads', 's3', 'request',
+			jsonb_build_object('headers', jsonb_build_object('content-type', ctype)));
 	WHEN 'upload_parts' THEN
-		RETURN '{"type": "noop", "reason": "waiting for the parts of a multipart upload"}';
+		RETURN hagen._noop('waiting for the parts of a multipart upload');
 	WHEN 'upload_complete' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'POST', 'auth', 's3',
-			'url', url || '?' || hagen._upload_query(j.state ->> 'upload_id'),
-			'headers', '{"content-type": "application/xml"}'::jsonb,
-			'body_text', hagen._complete_xml(j.state -> 'parts', (j.state ->> 'part_count')::integer),
-			'timeout_ms', 600000);
+		RETURN hagen._http('POST', url || '?' || hagen._upload_query(j.state ->> 'upload_id'), 's3',
+			'media', jsonb_build_object('headers', '{"content-type": "application/xml"}'::jsonb,
+				'body_text', hagen._complete_xml(j.state -> 'parts', (j.state ->> 'part_count')::integer)));
 	WHEN 'upload_check' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'HEAD', 'url', url, 'auth', 's3',
-			'timeout_ms', 60000);
+		RETURN hagen._http('HEAD', url, 's3', 'request');
 	END CASE;
 	RAISE EXCEPTION 'unknown storing step "%"', j.step;
 END;
@@ -258,12 +254,10 @@ $$;
 -- The effect of a part: its byte range of the file, streamed.
 CREATE FUNCTION hagen._upload_part_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE sql STABLE
-	RETURN jsonb_build_object('type', 'http', 'method', 'PUT', 'auth', 's3',
-		'url', hagen._s3_url(j.state ->> 'key') || '?partNumber=' || (j.state ->> 'part')
-			   || '&' || hagen._upload_query(j.state ->> 'upload_id'),
-		'body_file', j.state ->> 'file', 'body_offset', (j.state -> 'offset'),
-		'body_length', (j.state -> 'length'),
-		'timeout_ms', 120000 + (j.state ->> 'length')::bigint / 100);
+	RETURN hagen._http('PUT', hagen._s3_url(j.state ->> 'key') || '?partNumber=' || (j.state ->> 'part')
+			|| '&' || hagen._upload_query(j.state ->> 'upload_id'), 's3', 'part',
+		jsonb_build_object('body_file', j.state ->> 'file', 'body_offset', j.state -> 'offset',
+						   'body_length', j.state -> 'length'));
 
 -- Reads the answer to a part: its ETag is what completion needs.  R2 is
 -- known to refuse a part's signature now and then under load: a 403 is
@@ -338,5 +332,4 @@ $$;
 -- The abort of a multipart upload (a cancel job of provider "s3").
 CREATE FUNCTION hagen._upload_abort_effect(key text, upload_id text) RETURNS jsonb
 	LANGUAGE sql STABLE
-	RETURN jsonb_build_object('type', 'http', 'method', 'DELETE', 'auth', 's3',
-		'url', hagen._s3_url(key) || '?' || hagen._upload_query(upload_id), 'timeout_ms', 60000);
+	RETURN hagen._http('DELETE', hagen._s3_url(key) || '?' || hagen._upload_query(upload_id), 's3');

@@ -126,17 +126,16 @@ BEGIN
 		RETURN hagen._upload_abort_effect(j.state -> 'aborts' -> 0 ->> 'key',
 										  j.state -> 'aborts' -> 0 ->> 'upload_id');
 	WHEN 'list' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'GET', 'auth', 's3', 'timeout_ms', 60000,
-			'url', hagen._s3_bucket_url() || '?list-type=2&max-keys=1000&prefix='
-				   || hagen._uri_encode(j.state ->> 'prefix', false)
-				   || coalesce('&continuation-token=' || hagen._uri_encode(j.state ->> 'token', false), ''));
+		RETURN hagen._http('GET', hagen._s3_bucket_url() || '?list-type=2&max-keys=1000&prefix='
+				|| hagen._uri_encode(j.state ->> 'prefix', false)
+				|| coalesce('&continuation-token=' || hagen._uri_encode(j.state ->> 'token', false), ''),
+			's3', 'request');
 	WHEN 'delete' THEN
 		body := hagen._delete_xml(j.state -> 'keys');
-		RETURN jsonb_build_object('type', 'http', 'method', 'POST', 'auth', 's3', 'timeout_ms', 120000,
-			'url', hagen._s3_bucket_url() || '?delete',
-			'headers', jsonb_build_object('content-type', 'application/xml',
+		RETURN hagen._http('POST', hagen._s3_bucket_url() || '?delete', 's3', 'batch',
+			jsonb_build_object('headers', jsonb_build_object('content-type', 'application/xml',
 				'content-md5', encode(decode(md5(convert_to(body, 'UTF8')), 'hex'), 'base64')),
-			'body_text', body);
+				'body_text', body));
 	END CASE;
 	RAISE EXCEPTION 'unknown step "%" of a purge job', j.step;
 END;

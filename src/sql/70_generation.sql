@@ -21,10 +21,9 @@ BEGIN
 		END CASE;
 		RAISE EXCEPTION 'unknown provider "%"', j.provider;
 	WHEN 'download' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'GET', 'url', j.state ->> 'video_url',
-			'auth', 'none', 'guard', true, 'follow_redirects', true,
-			'save_to', j.state ->> 'file', 'max_bytes', hagen._max_download_bytes(),
-			'timeout_ms', 600000);
+		RETURN hagen._http('GET', j.state ->> 'video_url', 'none', 'media',
+			jsonb_build_object('guard', true, 'follow_redirects', true, 'save_to', j.state ->> 'file',
+							   'max_bytes', hagen._max_download_bytes()));
 	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
 		RETURN hagen._upload_effect(j);
 	END CASE;
@@ -81,10 +80,9 @@ CREATE FUNCTION hagen._provider_cancel_effect(j hagen.job) RETURNS jsonb
 BEGIN
 	CASE j.provider
 	WHEN 'fal' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'PUT', 'auth', 'fal',
-			'url', coalesce(j.state ->> 'cancel_url',
-							hagen._fal_request_url(j.state ->> 'model', j.state ->> 'request_id') || '/cancel'),
-			'headers', '{"accept": "application/json"}', 'timeout_ms', 30000);
+		RETURN hagen._http('PUT', coalesce(j.state ->> 'cancel_url',
+				hagen._fal_request_url(j.state ->> 'model', j.state ->> 'request_id') || '/cancel'),
+			'fal', 'status', '{"headers": {"accept": "application/json"}}');
 	WHEN 'xai' THEN
 		RETURN hagen._xai_cancel_effect(j);
 	WHEN 's3' THEN

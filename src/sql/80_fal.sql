@@ -64,20 +64,17 @@ BEGIN
 	END IF;
 	CASE j.step
 	WHEN 'submit' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'POST', 'auth', 'fal',
-			'url', rtrim(hagen._setting('hagen.fal_queue_url', 'https://queue.fal.run'), '/')
-				   || '/' || (j.state ->> 'model'),
-			'headers', '{"content-type": "application/json", "accept": "application/json"}',
-			'body', hagen._fal_input(j.state), 'timeout_ms', 60000);
+		RETURN hagen._http('POST', rtrim(hagen._setting('hagen.fal_queue_url', 'https://queue.fal.run'), '/')
+				|| '/' || (j.state ->> 'model'), 'fal', 'request',
+			jsonb_build_object('headers', '{"content-type": "application/json", "accept": "application/json"}'::jsonb,
+							   'body', hagen._fal_input(j.state)));
 	WHEN 'poll' THEN
 		url := coalesce(j.state ->> 'status_url', base || '/status');
-		RETURN jsonb_build_object('type', 'http', 'method', 'GET', 'auth', 'fal',
-			'url', url || CASE WHEN url ~ '\?' THEN '&' ELSE '?' END || 'logs=0',
-			'headers', '{"accept": "application/json"}', 'timeout_ms', 30000);
+		RETURN hagen._http('GET', url || CASE WHEN url ~ '\?' THEN '&' ELSE '?' END || 'logs=0',
+			'fal', 'status', '{"headers": {"accept": "application/json"}}');
 	WHEN 'result' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'GET', 'auth', 'fal',
-			'url', coalesce(j.state ->> 'response_url', base),
-			'headers', '{"accept": "application/json"}', 'timeout_ms', 60000);
+		RETURN hagen._http('GET', coalesce(j.state ->> 'response_url', base), 'fal', 'request',
+			'{"headers": {"accept": "application/json"}}');
 	END CASE;
 	RAISE EXCEPTION 'unknown Fal.ai step "%"', j.step;
 END;

@@ -13,19 +13,16 @@ DECLARE
 BEGIN
 	CASE j.step
 	WHEN 'submit' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'POST', 'auth', 'xai',
-			'url', base || '/videos/generations',
-			'headers', '{"content-type": "application/json", "accept": "application/json"}',
+		RETURN hagen._http('POST', base || '/videos/generations', 'xai', 'request', jsonb_build_object(
+			'headers', '{"content-type": "application/json", "accept": "application/json"}'::jsonb,
 			'body', jsonb_build_object('model', j.state ->> 'model', 'prompt', j.state ->> 'prompt',
 				'image', jsonb_build_object('url', j.state ->> 'start_image'),
 				'duration', (j.state ->> 'duration')::integer,
 				'aspect_ratio', j.state ->> 'aspect_ratio',
-				'resolution', hagen._setting('hagen.xai_resolution', '720p')),
-			'timeout_ms', 60000);
+				'resolution', hagen._setting('hagen.xai_resolution', '720p'))));
 	WHEN 'poll', 'result' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'GET', 'auth', 'xai',
-			'url', base || '/videos/' || hagen._uri_encode(j.request_id, false),
-			'headers', '{"accept": "application/json"}', 'timeout_ms', 30000);
+		RETURN hagen._http('GET', base || '/videos/' || hagen._uri_encode(j.request_id, false), 'xai',
+			'status', '{"headers": {"accept": "application/json"}}');
 	END CASE;
 	RAISE EXCEPTION 'unknown xAI step "%"', j.step;
 END;
@@ -103,4 +100,4 @@ $$;
 -- xAI offers no way to cancel a request: the cancel job only records that.
 CREATE FUNCTION hagen._xai_cancel_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE sql IMMUTABLE
-	RETURN jsonb_build_object('type', 'noop', 'reason', 'xAI has no cancel endpoint');
+	RETURN hagen._noop('xAI has no cancel endpoint');

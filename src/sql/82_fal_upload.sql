@@ -28,23 +28,20 @@ DECLARE
 BEGIN
 	CASE j.step
 	WHEN 'image_fetch' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'GET', 'url', img ->> 'url',
-			'auth', 'none', 'guard', true, 'follow_redirects', true,
+		RETURN hagen._http('GET', img ->> 'url', 'none', 'image', jsonb_build_object(
+			'guard', true, 'follow_redirects', true,
 			'save_to', hagen._work_file(j.project_id, format('images/%s_%s', j.id, i)),
-			'max_bytes', 10 * 1024 * 1024, 'timeout_ms', 120000);
+			'max_bytes', 10 * 1024 * 1024));
 	WHEN 'image_initiate' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'POST', 'auth', 'fal',
-			'url', rtrim(hagen._setting('hagen.fal_rest_url', 'https://rest.fal.ai'), '/')
-				   || '/storage/upload/initiate?storage_type=fal-cdn-v3',
-			'headers', '{"content-type": "application/json", "accept": "application/json"}',
+		RETURN hagen._http('POST', rtrim(hagen._setting('hagen.fal_rest_url', 'https://rest.fal.ai'), '/')
+				|| '/storage/upload/initiate?storage_type=fal-cdn-v3', 'fal', 'status', jsonb_build_object(
+			'headers', '{"content-type": "application/json", "accept": "application/json"}'::jsonb,
 			'body', jsonb_build_object('content_type', img ->> 'content_type',
-									   'file_name', img ->> 'file_name'),
-			'timeout_ms', 30000);
+									   'file_name', img ->> 'file_name')));
 	WHEN 'image_put' THEN
-		RETURN jsonb_build_object('type', 'http', 'method', 'PUT', 'url', img ->> 'upload_url',
-			'auth', 'none', 'guard', true, 'body_file', img ->> 'file',
-			'headers', jsonb_build_object('content-type', img ->> 'content_type'),
-			'timeout_ms', 120000);
+		RETURN hagen._http('PUT', img ->> 'upload_url', 'none', 'image', jsonb_build_object(
+			'guard', true, 'body_file', img ->> 'file',
+			'headers', jsonb_build_object('content-type', img ->> 'content_type')));
 	END CASE;
 	RAISE EXCEPTION 'unknown Fal.ai upload step "%"', j.step;
 END;
