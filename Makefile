@@ -40,15 +40,15 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
 
 # hagen-compile, the FFmpeg helper, has its own Makefile.
-ifneq ($(wildcard src/compile/Makefile),)
+ifneq ($(wildcard src/hagen-compile/Makefile),)
 all: hagen-compile
 hagen-compile:
-	$(MAKE) -C src/compile
+	$(MAKE) -C src/hagen-compile
 install: install-hagen-compile
 install-hagen-compile:
-	$(MAKE) -C src/compile install
+	$(MAKE) -C src/hagen-compile install
 clean: clean-hagen-compile
 clean-hagen-compile:
-	$(MAKE) -C src/compile clean
+	$(MAKE) -C src/hagen-compile clean
 .PHONY: hagen-compile install-hagen-compile clean-hagen-compile
 endif

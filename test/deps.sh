@@ -8,6 +8,7 @@ packages=(
 	make gcc pkg-config
 	postgresql-15 postgresql-server-dev-15
 	libcurl4-openssl-dev libssl-dev
+	libjansson-dev
 	libavformat-dev libavcodec-dev libavfilter-dev libavutil-dev libswscale-dev libswresample-dev
 	ffmpeg
 	libipc-run-perl

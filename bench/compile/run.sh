@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of hagen-compile (src/compile) against the ffmpeg CLI commands
+# Benchmark of hagen-compile (src/hagen-compile) against the ffmpeg CLI commands
 # measured in the FFmpeg spec (../shared/specs/ffmpeg.md, sections 1-3), in
 # the same run, on "Kling-like" clips: 1920x1080 24 fps H.264 High + AAC-LC
 # 48 kHz stereo, 5 s each, moov at the end.
@@ -36,14 +36,14 @@ CLIPS=${CLIPS:-/var/tmp/hagenkit-bench/clips}
 base=$(dirname "$CLIPS")
 work=$base/work
 tsv=$base/results.tsv
-HC=$root/src/compile/hagen-compile
+HC=$root/src/hagen-compile/hagen-compile
 
 if [ ! -x /usr/bin/time ]; then
 	[ "$(id -u)" = 0 ] || { echo "install the package 'time' (/usr/bin/time)" >&2; exit 1; }
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null
 fi
 command -v ffmpeg >/dev/null || { echo "ffmpeg is missing (bash test/deps.sh)" >&2; exit 1; }
-make -s -C src/compile
+make -s -C src/hagen-compile
 mkdir -p "$CLIPS" "$work"
 
 # ---- media, made once --------------------------------------------------

@@ -10,6 +10,7 @@ Every figure is checked with the ffmpeg CLI or by reading the bytes
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import traceback
@@ -617,20 +618,50 @@ def case_bad():
 
     out = os.path.join(OUT, 'case8.mp4')
     seg = {'file': fx('tone1.mp4'), 'kind': 'clip', 'label': 'A'}
-    for raw, word, what in (
-            ('{"segments": [oops', 'JSON', 'not JSON'),
-            ('[1, 2]', 'object', 'an array, not an object'),
-            (json.dumps({'output': out}), 'segment', 'no segments'),
-            (json.dumps({'segments': [], 'output': out}), 'segment', 'an empty segment list'),
-            (json.dumps({'segments': [dict(seg, file='clips/a.mp4')], 'output': out}), 'absolute',
-             'a relative segment path'),
-            (json.dumps({'segments': [seg], 'output': 'out.mp4'}), 'absolute', 'a relative output'),
-            (json.dumps({'segments': [seg], 'output': out, 'aspect_ratio': '4:3'}), '4:3',
-             'an unknown aspect ratio')):
+    # Each bad manifest fails with a message naming the field (and the
+    # value) that is wrong.
+    for raw, words, what in (
+            ('{"segments": [oops', ('JSON', 'line 1'), 'not JSON'),
+            ('[1, 2]', ('object', '[1,2]'), 'an array, not an object'),
+            (json.dumps({'output': out}), ('"segments"',), 'no segments'),
+            (json.dumps({'segments': [], 'output': out}), ('"segments"', 'empty'), 'an empty segment list'),
+            (json.dumps({'segments': {'file': 'a'}, 'output': out}), ('"segments"', 'array'),
+             'segments that are an object'),
+            (json.dumps({'segments': [dict(seg, file=12)], 'output': out}), ('"file"', 'segment 1', '12'),
+             'a segment file that is a number'),
+            (json.dumps({'segments': [seg, {'kind': 'clip'}], 'output': out}), ('"file"', 'segment 2'),
+             'a segment without a file'),
+            (json.dumps({'segments': [seg]}), ('"output"',), 'no output'),
+            (json.dumps({'segments': [seg], 'output': ['a']}), ('"output"', '["a"]'), 'an output that is a list'),
+            (json.dumps({'segments': [seg, dict(seg, crossfade='half')], 'output': out}),
+             ('"crossfade"', '"half"'), 'a crossfade that is a string'),
+            (json.dumps({'segments': [seg], 'output': out, 'video_volume': 2}), ('"video_volume"', '2'),
+             'a video volume out of range'),
+            (json.dumps({'segments': [seg], 'output': out, 'music': 'song.mp3'}), ('"music"', 'song.mp3'),
+             'music that is a string'),
+            (json.dumps({'segments': [dict(seg, kind='intro')], 'output': out}), ('"kind"', 'intro'),
+             'an unknown segment kind'),
+            (json.dumps({'segments': [seg], 'output': out, 'aspect_ratio': '4:3'}), ('"aspect_ratio"', '4:3'),
+             'an unknown aspect ratio'),
+            (json.dumps({'segments': [seg], 'output': out, 'mode': 'fast'}), ('"mode"', 'fast'),
+             'an unknown mode')):
         r = compile_('case8', None, raw=raw)
         e = r.error or {}
-        t.ok(r.rc == 1 and word.lower() in (e.get('message') or '').lower() and not os.path.exists(out),
-             'manifest with %s: exit 1 and a message saying so (%s)' % (what, word), r.why())
+        msg = (e.get('message') or '').lower()
+        t.ok(r.rc == 1 and all(w.lower() in msg for w in words) and not os.path.exists(out),
+             'manifest with %s: exit 1 and a message naming %s' % (what, ', '.join(words)), r.why())
+    # Relative paths are relative to the directory the helper runs in (the
+    # compile worker runs it in hagen.work_dir).
+    rel = os.path.join(OUT, 'case8_rel')
+    os.makedirs(rel, exist_ok=True)
+    shutil.copy(fx('tone1.mp4'), os.path.join(rel, 'a.mp4'))
+    with open(os.path.join(rel, 'manifest.json'), 'w') as f:
+        json.dump({'segments': [{'file': 'a.mp4'}], 'output': 'out/final.mp4'}, f)
+    os.makedirs(os.path.join(rel, 'out'), exist_ok=True)
+    p = subprocess.run([HC, 'compile', 'manifest.json'], cwd=rel, capture_output=True, timeout=240)
+    last = (p.stdout.decode(errors='replace').strip().splitlines() or ['{}'])[-1]
+    t.ok(p.returncode == 0 and '"result"' in last and os.path.getsize(os.path.join(rel, 'out/final.mp4')) > 0,
+         'relative paths in the manifest resolve against the working directory', last[-300:])
     r = Run(['compile', os.path.join(OUT, 'no-such-manifest.json')])
     t.ok(r.rc == 1 and r.error is not None, 'a missing manifest: exit 1 and an error line', r.why())
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests of hagen-compile (src/compile), the FFmpeg helper, against its CLI
+# Tests of hagen-compile (src/hagen-compile), the FFmpeg helper, against its CLI
 # contract: probe, compile (modes copy / copy_video / normalize, music,
 # transitions, A/V sync at every boundary, damaged media) and frame.
 #
@@ -10,7 +10,7 @@
 # failure.  Fixtures are made with the ffmpeg CLI at 320x180 (fixtures.sh);
 # every figure is checked with ffprobe/ffmpeg or from the bytes (media.py),
 # not only with what hagen-compile reports.  Run from anywhere, as any user
-# who can build src/compile.
+# who can build src/hagen-compile.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -30,14 +30,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 log=$(mktemp /tmp/hagen-compile-build.XXXXXX)
-if make -s -C src/compile >"$log" 2>&1 && [ -x src/compile/hagen-compile ]; then
+if make -s -C src/hagen-compile >"$log" 2>&1 && [ -x src/hagen-compile/hagen-compile ]; then
 	if grep -q 'warning:' "$log"; then
 		tap_fail "hagen-compile builds without warnings" "$(grep 'warning:' "$log" | head -5)"
 	else
-		tap_ok "hagen-compile builds (make -C src/compile)"
+		tap_ok "hagen-compile builds (make -C src/hagen-compile)"
 	fi
 else
-	tap_fail "hagen-compile builds (make -C src/compile)" "$(tail -20 "$log")"
+	tap_fail "hagen-compile builds (make -C src/hagen-compile)" "$(tail -20 "$log")"
 	rm -f "$log"
 	exit 1
 fi
@@ -53,7 +53,7 @@ else
 	exit 1
 fi
 
-python3 "$here/cases.py" --first $((n + 1)) "$tmp" "$root/src/compile/hagen-compile" "$@"
+python3 "$here/cases.py" --first $((n + 1)) "$tmp" "$root/src/hagen-compile/hagen-compile" "$@"
 rc=$?
 echo "# test/compile took $((SECONDS)) s"
 exit $rc

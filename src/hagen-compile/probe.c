@@ -3,7 +3,6 @@
  * as JSON; with --decode, counted by decoding every frame.
  */
 #include "hc.h"
-#include "json.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -53,7 +52,7 @@ moov_first(const char *path)
 }
 
 static void
-decode_counts(AVFormatContext *ic)
+decode_counts(AVFormatContext *ic, json_t *out)
 {
 	int			v = hc_stream(ic, AVMEDIA_TYPE_VIDEO);
 	int			a = hc_stream(ic, AVMEDIA_TYPE_AUDIO);
@@ -103,16 +102,18 @@ decode_counts(AVFormatContext *ic)
 		}
 		av_packet_unref(pkt);
 	}
-	printf(",\"decoded\":{\"video_frames\":%" PRId64 ",\"video_end\":%.6f,\"audio_samples\":%" PRId64
-		   ",\"audio_end\":%.6f}", frames,
-		   vend == AV_NOPTS_VALUE ? 0 : vend * av_q2d(ic->streams[v]->time_base), samples,
-		   aend == AV_NOPTS_VALUE ? 0 : aend * av_q2d(ic->streams[a]->time_base));
+	json_object_set_new(out, "decoded",
+						json_pack("{s:I,s:f,s:I,s:f}", "video_frames", (json_int_t) frames,
+								  "video_end", vend == AV_NOPTS_VALUE ? 0 : vend * av_q2d(ic->streams[v]->time_base),
+								  "audio_samples", (json_int_t) samples,
+								  "audio_end", aend == AV_NOPTS_VALUE ? 0 : aend * av_q2d(ic->streams[a]->time_base)));
 }
 
 int
 hc_probe_main(int argc, char **argv)
 {
 	AVFormatContext *ic;
+	json_t	   *out;
 	struct stat sb;
 	int			ff;
 	bool		decode = argc == 2 && strcmp(argv[1], "--decode") == 0;
@@ -122,40 +123,47 @@ hc_probe_main(int argc, char **argv)
 	ic = hc_open_input(argv[0], HC_PROBE_FORMATS, 0, "the file");
 	ff = strstr(ic->iformat->name, "mp4") ? moov_first(argv[0]) : -1;
 	stat(argv[0], &sb);
-	fputs("{\"file\":", stdout);
-	json_write_string(stdout, argv[0]);
-	printf(",\"format\":\"%s\",\"duration\":%.6f,\"size\":%lld,\"faststart\":%s,\"streams\":[",
-		   ic->iformat->name, ic->duration > 0 ? ic->duration / (double) AV_TIME_BASE : 0,
-		   (long long) sb.st_size, ff < 0 ? "null" : ff ? "true" : "false");
+	out = json_pack("{s:o,s:s,s:f,s:I,s:o,s:[]}", "file", hc_json_text(argv[0]),
+					"format", ic->iformat->name,
+					"duration", ic->duration > 0 ? ic->duration / (double) AV_TIME_BASE : 0,
+					"size", (json_int_t) sb.st_size,
+					"faststart", ff < 0 ? json_null() : json_boolean(ff), "streams");
 	for (unsigned i = 0; i < ic->nb_streams; i++)
 	{
 		AVStream   *st = ic->streams[i];
 		AVCodecParameters *p = st->codecpar;
 		const char *profile = avcodec_profile_name(p->codec_id, p->profile);
+		const char *type = av_get_media_type_string(p->codec_type);
+		char		tb_text[32];
+		json_t	   *s = json_pack("{s:I,s:s,s:s}", "index", (json_int_t) i, "type", type ? type : "unknown",
+								  "codec", avcodec_get_name(p->codec_id));
 
-		printf("%s{\"index\":%u,\"type\":\"%s\",\"codec\":\"%s\"", i ? "," : "", i,
-			   av_get_media_type_string(p->codec_type) ? av_get_media_type_string(p->codec_type) : "unknown",
-			   avcodec_get_name(p->codec_id));
 		if (profile)
-			printf(",\"profile\":\"%s\"", profile);
+			json_object_set_new(s, "profile", json_string(profile));
 		if (p->codec_type == AVMEDIA_TYPE_VIDEO)
 		{
 			AVRational	sar = p->sample_aspect_ratio.num > 0 ? p->sample_aspect_ratio : (AVRational) {1, 1};
+			const char *pix = av_get_pix_fmt_name(p->format);
+			char		sar_text[32];
 
-			printf(",\"width\":%d,\"height\":%d,\"sar\":\"%d:%d\",\"fps\":%.6g,\"pix_fmt\":\"%s\"",
-				   p->width, p->height, sar.num, sar.den, av_q2d(hc_stream_fps(st)),
-				   av_get_pix_fmt_name(p->format) ? av_get_pix_fmt_name(p->format) : "unknown");
+			snprintf(sar_text, sizeof(sar_text), "%d:%d", sar.num, sar.den);
+			json_object_update_new(s, json_pack("{s:i,s:i,s:s,s:f,s:s}", "width", p->width,
+												"height", p->height, "sar", sar_text,
+												"fps", av_q2d(hc_stream_fps(st)),
+												"pix_fmt", pix ? pix : "unknown"));
 		}
 		else if (p->codec_type == AVMEDIA_TYPE_AUDIO)
-			printf(",\"sample_rate\":%d,\"channels\":%d", p->sample_rate, p->ch_layout.nb_channels);
-		printf(",\"time_base\":\"%d/%d\",\"duration\":%.6f,\"frames\":%" PRId64 "}",
-			   st->time_base.num, st->time_base.den,
-			   st->duration > 0 ? st->duration * av_q2d(st->time_base) : 0, st->nb_frames);
+			json_object_update_new(s, json_pack("{s:i,s:i}", "sample_rate", p->sample_rate,
+												"channels", p->ch_layout.nb_channels));
+		snprintf(tb_text, sizeof(tb_text), "%d/%d", st->time_base.num, st->time_base.den);
+		json_object_update_new(s, json_pack("{s:s,s:f,s:I}", "time_base", tb_text,
+											"duration", st->duration > 0 ? st->duration * av_q2d(st->time_base) : 0,
+											"frames", (json_int_t) st->nb_frames));
+		json_array_append_new(json_object_get(out, "streams"), s);
 	}
-	putchar(']');
 	if (decode)
-		decode_counts(ic);
-	puts("}");
+		decode_counts(ic, out);
+	hc_emit(out);
 	avformat_close_input(&ic);
 	return 0;
 }

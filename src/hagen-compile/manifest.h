@@ -1,5 +1,5 @@
 /*
- * manifest.h: what `hagen-compile compile` is asked to make.
+ * manifest.h: what `hagen-compile compile` is asked to make (manifest.c).
  */
 #ifndef HAGEN_COMPILE_MANIFEST_H
 #define HAGEN_COMPILE_MANIFEST_H

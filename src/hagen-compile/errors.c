@@ -3,7 +3,6 @@
  * outputs removed, exit status 1.
  */
 #include "hc.h"
-#include "json.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,12 +38,13 @@ hc_fail(int segment, const char *fmt,...)
 	va_end(ap);
 	for (int i = 0; i < ncleanup; i++)
 		unlink(cleanup[i]);
-	fputs("{\"error\":{\"message\":", stdout);
-	json_write_string(stdout, msg);
-	if (segment > 0)
-		printf(",\"segment\":%d", segment);
-	fputs("}}\n", stdout);
-	fflush(stdout);
+	{
+		json_t	   *e = json_pack("{s:o}", "message", hc_json_text(msg));
+
+		if (segment > 0)
+			json_object_set_new(e, "segment", json_integer(segment));
+		hc_emit(json_pack("{s:o}", "error", e));
+	}
 	exit(1);
 }
 

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdnoreturn.h>
 
+#include <jansson.h>
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 
@@ -42,6 +43,12 @@ typedef struct SegInfo
 
 /* The longest crossfade a manifest may ask for, seconds. */
 #define HC_MAX_CROSSFADE 2.0
+
+/* Printing one JSON line on stdout and flushing it; takes the reference
+ * (emit.c). */
+extern void hc_emit(json_t *line);
+/* text as a JSON string; bytes that are not UTF-8 become '?' (emit.c). */
+extern json_t *hc_json_text(const char *text);
 
 /* Error reporting (errors.c). */
 extern noreturn void hc_fail(int segment, const char *fmt,...)

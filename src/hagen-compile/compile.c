@@ -1,5 +1,5 @@
 /*
- * concat.c: `hagen-compile compile MANIFEST` — joins the segments into the
+ * compile.c: `hagen-compile compile MANIFEST` — joins the segments into the
  * final MP4 (index at the front), writes its thumbnail and reports.
  *
  * Modes, chosen from the probe of every segment:
@@ -17,7 +17,6 @@
 #include "audio.h"
 #include "manifest.h"
 #include "normalize.h"
-#include "json.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -228,8 +227,7 @@ progress(Compile *c, int seg, double within)
 	if (p - c->last_progress < 0.01 && within > 0)
 		return;
 	c->last_progress = p;
-	printf("{\"progress\":%.4f,\"segment\":%d}\n", p, seg + 1);
-	fflush(stdout);
+	hc_emit(json_pack("{s:f,s:i}", "progress", p, "segment", seg + 1));
 }
 
 /*
@@ -425,19 +423,21 @@ run_segment(Compile *c, int i)
 	avformat_close_input(&ic);
 }
 
-static void
-print_stream_json(AVStream *st)
+static json_t *
+stream_json(AVStream *st)
 {
 	AVCodecParameters *p = st->codecpar;
 	double		dur = st->duration > 0 ? st->duration * av_q2d(st->time_base) : 0;
+	json_t	   *s = json_pack("{s:s,s:f}", "codec", avcodec_get_name(p->codec_id), "duration", dur);
 
-	printf("{\"codec\":\"%s\",\"duration\":%.6f", avcodec_get_name(p->codec_id), dur);
 	if (p->codec_type == AVMEDIA_TYPE_VIDEO)
-		printf(",\"width\":%d,\"height\":%d,\"fps\":%.6g,\"frames\":%" PRId64, p->width, p->height,
-			   av_q2d(hc_stream_fps(st)), st->nb_frames);
+		json_object_update_new(s, json_pack("{s:i,s:i,s:f,s:I}", "width", p->width, "height", p->height,
+											"fps", av_q2d(hc_stream_fps(st)),
+											"frames", (json_int_t) st->nb_frames));
 	else
-		printf(",\"sample_rate\":%d,\"channels\":%d", p->sample_rate, p->ch_layout.nb_channels);
-	putchar('}');
+		json_object_update_new(s, json_pack("{s:i,s:i}", "sample_rate", p->sample_rate,
+											"channels", p->ch_layout.nb_channels));
+	return s;
 }
 
 /* Reads the finished file back and prints the result line. */
@@ -449,39 +449,33 @@ report(Compile *c)
 	int			a = hc_stream(ic, AVMEDIA_TYPE_AUDIO);
 	struct stat sb;
 	double		duration;
+	json_t	   *r;
 
 	if (v < 0)
 		hc_fail(0, "the compiled video has no video stream");
 	duration = ic->streams[v]->duration * av_q2d(ic->streams[v]->time_base);
 	stat(c->m.output, &sb);
-	printf("{\"result\":{\"duration\":%.6f,\"size\":%lld,\"mode\":\"%s\",\"width\":%d,\"height\":%d,"
-		   "\"video\":", duration, (long long) sb.st_size, mode_names[c->mode],
-		   ic->streams[v]->codecpar->width, ic->streams[v]->codecpar->height);
-	print_stream_json(ic->streams[v]);
-	fputs(",\"audio\":", stdout);
-	if (a >= 0)
-		print_stream_json(ic->streams[a]);
-	else
-		fputs("null", stdout);
-	fputs(",\"segments\":[", stdout);
+	r = json_pack("{s:f,s:I,s:s,s:i,s:i,s:o,s:o,s:[]}", "duration", duration,
+				  "size", (json_int_t) sb.st_size, "mode", mode_names[c->mode],
+				  "width", ic->streams[v]->codecpar->width, "height", ic->streams[v]->codecpar->height,
+				  "video", stream_json(ic->streams[v]),
+				  "audio", a >= 0 ? stream_json(ic->streams[a]) : json_null(), "segments");
 	for (int i = 0; i < c->m.nsegs; i++)
-	{
-		printf("%s{\"label\":", i ? "," : "");
-		json_write_string(stdout, c->m.segs[i].label);
-		fputs(",\"kind\":", stdout);
-		json_write_string(stdout, c->m.segs[i].kind);
-		printf(",\"start\":%.6f,\"duration\":%.6f,\"crossfade\":%.6f}", c->starts[i],
-			   c->durations[i], c->ve ? c->m.segs[i].fade_frames / av_q2d(c->ve->fps) : 0.0);
-	}
-	fputs("]", stdout);
+		json_array_append_new(json_object_get(r, "segments"),
+							  json_pack("{s:s,s:s,s:f,s:f,s:f}", "label", c->m.segs[i].label,
+										"kind", c->m.segs[i].kind, "start", c->starts[i],
+										"duration", c->durations[i],
+										"crossfade", c->ve ? c->m.segs[i].fade_frames / av_q2d(c->ve->fps) : 0.0));
 	if (c->m.thumbnail)
 	{
-		fputs(",\"thumbnail\":", stdout);
-		json_write_string(stdout, c->m.thumbnail);
+		struct stat tb;
+
+		json_object_set_new(r, "thumbnail", hc_json_text(c->m.thumbnail));
+		json_object_set_new(r, "thumbnail_size",
+							stat(c->m.thumbnail, &tb) == 0 ? json_integer(tb.st_size) : json_null());
 	}
-	puts("}}");
-	fflush(stdout);
 	avformat_close_input(&ic);
+	hc_emit(json_pack("{s:o}", "result", r));
 }
 
 int
@@ -528,8 +522,7 @@ hc_compile_main(int argc, char **argv)
 	if (rc < 0)
 		hc_fail(0, "the output cannot be finished: %s", hc_err(rc));
 	avio_closep(&c.oc->pb);
-	printf("{\"progress\":0.97,\"step\":\"thumbnail\"}\n");
-	fflush(stdout);
+	hc_emit(json_pack("{s:f,s:s}", "progress", 0.97, "step", "thumbnail"));
 	if (c.m.thumbnail)
 	{
 		double		total = 0,

@@ -3,7 +3,6 @@
  * the thumbnail of the final video and for chaining a clip's last frame.
  */
 #include "hc.h"
-#include "json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,8 +160,7 @@ hc_frame_main(int argc, char **argv)
 	hc_remove_on_failure(argv[argc - 1]);
 	if ((err = hc_frame_to_jpeg(argv[0], at, false, argv[argc - 1], &t, &w, &h)))
 		hc_fail(0, "%s: %s", argv[0], err);
-	fputs("{\"frame\":{\"file\":", stdout);
-	json_write_string(stdout, argv[argc - 1]);
-	printf(",\"time\":%.6f,\"width\":%d,\"height\":%d}}\n", t, w, h);
+	hc_emit(json_pack("{s:{s:o,s:f,s:i,s:i}}", "frame", "file", hc_json_text(argv[argc - 1]), "time", t,
+					  "width", w, "height", h));
 	return 0;
 }
