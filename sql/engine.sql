@@ -13,11 +13,16 @@ DECLARE
 	seq integer := (SELECT sequence_order FROM hagen.video_clip WHERE id = j.clip_id);
 	req text := j.kind || '-' || seq;
 BEGIN
-	IF j.kind = 'compile' THEN
-		RETURN jsonb_build_object('status', 'ok', 'final_key', eff -> 'output' ->> 'key',
-			'thumbnail_key', eff -> 'thumbnail' ->> 'key',
-			'result', jsonb_build_object('duration', 5.0 * jsonb_array_length(eff -> 'segments'),
-										 'mode', 'copy_video_mix_audio'));
+	IF eff ->> 'type' = 'compile' THEN
+		RETURN jsonb_build_object('status', 'ok',
+			'result', jsonb_build_object('duration', 5.0 * jsonb_array_length(eff -> 'manifest' -> 'segments'),
+										 'mode', 'copy_video', 'size', 4000000, 'thumbnail_size', 20000));
+	ELSIF eff ->> 'type' = 'noop' THEN
+		RETURN '{"type": "noop"}';
+	ELSIF eff ->> 'type' = 'remove' THEN
+		RETURN '{"status": "ok", "removed": true}';
+	ELSIF j.kind = 'fetch' THEN
+		RETURN jsonb_build_object('status', 200, 'file', eff ->> 'save_to', 'bytes', 123456, 'existing', true);
 	ELSIF j.kind = 'cancel' THEN
 		RETURN '{"status": 202, "body_text": "{\"status\": \"CANCELLATION_REQUESTED\"}"}';
 	END IF;
@@ -201,14 +206,33 @@ SELECT * FROM t.tick();
 SELECT c.sequence_order AS seq, j.kind, j.state ->> 'start_image' AS start_image, j.state ->> 'end_image' AS end_image
 FROM hagen.job j JOIN hagen.video_clip c ON c.id = j.clip_id WHERE j.project_id = :'p' ORDER BY j.id;
 SELECT status, completed_clips, progress FROM hagen.video_project WHERE id = :'p';
--- The compile effect lists clip 0, clip 1, its transition, clip 2, with the music.
-SELECT c.effect -> 'segments' @? '$[3]' AS four_segments,
-       jsonb_path_query_array(c.effect -> 'segments', '$[*].kind') AS kinds,
-       c.effect -> 'music' ->> 'url' AS music, c.effect -> 'music' -> 'volume' AS volume,
-       c.effect -> 'output' ->> 'url' LIKE 'http://s3.test:9000/videos/ws-happy/videos/%/final.mp4' AS output_url
+-- The compile fetches its inputs first: each segment from the bucket unless
+-- it is in the work directory already, the music through the guard.
+SELECT j.step, j.lane, j.state ->> 'fetches' AS fetches FROM hagen.job j
+WHERE j.project_id = :'p' AND j.kind = 'compile';
+SELECT c.effect ->> 'method' AS method, t.mask(c.effect ->> 'url') AS url, c.effect ->> 'auth' AS auth,
+       c.effect -> 'guard' AS guard, c.effect -> 'unless_exists' AS unless_exists,
+       t.mask(c.effect ->> 'save_to') AS save_to, c.effect ->> 'timeout_ms' AS timeout_ms
+FROM hagen.claim_jobs('http', 100) c JOIN hagen.job j ON j.id = c.job_id
+WHERE j.kind = 'fetch' ORDER BY c.job_id;
+UPDATE hagen.job SET status = 'queued', lease_token = NULL, attempts = 0 WHERE status = 'running';
+SELECT * FROM t.tick();
+SELECT progress FROM hagen.video_project WHERE id = :'p';
+SELECT * FROM t.tick();
+-- The compile effect: the manifest lists clip 0, clip 1, its transition,
+-- clip 2, with the music, all relative to the work directory; the outputs
+-- go to a directory of this attempt.
+SELECT c.effect -> 'manifest' -> 'segments' @? '$[3]' AS four_segments,
+       jsonb_path_query_array(c.effect -> 'manifest' -> 'segments', '$[*].kind') AS kinds,
+       t.mask(c.effect -> 'manifest' -> 'music' ->> 'file') AS music, c.effect -> 'manifest' -> 'music' -> 'volume' AS volume,
+       regexp_replace(t.mask(c.effect -> 'manifest' ->> 'output'), 'compile_\d+_', 'compile_<job>_') AS output,
+       regexp_replace(t.mask(c.effect ->> 'dir'), 'compile_\d+_', 'compile_<job>_') AS dir
 FROM hagen.claim_jobs('compile', 1) c;
 UPDATE hagen.job SET status = 'queued', lease_token = NULL, attempts = 0 WHERE status = 'running';
 SELECT * FROM t.tick('compile');
+-- Then the thumbnail and the video are stored, on the http lane.
+SELECT * FROM t.tick();
+SELECT * FROM t.tick();
 SELECT status, duration, completed_clips, failed_clips, estimated_cost_cents, actual_cost_cents,
        final_video_url LIKE 'https://cdn.example.com/ws-happy/videos/%/final.mp4' AS final_url,
        thumbnail_url LIKE '%/thumbnail.jpg' AS thumb, error_message, progress
@@ -216,6 +240,12 @@ FROM hagen.video_project WHERE id = :'p';
 SELECT c.sequence_order, c.status, c.clip_url LIKE 'https://cdn.example.com/ws-happy/videos/%.mp4' AS url_ok,
        c.transition_status, c.transition_clip_url LIKE '%/transition_%.mp4' AS transition_ok, c.cost_cents
 FROM hagen.video_clip c WHERE project_id = :'p' ORDER BY 1;
+-- The project's work files are removed once it completed.
+SELECT j.kind, j.step, j.status, j.state ->> 'reason' AS reason, e.effect ->> 'type' AS effect,
+       e.effect ->> 'path' = :'p' AS its_directory
+FROM hagen.job j, LATERAL (SELECT hagen._effect(j) AS effect) e
+WHERE j.kind = 'cleanup' AND j.state ->> 'dir' = :'p';
+SELECT * FROM t.tick();
 -- Each clip was submitted exactly once, and the log tells the story.
 SELECT kind, count(*) FILTER (WHERE message LIKE 'submitted%') AS submits
 FROM hagen.job_log l JOIN hagen.job j ON j.id = l.job_id WHERE j.project_id = :'p'

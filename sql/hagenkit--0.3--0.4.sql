@@ -350,6 +350,746 @@ BEGIN
 END;
 $$;
 
+-- The compile as a job with steps (fetch -> compile -> store), fetch and
+-- cleanup jobs, the work directory's upkeep (src/sql/60_compile.sql,
+-- 65_workdir.sql).
+ALTER TABLE hagen.job DROP CONSTRAINT job_kind_check,
+	ADD CONSTRAINT job_kind_check CHECK (kind IN ('clip', 'transition', 'compile', 'cancel',
+												  'upload_part', 'purge', 'fetch', 'cleanup'));
+ALTER TABLE hagen.job DROP CONSTRAINT job_project_check,
+	ADD CONSTRAINT job_project_check CHECK (project_id IS NOT NULL OR kind IN ('purge', 'cleanup'));
+-- One live removal per directory of the work directory.
+CREATE UNIQUE INDEX job_one_live_cleanup ON hagen.job ((state ->> 'dir'))
+	WHERE kind = 'cleanup' AND status IN ('queued', 'running');
+-- The effect the current step of a job needs, by job kind.
+CREATE OR REPLACE FUNCTION hagen._effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+BEGIN
+	CASE j.kind
+	WHEN 'clip', 'transition' THEN RETURN hagen._generation_effect(j);
+	WHEN 'compile' THEN RETURN hagen._compile_effect(j);
+	WHEN 'cancel' THEN RETURN hagen._provider_cancel_effect(j);
+	WHEN 'upload_part' THEN RETURN hagen._upload_part_effect(j);
+	WHEN 'purge' THEN RETURN hagen._purge_effect(j);
+	WHEN 'fetch' THEN RETURN hagen._fetch_effect(j);
+	WHEN 'cleanup' THEN RETURN hagen._cleanup_effect(j);
+	END CASE;
+	RAISE EXCEPTION 'unknown job kind "%"', j.kind;
+END;
+$$;
+
+-- How to read the outcome of the current step of a job, by job kind.
+CREATE OR REPLACE FUNCTION hagen._interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+BEGIN
+	CASE j.kind
+	WHEN 'clip', 'transition' THEN RETURN hagen._generation_interpret(j, o);
+	WHEN 'compile' THEN RETURN hagen._compile_interpret(j, o);
+	WHEN 'cancel' THEN RETURN hagen._provider_cancel_interpret(j, o);
+	WHEN 'upload_part' THEN RETURN hagen._upload_part_interpret(j, o);
+	WHEN 'purge' THEN RETURN hagen._purge_interpret(j, o);
+	WHEN 'fetch' THEN RETURN hagen._fetch_interpret(j, o);
+	WHEN 'cleanup' THEN RETURN hagen._cleanup_interpret(j, o);
+	END CASE;
+	RAISE EXCEPTION 'unknown job kind "%"', j.kind;
+END;
+$$;
+
+-- Lets a worker that is still busy with a long effect (a compile) keep its
+-- lease and report how far it has come ({"fraction": 0..1}; SQL alone turns
+-- that into the project's percent).  Returns false when the lease was lost
+-- or the job canceled.
+CREATE OR REPLACE FUNCTION hagen.heartbeat(job_id bigint, token bigint, progress jsonb DEFAULT NULL,
+								extend interval DEFAULT '2 minutes')
+	RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+	j hagen.job;
+BEGIN
+	SELECT * INTO j FROM hagen.job WHERE id = heartbeat.job_id FOR UPDATE;
+	IF NOT FOUND OR j.status <> 'running' OR j.lease_token IS DISTINCT FROM heartbeat.token THEN
+		RETURN false;
+	END IF;
+	UPDATE hagen.job SET lease_expires_at = greatest(lease_expires_at, now() + extend)
+	WHERE id = j.id;
+	IF progress IS NOT NULL AND j.kind = 'compile' THEN
+		PERFORM hagen._compile_progress(j, j.step, (progress ->> 'fraction')::numeric);
+	END IF;
+	RETURN NOT j.cancel_requested;
+END;
+$$;
+
+-- Moves a generating project on: counts and progress, and once no
+-- generation job is live, queues the compile (or fails the project when no
+-- clip completed).
+CREATE OR REPLACE FUNCTION hagen._advance_project(project uuid) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project;
+	n_done integer;
+	n_all integer;
+	live boolean;
+	fraction numeric;
+	errors text;
+BEGIN
+	SELECT * INTO p FROM hagen.video_project WHERE id = project FOR UPDATE;
+	IF NOT FOUND OR p.status <> 'generating' THEN
+		RETURN;
+	END IF;
+	UPDATE hagen.video_project v
+	SET clip_count = s.n, completed_clips = s.ok, failed_clips = s.bad,
+		actual_cost_cents = s.cost
+	FROM (SELECT count(*) AS n, count(*) FILTER (WHERE status = 'completed') AS ok,
+				 count(*) FILTER (WHERE status IN ('failed', 'canceled')) AS bad,
+				 coalesce(sum(cost_cents), 0) AS cost
+		  FROM hagen.video_clip WHERE project_id = p.id) AS s
+	WHERE v.id = p.id
+	RETURNING v.* INTO p;
+
+	SELECT count(*) FILTER (WHERE status NOT IN ('queued', 'running')), count(*),
+		   bool_or(status IN ('queued', 'running')), avg(hagen._job_fraction(job))
+	INTO n_done, n_all, live, fraction
+	FROM hagen.job WHERE project_id = p.id AND kind IN ('clip', 'transition')
+	  AND created_at >= p.started_at;
+	IF coalesce(live, false) THEN
+		PERFORM hagen._set_progress(p.id, 'generating',
+			format('Generating clips (%s of %s done)', n_done, n_all), 85.0 * fraction);
+		RETURN;
+	END IF;
+
+	IF p.completed_clips = 0 THEN
+		SELECT string_agg(format('clip %s: %s', c.sequence_order,
+								 coalesce(c.error_message, c.status)), '; ' ORDER BY c.sequence_order)
+		INTO errors FROM hagen.video_clip c WHERE c.project_id = p.id;
+		UPDATE hagen.video_project v
+		SET status = 'failed', completed_at = now(),
+			error_message = format('all %s clips failed: %s', p.clip_count, errors),
+			progress = jsonb_build_object('step', 'failed', 'label', 'Failed',
+				'percent', coalesce((v.progress ->> 'percent')::numeric, 0))
+		WHERE v.id = p.id;
+		PERFORM hagen._log(NULL, p.id, 'error', 'run failed: no clip completed');
+		RETURN;
+	END IF;
+
+	UPDATE hagen.video_project v SET status = 'compiling' WHERE v.id = p.id RETURNING * INTO p;
+	PERFORM hagen._compile_queue(p);
+END;
+$$;
+
+-- Records the end of a job on its clip or project and moves the project on.
+CREATE OR REPLACE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
+BEGIN
+	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile')
+	   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
+		PERFORM hagen._upload_abandon(j);
+	END IF;
+	CASE j.kind
+	WHEN 'clip' THEN
+		UPDATE hagen.video_clip c
+		SET status = CASE WHEN c.status = 'canceled' AND st <> 'completed' THEN c.status ELSE st END,
+			clip_url = CASE WHEN st = 'completed' THEN j.state ->> 'url' ELSE c.clip_url END,
+			cost_cents = c.cost_cents + j.cost_cents,
+			error_message = CASE WHEN st = 'failed' THEN j.last_error ELSE NULL END
+		WHERE c.id = j.clip_id;
+	WHEN 'transition' THEN
+		UPDATE hagen.video_clip c
+		SET transition_status = CASE WHEN c.transition_status = 'canceled' AND st <> 'completed'
+									 THEN c.transition_status ELSE st END,
+			transition_clip_url = CASE WHEN st = 'completed' THEN j.state ->> 'url'
+									   ELSE c.transition_clip_url END,
+			cost_cents = c.cost_cents + j.cost_cents
+		WHERE c.id = j.clip_id;
+	WHEN 'compile' THEN
+		PERFORM hagen._compile_finished(j);
+	WHEN 'upload_part' THEN
+		PERFORM hagen._upload_part_finished(j);
+	WHEN 'fetch' THEN
+		PERFORM hagen._fetch_finished(j);
+	ELSE
+		NULL;
+	END CASE;
+	IF j.kind IN ('clip', 'transition') THEN
+		PERFORM hagen._advance_project(j.project_id);
+	END IF;
+	PERFORM hagen._cleanup_if_settled(j.project_id);
+END;
+$$;
+
+-- Starts (or resumes) a run of a locked project: queues what is missing and
+-- moves it to generating.  Returns the status with the number of new jobs.
+CREATE OR REPLACE FUNCTION hagen._begin_run(p hagen.video_project) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	n integer;
+BEGIN
+	PERFORM hagen._check_runnable(p);
+	PERFORM hagen._cancel_cleanup(p.id);
+	UPDATE hagen.video_project v
+	SET status = 'generating', started_at = now(), completed_at = NULL, error_message = NULL,
+		final_video_url = NULL, thumbnail_url = NULL, duration = NULL,
+		progress = '{"step": "generating", "label": "Generating clips", "percent": 0}'
+	WHERE v.id = p.id
+	RETURNING * INTO p;
+	n := hagen._enqueue_generation(p);
+	UPDATE hagen.video_project v SET estimated_cost_cents = hagen._estimate_cents(p)
+	WHERE v.id = p.id;
+	PERFORM hagen._log(NULL, p.id, 'info', 'run started', jsonb_build_object('jobs', n));
+	PERFORM hagen._advance_project(p.id);
+	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n);
+END;
+$$;
+
+-- A part ended: a stored part's ETag goes into its parent's state (with
+-- the next part queued, or the parent woken to complete); a failed part
+-- wakes the parent, which fails the upload.
+CREATE OR REPLACE FUNCTION hagen._upload_part_finished(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.job;
+BEGIN
+	SELECT * INTO p FROM hagen.job WHERE id = j.parent_id FOR UPDATE;
+	IF NOT FOUND OR p.step <> 'upload_parts' OR p.status NOT IN ('queued', 'running')
+	   OR p.state ->> 'upload_id' IS DISTINCT FROM j.state ->> 'upload_id' THEN
+		RETURN;
+	END IF;
+	IF j.status = 'succeeded' THEN
+		p.state := jsonb_set(p.state, ARRAY['parts', j.state ->> 'part'], j.state -> 'etag');
+		UPDATE hagen.job SET state = p.state WHERE id = p.id;
+		IF (SELECT count(*) FROM jsonb_object_keys(p.state -> 'parts'))
+		   < (p.state ->> 'part_count')::integer THEN
+			PERFORM hagen._upload_schedule(p.id);
+			IF p.kind = 'compile' THEN
+				PERFORM hagen._compile_progress(p, 'store',
+					(SELECT count(*) FROM jsonb_object_keys(p.state -> 'parts'))
+					/ greatest((p.state ->> 'part_count')::numeric, 1));
+			ELSE
+				PERFORM hagen._advance_project(p.project_id);
+			END IF;
+			RETURN;
+		END IF;
+	END IF;
+	UPDATE hagen.job SET run_at = now() WHERE id = p.id AND status = 'queued';
+END;
+$$;
+
+-- Deleting a project that was ever started deletes its objects and its
+-- work files: the multipart uploads it left open are aborted, and the purge
+-- and the cleanup wait until no request of the project can still be in
+-- flight (the longest lease).
+CREATE OR REPLACE FUNCTION hagen._project_deleted() RETURNS trigger
+	LANGUAGE plpgsql AS $$
+DECLARE
+	aborts jsonb;
+	after timestamptz;
+BEGIN
+	IF OLD.started_at IS NULL THEN
+		RETURN OLD;
+	END IF;
+	SELECT coalesce(jsonb_agg(jsonb_build_object('key', j.state ->> 'key',
+												 'upload_id', j.state ->> 'upload_id') ORDER BY j.id)
+					FILTER (WHERE j.kind <> 'upload_part' AND j.state ? 'upload_id'
+							AND NOT j.state ? 'upload_done'), '[]'),
+		   max(j.lease_expires_at) FILTER (WHERE j.status = 'running')
+	INTO aborts, after
+	FROM hagen.job j
+	WHERE j.project_id = OLD.id AND j.status IN ('queued', 'running');
+	PERFORM hagen._schedule_purge(OLD.workspace_id, OLD.id, aborts,
+								  CASE WHEN after IS NOT NULL THEN least(after, now() + interval '1 hour') END);
+	-- Its work files go too, once nothing of it can still be writing them.
+	PERFORM hagen._queue_cleanup(OLD.id::text, 'the project was deleted',
+								 CASE WHEN after IS NOT NULL THEN least(after, now() + interval '1 hour') END);
+	RETURN OLD;
+END;
+$$;
+
+-- The time limit of hagen-compile on one compile.
+CREATE FUNCTION hagen._compile_timeout() RETURNS interval
+	LANGUAGE sql STABLE RETURN hagen._setting_interval('hagen.compile_timeout', '30 minutes');
+
+-- The segments of the final video in order: completed clips by
+-- sequence_order, each followed by its seamless transition when that
+-- completed and leads into the very next clip; anything else is a cut, and
+-- a clip after a cut fades in from the segment before it when the project
+-- has a crossfade.  Each segment names its work file, its storage key and
+-- how it is called in messages.
+CREATE OR REPLACE FUNCTION hagen._compile_segments(p hagen.video_project) RETURNS jsonb
+	LANGUAGE sql STABLE AS $$
+	WITH ordered AS (
+		SELECT c.*, lead(c.id) OVER (ORDER BY c.sequence_order) AS next_id
+		FROM hagen.video_clip c WHERE c.project_id = p.id
+	), kept0 AS (
+		SELECT o.*, lead(o.id) OVER (ORDER BY o.sequence_order) AS next_kept
+		FROM ordered o WHERE o.status = 'completed'
+	), kept AS (
+		SELECT k.*, lag(k.id) OVER w IS NULL AS first,
+			   coalesce(lag(k.transition_type = 'seamless' AND k.transition_status = 'completed'
+							AND k.next_id IS NOT NULL AND k.next_id = k.next_kept) OVER w, false)
+				   AS after_transition
+		FROM kept0 k WINDOW w AS (ORDER BY k.sequence_order)
+	), segs AS (
+		SELECT k.sequence_order, 0 AS part, jsonb_build_object(
+				'kind', 'clip', 'clip_id', k.id,
+				'label', coalesce(k.room_label, k.room_type, 'clip ' || k.sequence_order),
+				'key', hagen.get_video_path(p.workspace_id, p.id, k.id || '.mp4'),
+				'file', hagen._work_file(p.id, k.id || '.mp4'),
+				'crossfade', CASE WHEN k.first OR k.after_transition THEN 0 ELSE p.crossfade END) AS seg
+		FROM kept k
+		UNION ALL
+		SELECT k.sequence_order, 1, jsonb_build_object(
+				'kind', 'transition', 'clip_id', k.id,
+				'label', 'transition after ' || coalesce(k.room_label, k.room_type, 'clip ' || k.sequence_order),
+				'key', hagen.get_video_path(p.workspace_id, p.id, 'transition_' || k.id || '.mp4'),
+				'file', hagen._work_file(p.id, 'transition_' || k.id || '.mp4'),
+				'crossfade', 0)
+		FROM kept k
+		WHERE k.transition_type = 'seamless' AND k.transition_status = 'completed'
+		  AND k.next_id IS NOT NULL AND k.next_id = k.next_kept
+	)
+	SELECT coalesce(jsonb_agg(seg ORDER BY sequence_order, part), '[]') FROM segs;
+$$;
+
+-- What a compile of the project is to make, fixed when the compile is
+-- queued: the manifest hagen-compile reads (its paths relative to
+-- hagen.work_dir; the output and thumbnail are added per attempt), the
+-- inputs to fetch, and the storage keys of the results.
+CREATE FUNCTION hagen._compile_plan(p hagen.video_project) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	segs jsonb := hagen._compile_segments(p);
+	m hagen.music_track;
+	music_file text;
+BEGIN
+	SELECT * INTO m FROM hagen.music_track WHERE id = p.music_track_id;
+	IF m.id IS NOT NULL THEN
+		music_file := hagen._work_file(p.id, 'music_' || m.id);
+	END IF;
+	RETURN jsonb_build_object(
+		'manifest', jsonb_build_object(
+			'segments', (SELECT jsonb_agg(jsonb_build_object('file', s ->> 'file', 'kind', s ->> 'kind',
+										  'label', s ->> 'label', 'crossfade', s -> 'crossfade') ORDER BY n)
+						 FROM jsonb_array_elements(segs) WITH ORDINALITY AS x(s, n)),
+			'music', CASE WHEN m.id IS NOT NULL
+						  THEN jsonb_build_object('file', music_file, 'volume', p.music_volume) END,
+			'video_volume', p.video_volume,
+			'aspect_ratio', p.aspect_ratio,
+			'mode', 'auto'),
+		'inputs', coalesce((SELECT jsonb_agg(jsonb_build_object('file', s ->> 'file', 'key', s ->> 'key',
+								'what', format('segment %s (%s)', n, s ->> 'label')) ORDER BY n)
+							FROM jsonb_array_elements(segs) WITH ORDINALITY AS x(s, n)), '[]')
+				  || CASE WHEN m.id IS NOT NULL THEN jsonb_build_array(jsonb_build_object(
+						'file', music_file, 'url', m.audio_url,
+						'what', format('the music track "%s"', m.name))) ELSE '[]' END,
+		'final_key', hagen.get_video_path(p.workspace_id, p.id, 'final.mp4'),
+		'thumbnail_key', hagen.get_video_path(p.workspace_id, p.id, 'thumbnail.jpg'));
+END;
+$$;
+
+-- How long a compile job waiting for its inputs sleeps before it looks on
+-- its own (its fetches wake it when they end; this only covers a wake-up
+-- that was lost).
+CREATE FUNCTION hagen._compile_watchdog_ms() RETURNS integer
+	LANGUAGE sql IMMUTABLE RETURN 30000;
+
+-- Queues the compile of a project whose generation has ended, with one
+-- fetch job per input.  Returns the compile job's id (NULL when one is
+-- live already).
+CREATE FUNCTION hagen._compile_queue(p hagen.video_project) RETURNS bigint
+	LANGUAGE plpgsql AS $$
+DECLARE
+	plan jsonb := hagen._compile_plan(p);
+	compile_id bigint;
+BEGIN
+	compile_id := hagen._enqueue(p.id, NULL, 'compile', NULL, 'fetch',
+						  plan || jsonb_build_object('fetches', jsonb_array_length(plan -> 'inputs')),
+						  NULL, hagen._compile_timeout() * 2);
+	IF compile_id IS NULL THEN
+		RETURN NULL;
+	END IF;
+	INSERT INTO hagen.job (project_id, kind, lane, step, state, deadline_at, parent_id)
+	SELECT p.id, 'fetch', 'http', 'fetch', i, q.deadline_at, q.id
+	FROM hagen.job q, jsonb_array_elements(plan -> 'inputs') i
+	WHERE q.id = compile_id;
+	IF jsonb_array_length(plan -> 'inputs') > 0 THEN
+		UPDATE hagen.job SET run_at = now() + make_interval(secs => hagen._compile_watchdog_ms() / 1000.0)
+		WHERE id = compile_id;
+	END IF;
+	PERFORM hagen._set_progress(p.id, 'compiling', 'Gathering the clips', 85);
+	RETURN compile_id;
+END;
+$$;
+
+-- The effect of a fetch: a GET into the work file, unless the file is
+-- there already (a clip downloaded by this run).  Stored segments come from
+-- the bucket; the music from its URL, through the network guard.
+CREATE FUNCTION hagen._fetch_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+BEGIN
+	RETURN CASE WHEN j.state ? 'key'
+		THEN hagen._http('GET', hagen._s3_url(j.state ->> 'key'), 's3', 'media',
+			jsonb_build_object('save_to', j.state ->> 'file', 'unless_exists', true,
+							   'max_bytes', hagen._max_download_bytes()))
+		ELSE hagen._http('GET', j.state ->> 'url', 'none', 'media',
+			jsonb_build_object('save_to', j.state ->> 'file', 'unless_exists', true,
+							   'guard', true, 'follow_redirects', true,
+							   'max_bytes', hagen._max_download_bytes()))
+		END;
+END;
+$$;
+
+-- Reads the answer to a fetch.  A refusal of the guard, a file too large
+-- and a 4xx are final: the project fails with them at once.
+CREATE FUNCTION hagen._fetch_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	what text := j.state ->> 'what';
+	src text := coalesce(j.state ->> 'url', j.state ->> 'key');
+BEGIN
+	IF o ->> 'error_kind' = 'guard' THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('refused to fetch %s from %s: %s', what, src, o ->> 'error'));
+	ELSIF o ->> 'error_kind' = 'too_large' THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('%s at %s is larger than hagen.max_download_bytes (%s bytes)', what, src,
+							hagen._max_download_bytes()));
+	ELSIF status BETWEEN 200 AND 299 AND o ? 'file' THEN
+		RETURN jsonb_build_object('action', 'succeed',
+			'state', jsonb_build_object('bytes', o -> 'bytes', 'existing', coalesce(o -> 'existing', 'false')));
+	ELSIF status BETWEEN 400 AND 499 AND status <> 429 THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('could not fetch %s from %s: HTTP %s%s', what, src, status,
+							coalesce(': ' || hagen._error_text(o), '')));
+	END IF;
+	RETURN coalesce(hagen._transient(o, format('fetch of %s', what)),
+		jsonb_build_object('action', 'fail',
+			'error', format('could not fetch %s from %s: HTTP %s', what, src, status)));
+END;
+$$;
+
+-- A fetch ended: its compile counts it, and looks at once when it was the
+-- last one or failed.
+CREATE FUNCTION hagen._fetch_finished(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	q hagen.job;
+BEGIN
+	SELECT * INTO q FROM hagen.job WHERE id = j.parent_id FOR UPDATE;
+	IF NOT FOUND OR q.step <> 'fetch' OR q.status NOT IN ('queued', 'running') THEN
+		RETURN;
+	END IF;
+	IF j.status = 'succeeded' THEN
+		q.state := q.state || jsonb_build_object('fetches', (q.state ->> 'fetches')::integer - 1);
+		UPDATE hagen.job SET state = q.state WHERE id = q.id;
+	END IF;
+	IF j.status <> 'succeeded' OR (q.state ->> 'fetches')::integer <= 0 THEN
+		UPDATE hagen.job SET run_at = now() WHERE id = q.id AND status = 'queued';
+	END IF;
+END;
+$$;
+
+-- The directory of one attempt of a compile (relative to hagen.work_dir):
+-- a helper that outlives its attempt can never write into a retry's files.
+CREATE FUNCTION hagen._compile_attempt_dir(j hagen.job, attempt integer) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN hagen._work_file(j.project_id, format('compile_%s_%s', j.id, attempt));
+
+-- The effect of the current step of a compile job.
+CREATE OR REPLACE FUNCTION hagen._compile_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	dir text;
+BEGIN
+	CASE j.step
+	WHEN 'fetch' THEN
+		RETURN hagen._noop('waiting for the inputs of the compile');
+	WHEN 'compile' THEN
+		-- The claim this effect is for counts total_attempts up.
+		dir := hagen._compile_attempt_dir(j, j.total_attempts + 1);
+		RETURN jsonb_build_object('type', 'compile', 'dir', dir,
+			'timeout_ms', (extract(epoch FROM hagen._compile_timeout()) * 1000)::bigint,
+			'manifest', j.state -> 'manifest' || jsonb_build_object(
+				'output', dir || '/final.mp4', 'thumbnail', dir || '/thumbnail.jpg'));
+	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
+		RETURN hagen._upload_effect(j);
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a compile job', j.step;
+END;
+$$;
+
+-- The project's progress while it compiles: gathering 85 %, FFmpeg 85 to
+-- 97 % by the fraction hagen-compile reports, storing 97 to 99 %.
+CREATE FUNCTION hagen._compile_progress(j hagen.job, step text, fraction numeric DEFAULT 0)
+	RETURNS void LANGUAGE sql AS $$
+	SELECT hagen._set_progress(j.project_id, 'compiling',
+		CASE WHEN step = 'fetch' THEN 'Gathering the clips'
+			 WHEN step = 'compile' THEN 'Compiling the video'
+			 ELSE 'Uploading the video' END,
+		CASE WHEN step = 'fetch' THEN 85
+			 WHEN step = 'compile' THEN 85 + 12 * least(greatest(coalesce(fraction, 0), 0), 1)
+			 ELSE 97 + 2 * least(greatest(coalesce(fraction, 0), 0), 1) END);
+$$;
+
+-- Reads the outcome of the current step of a compile job.
+CREATE OR REPLACE FUNCTION hagen._compile_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	r jsonb := o -> 'result';
+	msg text := coalesce(o ->> 'error', 'the compile worker gave no result');
+	bad hagen.job;
+	d jsonb;
+	dir text;
+BEGIN
+	CASE j.step
+	WHEN 'fetch' THEN
+		SELECT * INTO bad FROM hagen.job q
+		WHERE q.parent_id = j.id AND q.kind = 'fetch' AND q.status IN ('failed', 'canceled')
+		ORDER BY q.id LIMIT 1;
+		IF FOUND THEN
+			RETURN jsonb_build_object('action', 'fail', 'error', coalesce(bad.last_error, 'a fetch ' || bad.status));
+		ELSIF (j.state ->> 'fetches')::integer <= 0 THEN
+			PERFORM hagen._compile_progress(j, 'compile');
+			RETURN jsonb_build_object('action', 'advance', 'step', 'compile',
+				'log', format('%s input(s) in the work directory', jsonb_array_length(j.state -> 'inputs')));
+		END IF;
+		RETURN jsonb_build_object('action', 'advance', 'step', 'fetch',
+								  'delay_ms', hagen._compile_watchdog_ms());
+	WHEN 'compile' THEN
+		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' AND (r ->> 'duration') ~ '^[0-9.]+$'
+		   AND (r ->> 'size') ~ '^[0-9]+$' AND (r ->> 'thumbnail_size') ~ '^[0-9]+$' THEN
+			dir := hagen._compile_attempt_dir(j, j.total_attempts);
+			PERFORM hagen._compile_progress(j, 'store');
+			RETURN jsonb_build_object('action', 'advance', 'step', 'store',
+				'log', format('compiled %s s of video (%s mode, %s bytes)', r ->> 'duration', r ->> 'mode',
+							  r ->> 'size'),
+				'state', jsonb_build_object('result', r, 'attempt_dir', dir,
+					'storing', 'thumbnail', 'key', j.state ->> 'thumbnail_key',
+					'file', dir || '/thumbnail.jpg', 'bytes', (r ->> 'thumbnail_size')::bigint,
+					'content_type', 'image/jpeg'));
+		END IF;
+		IF o ->> 'segment' IS NOT NULL AND msg !~ ('\msegment ' || (o ->> 'segment') || '\M') THEN
+			msg := msg || ' (segment ' || (o ->> 'segment') || ')';
+		END IF;
+		RETURN jsonb_build_object('action', 'retry', 'max_attempts', 2, 'error', 'compile failed: ' || msg);
+	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
+		d := hagen._upload_interpret(j, o);
+		IF d ->> 'action' <> 'stored' THEN
+			RETURN d;
+		ELSIF j.state ->> 'storing' = 'thumbnail' THEN
+			-- The thumbnail is in; now the video, in parts when it is large.
+			RETURN jsonb_build_object('action', 'advance',
+				'step', hagen._store_step((j.state -> 'result' ->> 'size')::bigint),
+				'log', format('thumbnail stored at %s', j.state ->> 'key'),
+				'state', jsonb_build_object('storing', 'final', 'key', j.state ->> 'final_key',
+					'file', j.state ->> 'attempt_dir' || '/final.mp4',
+					'bytes', (j.state -> 'result' ->> 'size')::bigint, 'content_type', 'video/mp4',
+					'upload_id', NULL, 'upload_done', NULL, 'parts', NULL));
+		END IF;
+		RETURN jsonb_strip_nulls(jsonb_build_object('action', 'succeed', 'log', d ->> 'log',
+													'state', d -> 'state'));
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a compile job', j.step;
+END;
+$$;
+
+-- Records the end of the compile on the project.
+CREATE OR REPLACE FUNCTION hagen._compile_finished(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project;
+	omitted text;
+BEGIN
+	SELECT * INTO p FROM hagen.video_project WHERE id = j.project_id FOR UPDATE;
+	IF p.status <> 'compiling' THEN
+		RETURN;
+	END IF;
+	IF j.status = 'succeeded' THEN
+		SELECT string_agg(note, '; ' ORDER BY seq, part) INTO omitted
+		FROM (SELECT c.sequence_order AS seq, 0 AS part,
+					 format('clip %s left out (%s)', c.sequence_order,
+							coalesce(c.error_message, c.status)) AS note
+			  FROM hagen.video_clip c WHERE c.project_id = p.id AND c.status <> 'completed'
+			  UNION ALL
+			  SELECT c.sequence_order, 1,
+					 format('the transition after clip %s became a cut (%s)', c.sequence_order,
+							coalesce((SELECT q.last_error FROM hagen.job q WHERE q.clip_id = c.id
+									  AND q.kind = 'transition' ORDER BY q.id DESC LIMIT 1),
+									 c.transition_status))
+			  FROM hagen.video_clip c WHERE c.project_id = p.id
+				AND c.transition_status IN ('failed', 'canceled')) AS notes;
+		UPDATE hagen.video_project v
+		SET status = 'completed', completed_at = now(),
+			final_video_url = hagen._stored_url(j.state ->> 'final_key'),
+			thumbnail_url = hagen._stored_url(j.state ->> 'thumbnail_key'),
+			duration = (j.state -> 'result' ->> 'duration')::real,
+			actual_cost_cents = (SELECT coalesce(sum(cost_cents), 0) FROM hagen.video_clip c
+								 WHERE c.project_id = p.id),
+			error_message = omitted,
+			progress = '{"step": "completed", "label": "Completed", "percent": 100}'
+		WHERE v.id = p.id;
+		PERFORM hagen._log(j.id, p.id, 'info', 'video completed',
+						   jsonb_build_object('duration', j.state -> 'result' -> 'duration'));
+	ELSIF j.status IN ('failed', 'canceled') THEN
+		UPDATE hagen.video_project v
+		SET status = 'failed', completed_at = now(), error_message = j.last_error,
+			progress = jsonb_build_object('step', 'failed', 'label', 'Failed',
+				'percent', coalesce((v.progress ->> 'percent')::numeric, 0))
+		WHERE v.id = p.id;
+	END IF;
+END;
+$$;
+
+CREATE FUNCTION hagen._work_dir() RETURNS text
+	LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'hagen_work_dir_sql';
+COMMENT ON FUNCTION hagen._work_dir() IS
+	'The work directory of the hagenkit workers (hagen.work_dir, absolute).';
+
+-- Queues the removal of a directory of the work directory (relative),
+-- unless one is queued already; not before `after` when given.  A cleanup
+-- job belongs to no project (like a purge, it may outlive the project row):
+-- its directory names what it cleans.
+CREATE FUNCTION hagen._queue_cleanup(dir text, reason text, after timestamptz DEFAULT NULL)
+	RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+	id bigint;
+BEGIN
+	INSERT INTO hagen.job (kind, lane, step, state, run_at)
+	VALUES ('cleanup', 'http', 'remove', jsonb_build_object('dir', dir, 'reason', reason),
+			greatest(now(), coalesce(after, now())))
+	ON CONFLICT DO NOTHING
+	RETURNING job.id INTO id;
+	RETURN id;
+END;
+$$;
+
+-- After a job of a project ended: when the project has ended and none of
+-- its jobs touching files is live, its work files go.
+CREATE FUNCTION hagen._cleanup_if_settled(project uuid) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	st text;
+BEGIN
+	SELECT status INTO st FROM hagen.video_project WHERE id = project;
+	IF st IS NULL OR st NOT IN ('completed', 'failed', 'canceled') THEN
+		RETURN;
+	END IF;
+	IF EXISTS (SELECT 1 FROM hagen.job q WHERE q.project_id = project
+			   AND q.status IN ('queued', 'running') AND q.kind NOT IN ('cancel', 'cleanup')) THEN
+		RETURN;
+	END IF;
+	PERFORM hagen._queue_cleanup(project::text, 'the project ' || st);
+END;
+$$;
+
+-- A run that starts again keeps its files: a cleanup not yet begun is
+-- called off.
+CREATE FUNCTION hagen._cancel_cleanup(project uuid) RETURNS void
+	LANGUAGE sql AS $$
+	UPDATE hagen.job SET status = 'canceled', finished_at = now(), last_error = 'the project runs again'
+	WHERE kind = 'cleanup' AND status = 'queued' AND state ->> 'dir' = project::text;
+$$;
+
+CREATE FUNCTION hagen._cleanup_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE sql IMMUTABLE
+	RETURN jsonb_build_object('type', 'remove', 'path', j.state ->> 'dir');
+
+CREATE FUNCTION hagen._cleanup_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE sql IMMUTABLE
+	RETURN CASE WHEN o ->> 'status' = 'ok'
+		THEN jsonb_build_object('action', 'succeed', 'log',
+			format('work files of %s %s (%s)', j.state ->> 'dir',
+				   CASE WHEN (o ->> 'removed')::boolean THEN 'removed' ELSE 'already gone' END,
+				   j.state ->> 'reason'))
+		ELSE jsonb_build_object('action', 'retry', 'max_attempts', 3,
+			'error', format('could not remove the work files of %s: %s', j.state ->> 'dir',
+							coalesce(o ->> 'error', 'no reason given')))
+		END;
+
+-- Every file of the work directory: its top-level directory (a project's
+-- id), size and time of last change.  Only the extension's owner may list
+-- server directories; operators see the totals through hagen.work_usage.
+CREATE FUNCTION hagen._work_files(OUT dir text, OUT path text, OUT bytes bigint,
+								  OUT modified timestamptz)
+	RETURNS SETOF record LANGUAGE sql STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, hagen, pg_temp AS $$
+	WITH RECURSIVE root AS (SELECT hagen._work_dir() AS r),
+	f(dir, path, isdir, bytes, modified) AS (
+		SELECT n, root.r || '/' || n, s.isdir, s.size, s.modification
+		FROM root, pg_ls_dir(root.r, true, false) AS n, pg_stat_file(root.r || '/' || n, true) AS s
+		UNION ALL
+		SELECT f.dir, f.path || '/' || n, s.isdir, s.size, s.modification
+		FROM f, pg_ls_dir(f.path, true, false) AS n, pg_stat_file(f.path || '/' || n, true) AS s
+		WHERE f.isdir
+	)
+	SELECT dir, path, bytes, modified FROM f WHERE NOT isdir;
+$$;
+
+-- Removes what a crash left in the work directory: every directory older
+-- than hagen.work_retention (default 1 day) that belongs to no running
+-- project and no live job, and the remains of a removal that was cut short.
+-- Returns how many removals it queued.  The dispatcher calls it with the
+-- purge of history, about once an hour.
+CREATE FUNCTION hagen.sweep_work_dir() RETURNS integer
+	LANGUAGE plpgsql AS $$
+DECLARE
+	root text := hagen._work_dir();
+	keep interval := hagen._setting_interval('hagen.work_retention', '1 day');
+	e record;
+	n integer := 0;
+BEGIN
+	FOR e IN
+		SELECT d.name, CASE WHEN d.name ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+							THEN d.name::uuid END AS project
+		FROM pg_ls_dir(root, true, false) AS d(name), pg_stat_file(root || '/' || d.name, true) AS s
+		WHERE s.isdir AND (d.name LIKE '.removing%' OR s.modification < now() - keep)
+	LOOP
+		CONTINUE WHEN e.project IS NOT NULL AND (
+			EXISTS (SELECT 1 FROM hagen.video_project p WHERE p.id = e.project
+					AND p.status IN ('generating', 'compiling'))
+			OR EXISTS (SELECT 1 FROM hagen.job q WHERE q.project_id = e.project
+					   AND q.status IN ('queued', 'running') AND q.kind <> 'cleanup'));
+		IF hagen._queue_cleanup(e.name,
+				CASE WHEN e.name LIKE '.removing%' THEN 'a removal cut short'
+					 ELSE format('unused for more than %s (hagen.work_retention)', keep) END) IS NOT NULL THEN
+			n := n + 1;
+		END IF;
+	END LOOP;
+	RETURN n;
+END;
+$$;
+
+-- What the work directory holds, by top-level directory (a project, or
+-- the remains of one), for operators: how many files, how many bytes, when
+-- it last changed, and the project's status (NULL: no such project).
+CREATE VIEW hagen.work_usage AS
+SELECT w.dir, p.id AS project_id, p.workspace_id, p.status, count(*) AS files,
+	   sum(w.bytes)::bigint AS bytes, pg_size_pretty(sum(w.bytes)) AS size,
+	   max(w.modified) AS last_modified
+FROM hagen._work_files() w
+LEFT JOIN hagen.video_project p
+	   ON p.id = CASE WHEN w.dir ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$' THEN w.dir::uuid END
+GROUP BY w.dir, p.id, p.workspace_id, p.status;
+
+ALTER FUNCTION hagen.sweep_work_dir() SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+GRANT EXECUTE ON FUNCTION hagen.sweep_work_dir() TO hagen_operator;
+GRANT SELECT ON hagen.work_usage TO hagen_operator;
+
+-- A compile queued by 0.3 is one step with no plan: it starts again the
+-- new way, from the fetch of its inputs (those in the work directory are
+-- not fetched again).
+DO $$
+DECLARE
+	j hagen.job;
+BEGIN
+	FOR j IN SELECT * FROM hagen.job WHERE kind = 'compile' AND status IN ('queued', 'running') FOR UPDATE
+	LOOP
+		DELETE FROM hagen.job WHERE id = j.id;
+		PERFORM hagen._compile_queue(p) FROM hagen.video_project p WHERE p.id = j.project_id;
+	END LOOP;
+END;
+$$;
+
 -- Functions created above are granted to no one, as at install
 -- (src/sql/90_privileges.sql); keep this section last.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA hagen FROM PUBLIC;

@@ -96,15 +96,25 @@ SELECT t.project('ws-beat') AS p \gset
 UPDATE hagen.video_clip SET status = 'completed' WHERE project_id = :'p';
 UPDATE hagen.video_clip SET transition_status = 'completed' WHERE project_id = :'p' AND sequence_order = 1;
 SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+-- Its inputs are fetched (here: found in the work directory), then it
+-- moves to the compile lane.
+SELECT kind, step, status FROM t.tick() ORDER BY kind, step, status;
+SELECT kind, step, status FROM t.tick();
 SELECT job_id AS cj, token AS ct FROM hagen.claim_jobs('compile', 1) \gset
-SELECT hagen.heartbeat(:cj, :ct, '{"step": "compiling", "label": "Compiling", "percent": 92}') AS keep;
+-- hagen-compile reports a fraction; SQL alone makes it the percent.
+SELECT hagen.heartbeat(:cj, :ct, '{"fraction": 0.5}') AS keep;
 SELECT progress FROM hagen.video_project WHERE id = :'p';
 SELECT hagen.heartbeat(:cj, :ct + 1) AS wrong_token;
 SELECT (hagen.cancel_video(:'p')) ->> 'status' AS status;
 SELECT hagen.heartbeat(:cj, :ct) AS keep_after_cancel;
 SELECT hagen.complete_job(:cj, :ct, '{"status": "error", "error": "killed"}');
-SELECT kind, status FROM hagen.job WHERE project_id = :'p';
-SELECT count(*) AS left_running FROM hagen.job WHERE status IN ('queued', 'running');
+SELECT kind, status, count(*) FROM hagen.job WHERE project_id = :'p' GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT count(*) AS left_running FROM hagen.job
+WHERE status IN ('queued', 'running') AND kind <> 'cleanup';
+-- Once nothing of the canceled project runs, its work files are removed.
+SELECT kind, status, state ->> 'reason' AS reason FROM hagen.job
+WHERE kind = 'cleanup' AND state ->> 'dir' = :'p';
+SELECT kind, step, status FROM t.tick() WHERE kind = 'cleanup';
 
 -- 8. Views for dashboards, and history retention.
 SELECT t.project('ws-views') AS p \gset

@@ -86,6 +86,10 @@ DECLARE
 BEGIN
 	IF eff ->> 'type' = 'noop' THEN
 		RETURN '{"type": "noop"}';
+	ELSIF eff ->> 'type' = 'remove' THEN
+		RETURN '{"status": "ok", "removed": true}';
+	ELSIF j.kind = 'fetch' THEN
+		RETURN jsonb_build_object('status', 200, 'file', eff ->> 'save_to', 'bytes', 1000, 'existing', true);
 	ELSIF j.kind = 'upload_part' THEN
 		RETURN jsonb_build_object('status', 200,
 			'headers', jsonb_build_object('etag', format('"etag-%s"', j.state ->> 'part')));
@@ -145,9 +149,14 @@ $$;
 
 -- Makes every queued job due, except a multipart upload waiting for its
 -- parts (its parts wake it).
+-- The compiles that follow the clips stored here, and the removal of work
+-- files, are left waiting: these scenarios are about storing one file.
 CREATE FUNCTION t.due_s3() RETURNS void LANGUAGE sql AS $$
 	UPDATE hagen.job SET run_at = now() - interval '1 second'
-	WHERE status = 'queued' AND (step <> 'upload_parts' OR run_at <= now());
+	WHERE status = 'queued' AND (step <> 'upload_parts' OR run_at <= now())
+	  AND kind NOT IN ('compile', 'fetch', 'cleanup');
+	UPDATE hagen.job SET run_at = now() + interval '1 hour'
+	WHERE status = 'queued' AND kind IN ('compile', 'fetch', 'cleanup');
 $$;
 
 -- One round of the dispatcher against the fake S3.
@@ -220,7 +229,7 @@ CREATE FUNCTION t.parts(p uuid) RETURNS TABLE (part integer, status text, attemp
 	LANGUAGE sql AS $$
 	SELECT (q.state ->> 'part')::integer, q.status, q.total_attempts, q.state ->> 'etag'
 	FROM hagen.job q JOIN hagen.job u ON u.id = q.parent_id
-	WHERE u.project_id = p ORDER BY 1;
+	WHERE u.project_id = p AND q.kind = 'upload_part' ORDER BY 1;
 $$;
 
 -- 4. A small file: one PUT, as before.
@@ -281,8 +290,8 @@ WHERE job_id = (SELECT id FROM hagen.job WHERE project_id = :'p' AND kind = 'cli
 -- Each part was sent once, but part 3 twice; no abort.
 SELECT step, part, count(*) FROM t.s3_log WHERE kind IN ('upload_part', 'cancel')
 GROUP BY 1, 2 HAVING count(*) > 1 OR step = 'cancel' ORDER BY 1, 2;
-SELECT count(*) AS http_jobs_live FROM hagen.job
-WHERE project_id = :'p' AND lane = 'http' AND status IN ('queued', 'running');
+SELECT count(*) AS upload_jobs_live FROM hagen.job
+WHERE project_id = :'p' AND kind IN ('clip', 'upload_part') AND status IN ('queued', 'running');
 
 -- 6. A crash in the middle: the parts whose answer was recorded are never
 -- sent again; those in flight are.

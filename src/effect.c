@@ -1,8 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * effect.c
- *	  Reading effects (jsonb from SQL) and writing outcomes (JSON to SQL),
- *	  and resolving paths in the work directory.
+ *	  Reading effects (jsonb from SQL) and writing outcomes (JSON to SQL).
  *
  * IDENTIFICATION
  *	  src/effect.c
@@ -10,8 +9,6 @@
  *-------------------------------------------------------------------------
  */
 #include "hagenkit.h"
-
-#include <sys/stat.h>
 
 #include "common/jsonapi.h"
 #include "utils/builtins.h"
@@ -122,47 +119,4 @@ hagen_json_string(StringInfo buf, const char *key, const char *value)
 		escape_json(buf, value);
 	else
 		appendStringInfoString(buf, "null");
-}
-
-/*
- * hagen_work_path resolves a path relative to the work directory.  Paths
- * come from SQL; absolute paths and ".." segments are refused so that no
- * job can read or write outside the work directory.  With create_dirs, the
- * parent directories are made.  Returns NULL and sets *error when refused.
- */
-char *
-hagen_work_path(const char *relative, bool create_dirs, char **error)
-{
-	char	   *path;
-	char	   *dir;
-	const char *p;
-
-	*error = NULL;
-	if (relative == NULL || relative[0] == '\0' || relative[0] == '/')
-	{
-		*error = psprintf("work file path \"%s\" must be relative", relative ? relative : "");
-		return NULL;
-	}
-	for (p = relative; *p; p++)
-	{
-		if ((p == relative || p[-1] == '/') && p[0] == '.' && p[1] == '.' &&
-			(p[2] == '/' || p[2] == '\0'))
-		{
-			*error = psprintf("work file path \"%s\" must not contain \"..\"", relative);
-			return NULL;
-		}
-	}
-	path = psprintf("%s/%s", hagen_effective_work_dir(), relative);
-	if (create_dirs)
-	{
-		dir = pstrdup(path);
-		get_parent_directory(dir);
-		if (pg_mkdir_p(dir, S_IRWXU) != 0 && errno != EEXIST)
-		{
-			*error = psprintf("could not create directory \"%s\": %m", dir);
-			return NULL;
-		}
-		pfree(dir);
-	}
-	return path;
 }

@@ -45,6 +45,7 @@ char	   *hagen_compile_helper = NULL;
 
 static int	hagen_clip_timeout_s = 1200;
 static int	hagen_log_retention_min = 14 * 24 * 60;
+static int	hagen_work_retention_s = 86400;
 static int	hagen_max_attempts = 8;
 static bool hagen_resubmit_unconfirmed = false;
 static char *hagen_xai_resolution = NULL;
@@ -382,6 +383,10 @@ hagen_define_gucs(void)
 							"How long job history is kept.",
 							NULL, &hagen_log_retention_min, 14 * 24 * 60, 60, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MIN, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.work_retention",
+							"How long the work files no project or job uses may stay before the hourly sweep removes them.",
+							NULL, &hagen_work_retention_s, 86400, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("hagen.max_attempts",
 							"How many times one step of a job is tried before the job fails.",
 							NULL, &hagen_max_attempts, 8, 1, 100,

@@ -103,7 +103,11 @@ extern int64 hagen_jsonb_int(Jsonb *jb, const char *key, int64 dflt);
 extern Jsonb *hagen_jsonb_object(Jsonb *jb, const char *key);
 extern char *hagen_jsonb_value_json(Jsonb *jb, const char *key);
 extern void hagen_json_string(StringInfo buf, const char *key, const char *value);
+
+/* The work directory (workdir.c) */
 extern char *hagen_work_path(const char *relative, bool create_dirs, char **error);
+extern char *hagen_work_remove(const char *relative);
+extern int64 hagen_work_file_size(const char *path);
 
 /* SQL-callable (shmem.c) */
 extern Datum hagen_wake(PG_FUNCTION_ARGS);

@@ -656,9 +656,11 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 	if (method == NULL)
 		method = "GET";
 
-	if (type && strcmp(type, "noop") == 0)
+	/* Local effects: done at once, their outcome queued like a transfer's. */
+	if (type && (strcmp(type, "noop") == 0 || strcmp(type, "remove") == 0))
 	{
-		t->outcome = pstrdup("{\"type\":\"noop\"}");
+		t->outcome = type[0] == 'n' ? pstrdup("{\"type\":\"noop\"}")
+			: hagen_work_remove(hagen_jsonb_text(effect, "path"));
 		MemoryContextSwitchTo(old);
 		dlist_push_tail(&h->done, &t->node);
 		return;
@@ -689,6 +691,22 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 			return;
 		}
 		t->part_path = psprintf("%s.part", t->save_path);
+		/* A file already downloaded is not fetched again when so asked. */
+		if (hagen_jsonb_bool(effect, "unless_exists", false) &&
+			hagen_work_file_size(t->save_path) > 0)
+		{
+			StringInfoData buf;
+
+			initStringInfo(&buf);
+			appendStringInfo(&buf, "{\"status\":200,\"existing\":true,\"bytes\":" INT64_FORMAT ",\"file\":",
+							 hagen_work_file_size(t->save_path));
+			escape_json(&buf, t->save_rel);
+			appendStringInfoChar(&buf, '}');
+			t->outcome = buf.data;
+			MemoryContextSwitchTo(old);
+			dlist_push_tail(&h->done, &t->node);
+			return;
+		}
 	}
 	if (body_file)
 	{

@@ -42,7 +42,8 @@ static ProtocolQuery q_fail = {"SELECT hagen.fail_job($1, $2, $3)", 3, {INT8OID,
 static ProtocolQuery q_recover = {"SELECT hagen.recover_jobs($1)", 1, {TEXTOID}, NULL};
 static ProtocolQuery q_heartbeat = {"SELECT hagen.heartbeat($1, $2, $3::jsonb)", 3, {INT8OID, INT8OID, TEXTOID}, NULL};
 
-static ProtocolQuery q_purge = {"SELECT hagen.purge_history()", 0, {InvalidOid}, NULL};
+/* Hourly upkeep: old history, and work files a crash left behind. */
+static ProtocolQuery q_purge = {"SELECT hagen.purge_history(), hagen.sweep_work_dir()", 0, {InvalidOid}, NULL};
 
 static ProtocolQuery *all_queries[] = {&q_claim, &q_next_due, &q_complete, &q_complete_many,
 &q_fail, &q_recover, &q_heartbeat, &q_purge};

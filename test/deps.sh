@@ -46,7 +46,7 @@ fi
 
 # The npm test servers (pinned in package-lock.json).
 if [ -f package-lock.json ]; then
-	if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+	if [ ! -d node_modules/@20minutes/s3rver ] || [ package-lock.json -nt node_modules ]; then
 		echo "deps: npm ci" >&2
 		npm ci --no-audit --no-fund --loglevel=error >/dev/null
 		touch node_modules

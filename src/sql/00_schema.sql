@@ -96,17 +96,18 @@ INSERT INTO hagen.pricing VALUES
 
 -- A job: one unit of pipeline work (a clip, a transition, a compile, a
 -- provider-side cancel, a part of a multipart upload, the purge of a
--- project's objects).  It advances through persisted steps; each claim of
+-- project's objects, the fetch of an input of a compile, the removal of a
+-- project's work files).  It advances through persisted steps; each claim of
 -- a job hands one effect to a worker under a lease identified by a token.
--- A purge belongs to no project (it outlives the project it cleans up);
--- a part has its upload's job as parent.
+-- A purge and a cleanup belong to no project (they outlive the project
+-- they clean up); a part has its upload's job as parent, a fetch its compile.
 CREATE SEQUENCE hagen.lease_token_seq;
 CREATE TABLE hagen.job (
 	id					bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	project_id			uuid REFERENCES hagen.video_project (id) ON DELETE CASCADE,
 	clip_id				uuid REFERENCES hagen.video_clip (id) ON DELETE CASCADE,
 	kind				text NOT NULL CHECK (kind IN ('clip', 'transition', 'compile', 'cancel',
-													  'upload_part', 'purge')),
+													  'upload_part', 'purge', 'fetch', 'cleanup')),
 	lane				text NOT NULL DEFAULT 'http' CHECK (lane IN ('http', 'compile')),
 	provider			text,
 	status				text NOT NULL DEFAULT 'queued'
@@ -130,7 +131,7 @@ CREATE TABLE hagen.job (
 	started_at			timestamptz,
 	finished_at			timestamptz,
 	parent_id			bigint REFERENCES hagen.job (id) ON DELETE CASCADE,
-	CONSTRAINT job_project_check CHECK (project_id IS NOT NULL OR kind = 'purge')
+	CONSTRAINT job_project_check CHECK (project_id IS NOT NULL OR kind IN ('purge', 'cleanup'))
 );
 -- At most one live job of each kind per clip, and one live compile per project:
 -- this is what makes start_video idempotent even under concurrency.
@@ -146,6 +147,9 @@ CREATE UNIQUE INDEX job_upload_part ON hagen.job (parent_id, ((state ->> 'part')
 	WHERE parent_id IS NOT NULL;
 CREATE UNIQUE INDEX job_one_live_purge ON hagen.job ((state ->> 'prefix'))
 	WHERE kind = 'purge' AND status IN ('queued', 'running');
+-- One live removal per directory of the work directory.
+CREATE UNIQUE INDEX job_one_live_cleanup ON hagen.job ((state ->> 'dir'))
+	WHERE kind = 'cleanup' AND status IN ('queued', 'running');
 
 -- The structured log of every job, like a task logger.
 CREATE TABLE hagen.job_log (

@@ -170,7 +170,9 @@ END;
 $$;
 
 -- Lets a worker that is still busy with a long effect (a compile) keep its
--- lease and report progress.  Returns false when the lease was lost.
+-- lease and report how far it has come ({"fraction": 0..1}; SQL alone turns
+-- that into the project's percent).  Returns false when the lease was lost
+-- or the job canceled.
 CREATE FUNCTION hagen.heartbeat(job_id bigint, token bigint, progress jsonb DEFAULT NULL,
 								extend interval DEFAULT '2 minutes')
 	RETURNS boolean LANGUAGE plpgsql AS $$
@@ -183,9 +185,8 @@ BEGIN
 	END IF;
 	UPDATE hagen.job SET lease_expires_at = greatest(lease_expires_at, now() + extend)
 	WHERE id = j.id;
-	IF progress IS NOT NULL THEN
-		PERFORM hagen._set_progress(j.project_id, progress ->> 'step', progress ->> 'label',
-									(progress ->> 'percent')::numeric);
+	IF progress IS NOT NULL AND j.kind = 'compile' THEN
+		PERFORM hagen._compile_progress(j, j.step, (progress ->> 'fraction')::numeric);
 	END IF;
 	RETURN NOT j.cancel_requested;
 END;
@@ -394,6 +395,8 @@ BEGIN
 	WHEN 'cancel' THEN RETURN hagen._provider_cancel_effect(j);
 	WHEN 'upload_part' THEN RETURN hagen._upload_part_effect(j);
 	WHEN 'purge' THEN RETURN hagen._purge_effect(j);
+	WHEN 'fetch' THEN RETURN hagen._fetch_effect(j);
+	WHEN 'cleanup' THEN RETURN hagen._cleanup_effect(j);
 	END CASE;
 	RAISE EXCEPTION 'unknown job kind "%"', j.kind;
 END;
@@ -409,6 +412,8 @@ BEGIN
 	WHEN 'cancel' THEN RETURN hagen._provider_cancel_interpret(j, o);
 	WHEN 'upload_part' THEN RETURN hagen._upload_part_interpret(j, o);
 	WHEN 'purge' THEN RETURN hagen._purge_interpret(j, o);
+	WHEN 'fetch' THEN RETURN hagen._fetch_interpret(j, o);
+	WHEN 'cleanup' THEN RETURN hagen._cleanup_interpret(j, o);
 	END CASE;
 	RAISE EXCEPTION 'unknown job kind "%"', j.kind;
 END;

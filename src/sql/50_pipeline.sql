@@ -189,6 +189,7 @@ DECLARE
 	n integer;
 BEGIN
 	PERFORM hagen._check_runnable(p);
+	PERFORM hagen._cancel_cleanup(p.id);
 	UPDATE hagen.video_project v
 	SET status = 'generating', started_at = now(), completed_at = NULL, error_message = NULL,
 		final_video_url = NULL, thumbnail_url = NULL, duration = NULL,
@@ -301,8 +302,8 @@ CREATE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
 DECLARE
 	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
 BEGIN
-	IF j.state ? 'upload_id' AND j.kind IN ('clip', 'transition') AND j.status <> 'succeeded'
-	   AND NOT j.state ? 'upload_done' THEN
+	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile')
+	   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
 		PERFORM hagen._upload_abandon(j);
 	END IF;
 	CASE j.kind
@@ -323,14 +324,17 @@ BEGIN
 		WHERE c.id = j.clip_id;
 	WHEN 'compile' THEN
 		PERFORM hagen._compile_finished(j);
-		RETURN;
 	WHEN 'upload_part' THEN
 		PERFORM hagen._upload_part_finished(j);
-		RETURN;
+	WHEN 'fetch' THEN
+		PERFORM hagen._fetch_finished(j);
 	ELSE
-		RETURN;
+		NULL;
 	END CASE;
-	PERFORM hagen._advance_project(j.project_id);
+	IF j.kind IN ('clip', 'transition') THEN
+		PERFORM hagen._advance_project(j.project_id);
+	END IF;
+	PERFORM hagen._cleanup_if_settled(j.project_id);
 END;
 $$;
 
@@ -407,9 +411,7 @@ BEGIN
 		RETURN;
 	END IF;
 
-	UPDATE hagen.video_project v SET status = 'compiling' WHERE v.id = p.id;
-	PERFORM hagen._set_progress(p.id, 'compiling', 'Compiling the video', 85);
-	PERFORM hagen._enqueue(p.id, NULL, 'compile', NULL, 'compile', '{}', 'compile',
-						   hagen._setting_interval('hagen.compile_timeout', '30 minutes') * 2);
+	UPDATE hagen.video_project v SET status = 'compiling' WHERE v.id = p.id RETURNING * INTO p;
+	PERFORM hagen._compile_queue(p);
 END;
 $$;

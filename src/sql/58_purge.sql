@@ -87,9 +87,10 @@ BEGIN
 END;
 $$;
 
--- Deleting a project that was ever started deletes its objects: the
--- multipart uploads it left open are aborted, and the purge waits until no
--- request of the project can still be in flight (the longest lease).
+-- Deleting a project that was ever started deletes its objects and its
+-- work files: the multipart uploads it left open are aborted, and the purge
+-- and the cleanup wait until no request of the project can still be in
+-- flight (the longest lease).
 CREATE FUNCTION hagen._project_deleted() RETURNS trigger
 	LANGUAGE plpgsql AS $$
 DECLARE
@@ -101,14 +102,21 @@ BEGIN
 	END IF;
 	SELECT coalesce(jsonb_agg(jsonb_build_object('key', j.state ->> 'key',
 												 'upload_id', j.state ->> 'upload_id') ORDER BY j.id)
-					FILTER (WHERE j.kind <> 'upload_part' AND j.state ? 'upload_id'
-							AND NOT j.state ? 'upload_done'), '[]'),
-		   max(j.lease_expires_at) FILTER (WHERE j.status = 'running')
+					FILTER (WHERE j.kind <> 'upload_part' AND j.state ->> 'upload_id' IS NOT NULL
+							AND j.state ->> 'upload_done' IS NULL), '[]'),
+		   -- A compile worker notices within seconds that its job is gone
+		   -- (its heartbeat fails) and stops the helper; the dispatcher's
+		   -- requests run until their lease ends.
+		   max(CASE WHEN j.lane = 'compile' THEN least(j.lease_expires_at, now() + interval '10 seconds')
+					ELSE j.lease_expires_at END) FILTER (WHERE j.status = 'running')
 	INTO aborts, after
 	FROM hagen.job j
 	WHERE j.project_id = OLD.id AND j.status IN ('queued', 'running');
 	PERFORM hagen._schedule_purge(OLD.workspace_id, OLD.id, aborts,
 								  CASE WHEN after IS NOT NULL THEN least(after, now() + interval '1 hour') END);
+	-- Its work files go too, once nothing of it can still be writing them.
+	PERFORM hagen._queue_cleanup(OLD.id::text, 'the project was deleted',
+								 CASE WHEN after IS NOT NULL THEN least(after, now() + interval '1 hour') END);
 	RETURN OLD;
 END;
 $$;

@@ -1,10 +1,32 @@
 -- hagenkit install script, part 60: the compile job.
+--
+-- A compile is a job like a clip's, with steps:
+--   fetch     every input of the video that is not in the work directory
+--             yet (a clip stored by an earlier run, the music) is fetched
+--             by a job of its own (kind "fetch", the compile job as
+--             parent), an ordinary http effect retried on its own; the
+--             compile job waits until they are all there.  A refusal of
+--             the network guard or a 4xx fails the project at once.
+--   compile   the one effect of the compile lane: hagen-compile runs on the
+--             manifest below, exactly as emitted here, in a directory of
+--             its own attempt, and reports a fraction as it goes.
+--   store     thumbnail.jpg, then final.mp4, through the storing steps of
+--             clips (57_upload.sql: one PUT, or a multipart upload from
+--             hagen.s3_multipart_threshold on, resumed after a restart).
+--             A failed upload retries the upload, never FFmpeg.
+-- When the project has ended (and after any ending), its work files are
+-- removed by a cleanup job (65_workdir.sql).
+
+-- The time limit of hagen-compile on one compile.
+CREATE FUNCTION hagen._compile_timeout() RETURNS interval
+	LANGUAGE sql STABLE RETURN hagen._setting_interval('hagen.compile_timeout', '30 minutes');
 
 -- The segments of the final video in order: completed clips by
 -- sequence_order, each followed by its seamless transition when that
 -- completed and leads into the very next clip; anything else is a cut, and
 -- a clip after a cut fades in from the segment before it when the project
--- has a crossfade.
+-- has a crossfade.  Each segment names its work file, its storage key and
+-- how it is called in messages.
 CREATE FUNCTION hagen._compile_segments(p hagen.video_project) RETURNS jsonb
 	LANGUAGE sql STABLE AS $$
 	WITH ordered AS (
@@ -38,60 +60,249 @@ CREATE FUNCTION hagen._compile_segments(p hagen.video_project) RETURNS jsonb
 		WHERE k.transition_type = 'seamless' AND k.transition_status = 'completed'
 		  AND k.next_id IS NOT NULL AND k.next_id = k.next_kept
 	)
-	SELECT coalesce(jsonb_agg(seg || jsonb_build_object('url', hagen._s3_url(seg ->> 'key'))
-							  ORDER BY sequence_order, part), '[]')
-	FROM segs;
+	SELECT coalesce(jsonb_agg(seg ORDER BY sequence_order, part), '[]') FROM segs;
 $$;
 
--- The compile effect: everything the compile worker needs to gather the
--- inputs, run hagen-compile and store the results.
-CREATE FUNCTION hagen._compile_effect(j hagen.job) RETURNS jsonb
-	LANGUAGE plpgsql AS $$
+-- What a compile of the project is to make, fixed when the compile is
+-- queued: the manifest hagen-compile reads (its paths relative to
+-- hagen.work_dir; the output and thumbnail are added per attempt), the
+-- inputs to fetch, and the storage keys of the results.
+CREATE FUNCTION hagen._compile_plan(p hagen.video_project) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
 DECLARE
-	p hagen.video_project := hagen._project(j.project_id);
+	segs jsonb := hagen._compile_segments(p);
 	m hagen.music_track;
-	final_key text := hagen.get_video_path(p.workspace_id, p.id, 'final.mp4');
-	thumb_key text := hagen.get_video_path(p.workspace_id, p.id, 'thumbnail.jpg');
+	music_file text;
 BEGIN
 	SELECT * INTO m FROM hagen.music_track WHERE id = p.music_track_id;
+	IF m.id IS NOT NULL THEN
+		music_file := hagen._work_file(p.id, 'music_' || m.id);
+	END IF;
 	RETURN jsonb_build_object(
-		'type', 'compile',
-		'timeout_ms', (extract(epoch FROM hagen._setting_interval('hagen.compile_timeout',
-																   '30 minutes')) * 1000)::bigint,
-		'work_dir', p.id::text,
-		'segments', hagen._compile_segments(p),
-		'music', CASE WHEN m.id IS NULL THEN NULL ELSE jsonb_build_object(
-					'url', m.audio_url, 'volume', p.music_volume,
-					'file', hagen._work_file(p.id, 'music')) END,
-		'video_volume', p.video_volume,
-		'aspect_ratio', p.aspect_ratio,
-		'output', jsonb_build_object('key', final_key, 'url', hagen._s3_url(final_key),
-									 'file', hagen._work_file(p.id, 'final.mp4'),
-									 'content_type', 'video/mp4'),
-		'thumbnail', jsonb_build_object('key', thumb_key, 'url', hagen._s3_url(thumb_key),
-										'file', hagen._work_file(p.id, 'thumbnail.jpg'),
-										'content_type', 'image/jpeg'));
+		'manifest', jsonb_build_object(
+			'segments', (SELECT jsonb_agg(jsonb_build_object('file', s ->> 'file', 'kind', s ->> 'kind',
+										  'label', s ->> 'label', 'crossfade', s -> 'crossfade') ORDER BY n)
+						 FROM jsonb_array_elements(segs) WITH ORDINALITY AS x(s, n)),
+			'music', CASE WHEN m.id IS NOT NULL
+						  THEN jsonb_build_object('file', music_file, 'volume', p.music_volume) END,
+			'video_volume', p.video_volume,
+			'aspect_ratio', p.aspect_ratio,
+			'mode', 'auto'),
+		'inputs', coalesce((SELECT jsonb_agg(jsonb_build_object('file', s ->> 'file', 'key', s ->> 'key',
+								'what', format('segment %s (%s)', n, s ->> 'label')) ORDER BY n)
+							FROM jsonb_array_elements(segs) WITH ORDINALITY AS x(s, n)), '[]')
+				  || CASE WHEN m.id IS NOT NULL THEN jsonb_build_array(jsonb_build_object(
+						'file', music_file, 'url', m.audio_url,
+						'what', format('the music track "%s"', m.name))) ELSE '[]' END,
+		'final_key', hagen.get_video_path(p.workspace_id, p.id, 'final.mp4'),
+		'thumbnail_key', hagen.get_video_path(p.workspace_id, p.id, 'thumbnail.jpg'));
 END;
 $$;
 
--- Reads the compile worker's report.  A crash or a failure is retried once,
--- then fails the project with the helper's message (which names the
--- segment it concerns; the number is added when it does not).
+-- How long a compile job waiting for its inputs sleeps before it looks on
+-- its own (its fetches wake it when they end; this only covers a wake-up
+-- that was lost).
+CREATE FUNCTION hagen._compile_watchdog_ms() RETURNS integer
+	LANGUAGE sql IMMUTABLE RETURN 30000;
+
+-- Queues the compile of a project whose generation has ended, with one
+-- fetch job per input.  Returns the compile job's id (NULL when one is
+-- live already).
+CREATE FUNCTION hagen._compile_queue(p hagen.video_project) RETURNS bigint
+	LANGUAGE plpgsql AS $$
+DECLARE
+	plan jsonb := hagen._compile_plan(p);
+	compile_id bigint;
+BEGIN
+	compile_id := hagen._enqueue(p.id, NULL, 'compile', NULL, 'fetch',
+						  plan || jsonb_build_object('fetches', jsonb_array_length(plan -> 'inputs')),
+						  NULL, hagen._compile_timeout() * 2);
+	IF compile_id IS NULL THEN
+		RETURN NULL;
+	END IF;
+	INSERT INTO hagen.job (project_id, kind, lane, step, state, deadline_at, parent_id)
+	SELECT p.id, 'fetch', 'http', 'fetch', i, q.deadline_at, q.id
+	FROM hagen.job q, jsonb_array_elements(plan -> 'inputs') i
+	WHERE q.id = compile_id;
+	IF jsonb_array_length(plan -> 'inputs') > 0 THEN
+		UPDATE hagen.job SET run_at = now() + make_interval(secs => hagen._compile_watchdog_ms() / 1000.0)
+		WHERE id = compile_id;
+	END IF;
+	PERFORM hagen._set_progress(p.id, 'compiling', 'Gathering the clips', 85);
+	RETURN compile_id;
+END;
+$$;
+
+-- The effect of a fetch: a GET into the work file, unless the file is
+-- there already (a clip downloaded by this run).  Stored segments come from
+-- the bucket; the music from its URL, through the network guard.
+CREATE FUNCTION hagen._fetch_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+BEGIN
+	RETURN CASE WHEN j.state ? 'key'
+		THEN hagen._http('GET', hagen._s3_url(j.state ->> 'key'), 's3', 'media',
+			jsonb_build_object('save_to', j.state ->> 'file', 'unless_exists', true,
+							   'max_bytes', hagen._max_download_bytes()))
+		ELSE hagen._http('GET', j.state ->> 'url', 'none', 'media',
+			jsonb_build_object('save_to', j.state ->> 'file', 'unless_exists', true,
+							   'guard', true, 'follow_redirects', true,
+							   'max_bytes', hagen._max_download_bytes()))
+		END;
+END;
+$$;
+
+-- Reads the answer to a fetch.  A refusal of the guard, a file too large
+-- and a 4xx are final: the project fails with them at once.
+CREATE FUNCTION hagen._fetch_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	what text := j.state ->> 'what';
+	src text := coalesce(j.state ->> 'url', j.state ->> 'key');
+BEGIN
+	IF o ->> 'error_kind' = 'guard' THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('refused to fetch %s from %s: %s', what, src, o ->> 'error'));
+	ELSIF o ->> 'error_kind' = 'too_large' THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('%s at %s is larger than hagen.max_download_bytes (%s bytes)', what, src,
+							hagen._max_download_bytes()));
+	ELSIF status BETWEEN 200 AND 299 AND o ? 'file' THEN
+		RETURN jsonb_build_object('action', 'succeed',
+			'state', jsonb_build_object('bytes', o -> 'bytes', 'existing', coalesce(o -> 'existing', 'false')));
+	ELSIF status BETWEEN 400 AND 499 AND status <> 429 THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('could not fetch %s from %s: HTTP %s%s', what, src, status,
+							coalesce(': ' || hagen._error_text(o), '')));
+	END IF;
+	RETURN coalesce(hagen._transient(o, format('fetch of %s', what)),
+		jsonb_build_object('action', 'fail',
+			'error', format('could not fetch %s from %s: HTTP %s', what, src, status)));
+END;
+$$;
+
+-- A fetch ended: its compile counts it, and looks at once when it was the
+-- last one or failed.
+CREATE FUNCTION hagen._fetch_finished(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	q hagen.job;
+BEGIN
+	SELECT * INTO q FROM hagen.job WHERE id = j.parent_id FOR UPDATE;
+	IF NOT FOUND OR q.step <> 'fetch' OR q.status NOT IN ('queued', 'running') THEN
+		RETURN;
+	END IF;
+	IF j.status = 'succeeded' THEN
+		q.state := q.state || jsonb_build_object('fetches', (q.state ->> 'fetches')::integer - 1);
+		UPDATE hagen.job SET state = q.state WHERE id = q.id;
+	END IF;
+	IF j.status <> 'succeeded' OR (q.state ->> 'fetches')::integer <= 0 THEN
+		UPDATE hagen.job SET run_at = now() WHERE id = q.id AND status = 'queued';
+	END IF;
+END;
+$$;
+
+-- The directory of one attempt of a compile (relative to hagen.work_dir):
+-- a helper that outlives its attempt can never write into a retry's files.
+CREATE FUNCTION hagen._compile_attempt_dir(j hagen.job, attempt integer) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN hagen._work_file(j.project_id, format('compile_%s_%s', j.id, attempt));
+
+-- The effect of the current step of a compile job.
+CREATE FUNCTION hagen._compile_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	dir text;
+BEGIN
+	CASE j.step
+	WHEN 'fetch' THEN
+		RETURN hagen._noop('waiting for the inputs of the compile');
+	WHEN 'compile' THEN
+		-- The claim this effect is for counts total_attempts up.
+		dir := hagen._compile_attempt_dir(j, j.total_attempts + 1);
+		RETURN jsonb_build_object('type', 'compile', 'dir', dir,
+			'timeout_ms', (extract(epoch FROM hagen._compile_timeout()) * 1000)::bigint,
+			'manifest', j.state -> 'manifest' || jsonb_build_object(
+				'output', dir || '/final.mp4', 'thumbnail', dir || '/thumbnail.jpg'));
+	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
+		RETURN hagen._upload_effect(j);
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a compile job', j.step;
+END;
+$$;
+
+-- The project's progress while it compiles: gathering 85 %, FFmpeg 85 to
+-- 97 % by the fraction hagen-compile reports, storing 97 to 99 %.
+CREATE FUNCTION hagen._compile_progress(j hagen.job, step text, fraction numeric DEFAULT 0)
+	RETURNS void LANGUAGE sql AS $$
+	SELECT hagen._set_progress(j.project_id, 'compiling',
+		CASE WHEN step = 'fetch' THEN 'Gathering the clips'
+			 WHEN step = 'compile' THEN 'Compiling the video'
+			 ELSE 'Uploading the video' END,
+		CASE WHEN step = 'fetch' THEN 85
+			 WHEN step = 'compile' THEN 85 + 12 * least(greatest(coalesce(fraction, 0), 0), 1)
+			 ELSE 97 + 2 * least(greatest(coalesce(fraction, 0), 0), 1) END);
+$$;
+
+-- Reads the outcome of the current step of a compile job.
 CREATE FUNCTION hagen._compile_interpret(j hagen.job, o jsonb) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 DECLARE
 	r jsonb := o -> 'result';
 	msg text := coalesce(o ->> 'error', 'the compile worker gave no result');
+	bad hagen.job;
+	d jsonb;
+	dir text;
 BEGIN
-	IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object'
-	   AND (r ->> 'duration') ~ '^[0-9.]+$' THEN
-		RETURN jsonb_build_object('action', 'succeed', 'state', jsonb_build_object(
-			'result', r, 'final_key', o ->> 'final_key', 'thumbnail_key', o ->> 'thumbnail_key'));
-	END IF;
-	IF o ->> 'segment' IS NOT NULL AND msg !~ ('\msegment ' || (o ->> 'segment') || '\M') THEN
-		msg := msg || ' (segment ' || (o ->> 'segment') || ')';
-	END IF;
-	RETURN jsonb_build_object('action', 'retry', 'max_attempts', 2, 'error', 'compile failed: ' || msg);
+	CASE j.step
+	WHEN 'fetch' THEN
+		SELECT * INTO bad FROM hagen.job q
+		WHERE q.parent_id = j.id AND q.kind = 'fetch' AND q.status IN ('failed', 'canceled')
+		ORDER BY q.id LIMIT 1;
+		IF FOUND THEN
+			RETURN jsonb_build_object('action', 'fail', 'error', coalesce(bad.last_error, 'a fetch ' || bad.status));
+		ELSIF (j.state ->> 'fetches')::integer <= 0 THEN
+			PERFORM hagen._compile_progress(j, 'compile');
+			RETURN jsonb_build_object('action', 'advance', 'step', 'compile',
+				'log', format('%s input(s) in the work directory', jsonb_array_length(j.state -> 'inputs')));
+		END IF;
+		RETURN jsonb_build_object('action', 'advance', 'step', 'fetch',
+								  'delay_ms', hagen._compile_watchdog_ms());
+	WHEN 'compile' THEN
+		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' AND (r ->> 'duration') ~ '^[0-9.]+$'
+		   AND (r ->> 'size') ~ '^[0-9]+$' AND (r ->> 'thumbnail_size') ~ '^[0-9]+$' THEN
+			dir := hagen._compile_attempt_dir(j, j.total_attempts);
+			PERFORM hagen._compile_progress(j, 'store');
+			RETURN jsonb_build_object('action', 'advance', 'step', 'store',
+				'log', format('compiled %s s of video (%s mode, %s bytes)', r ->> 'duration', r ->> 'mode',
+							  r ->> 'size'),
+				'state', jsonb_build_object('result', r, 'attempt_dir', dir,
+					'storing', 'thumbnail', 'key', j.state ->> 'thumbnail_key',
+					'file', dir || '/thumbnail.jpg', 'bytes', (r ->> 'thumbnail_size')::bigint,
+					'content_type', 'image/jpeg'));
+		END IF;
+		IF o ->> 'segment' IS NOT NULL AND msg !~ ('\msegment ' || (o ->> 'segment') || '\M') THEN
+			msg := msg || ' (segment ' || (o ->> 'segment') || ')';
+		END IF;
+		RETURN jsonb_build_object('action', 'retry', 'max_attempts', 2, 'error', 'compile failed: ' || msg);
+	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
+		d := hagen._upload_interpret(j, o);
+		IF d ->> 'action' <> 'stored' THEN
+			RETURN d;
+		ELSIF j.state ->> 'storing' = 'thumbnail' THEN
+			-- The thumbnail is in; now the video, in parts when it is large.
+			RETURN jsonb_build_object('action', 'advance',
+				'step', hagen._store_step((j.state -> 'result' ->> 'size')::bigint),
+				'log', format('thumbnail stored at %s', j.state ->> 'key'),
+				'state', jsonb_build_object('storing', 'final', 'key', j.state ->> 'final_key',
+					'file', j.state ->> 'attempt_dir' || '/final.mp4',
+					'bytes', (j.state -> 'result' ->> 'size')::bigint, 'content_type', 'video/mp4',
+					'upload_id', NULL, 'upload_done', NULL, 'parts', NULL));
+		END IF;
+		RETURN jsonb_strip_nulls(jsonb_build_object('action', 'succeed', 'log', d ->> 'log',
+													'state', d -> 'state'));
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a compile job', j.step;
 END;
 $$;
 
@@ -123,8 +334,7 @@ BEGIN
 		UPDATE hagen.video_project v
 		SET status = 'completed', completed_at = now(),
 			final_video_url = hagen._stored_url(j.state ->> 'final_key'),
-			thumbnail_url = CASE WHEN j.state ->> 'thumbnail_key' IS NOT NULL
-								 THEN hagen._stored_url(j.state ->> 'thumbnail_key') END,
+			thumbnail_url = hagen._stored_url(j.state ->> 'thumbnail_key'),
 			duration = (j.state -> 'result' ->> 'duration')::real,
 			actual_cost_cents = (SELECT coalesce(sum(cost_cents), 0) FROM hagen.video_clip c
 								 WHERE c.project_id = p.id),
@@ -133,7 +343,7 @@ BEGIN
 		WHERE v.id = p.id;
 		PERFORM hagen._log(j.id, p.id, 'info', 'video completed',
 						   jsonb_build_object('duration', j.state -> 'result' -> 'duration'));
-	ELSIF j.status = 'failed' THEN
+	ELSIF j.status IN ('failed', 'canceled') THEN
 		UPDATE hagen.video_project v
 		SET status = 'failed', completed_at = now(), error_message = j.last_error,
 			progress = jsonb_build_object('step', 'failed', 'label', 'Failed',

@@ -45,6 +45,7 @@ ALTER FUNCTION hagen.presign_url(text, text, interval, timestamptz)
 ALTER FUNCTION hagen.public_url(text) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.provider_configured(text) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.purge_history(interval) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.sweep_work_dir() SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.delete_project_objects(uuid, text)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 
@@ -76,3 +77,4 @@ CREATE POLICY workspace_rows ON hagen.video_clip
 GRANT SELECT ON ALL TABLES IN SCHEMA hagen TO hagen_operator;
 GRANT INSERT, UPDATE, DELETE ON hagen.pricing, hagen.room_prompt, hagen.workspace_role TO hagen_operator;
 GRANT EXECUTE ON FUNCTION hagen.purge_history(interval) TO hagen_operator;
+GRANT EXECUTE ON FUNCTION hagen.sweep_work_dir() TO hagen_operator;

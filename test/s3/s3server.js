@@ -11,6 +11,11 @@
 // so tests can count what reached the server; --part-delay-ms holds every
 // UploadPart request that long before it is served, so tests can act in the
 // middle of a multipart upload.
+//
+// Faults, set while it runs: PUT /_faults?match=TEXT&method=M&count=N&status=S
+// makes the next N requests whose method is M (any when omitted) and whose
+// URL contains TEXT fail with status S (default 503) and an S3 error body
+// (SlowDown for 503, InternalError otherwise); DELETE /_faults clears them.
 // Node 20 needs --openssl-legacy-provider: s3rver encrypts ListObjectsV2
 // continuation tokens with DES.
 'use strict';
@@ -55,6 +60,28 @@ async function main() {
 		configureBuckets: opts.buckets.map((name) => ({ name, configs: [] })),
 	});
 	// Koa composes its middleware when it starts listening: ours go first.
+	const faults = [];
+	server.middleware.unshift(async (ctx, next) => {
+		if (ctx.path === '/_faults') {
+			if (ctx.method === 'DELETE') faults.length = 0;
+			else faults.push({ match: String(ctx.query.match || ''), method: ctx.query.method || null,
+				count: Number(ctx.query.count || 1), status: Number(ctx.query.status || 503) });
+			ctx.status = 204;
+			return;
+		}
+		const f = faults.find((x) => x.count > 0 && ctx.url.includes(x.match)
+			&& (!x.method || x.method === ctx.method));
+		if (f) {
+			f.count--;
+			const code = f.status === 503 ? 'SlowDown' : 'InternalError';
+			ctx.status = f.status;
+			ctx.type = 'application/xml';
+			ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code>`
+				+ `<Message>injected by the test server</Message><Resource>${ctx.path}</Resource></Error>`;
+			return;
+		}
+		await next();
+	});
 	if (opts.partDelayMs > 0) {
 		server.middleware.unshift(async (ctx, next) => {
 			if (ctx.method === 'PUT' && 'partNumber' in ctx.query)

@@ -97,7 +97,9 @@ run("curl -sf '$thumb_url' -o $dir/thumb.jpg");
 my $tp = probe("$dir/thumb.jpg");
 ok(($tp->{streams}[0]{codec} // '') eq 'mjpeg' && $tp->{streams}[0]{width} == $v->{width},
 	'the thumbnail is a JPEG frame of the video\'s size');
-ok(!-e "$dir/work/$p", 'the project\'s work directory is cleaned up');
+ok($node->poll_query_until('postgres', qq{SELECT status = 'succeeded' FROM hagen.job
+		WHERE kind = 'cleanup' AND state ->> 'dir' = '$p'}) && !-e "$dir/work/$p",
+	'the project\'s work directory is cleaned up');
 
 # 2. Bad media.  Projects whose clips are already in the bucket: a good
 # clip, then one that is broken in a different way each time.
@@ -166,13 +168,13 @@ $node->safe_psql('postgres', qq{
 is(wait_done($xf), 'completed|', 'a project with a crossfade completes');
 my ($xf_mode, $xf_fades, $xf_duration, $xf_url) = split /\|/, $node->safe_psql('postgres', qq{
 	SELECT j.state -> 'result' ->> 'mode',
-		   (SELECT string_agg(s ->> 'crossfade', ',' ORDER BY n)
+		   (SELECT string_agg(to_char((s ->> 'crossfade')::numeric, 'FM0.000'), ',' ORDER BY n)
 			FROM jsonb_array_elements(j.state -> 'result' -> 'segments') WITH ORDINALITY AS e(s, n)),
 		   p.duration, p.final_video_url
 	FROM hagen.job j JOIN hagen.video_project p ON p.id = j.project_id
 	WHERE j.project_id = '$xf' AND j.kind = 'compile'});
 is($xf_mode, 'normalize', 'the crossfaded clips are re-encoded');
-is($xf_fades, '0.000000,0.500000,0.500000', 'every cut after the first clip fades over 0.5 s');
+is($xf_fades, '0.000,0.500,0.500', 'every cut after the first clip fades over 0.5 s');
 run("curl -sf '$xf_url' -o $dir/xfade.mp4");
 my $xp = probe("$dir/xfade.mp4");
 ok(abs($xp->{decoded}{video_end} - 5.0) <= 1 / 24 && abs($xf_duration - 5.0) <= 1 / 24,

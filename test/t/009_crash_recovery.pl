@@ -173,6 +173,10 @@ $p = make_project('ws-immediate');
 $node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
 for my $n (1 .. 2)
 {
+	# Once every submit has been answered (a submit on the wire at the
+	# moment of the crash is never resent: see 005), mid-run.
+	$node->poll_query_until('postgres', qq{SELECT bool_and(request_id IS NOT NULL) FROM hagen.job
+		WHERE project_id = '$p' AND kind IN ('clip', 'transition')});
 	sleep(0.4);
 	$node->stop('immediate');
 	$node->start;
@@ -196,7 +200,7 @@ sleep(0.5);
 my $killed = 0;
 for (1 .. 50)
 {
-	$killed = kill('KILL', split(' ', `pgrep -f '$p/manifest.json'`));
+	$killed = kill('KILL', split(' ', `pgrep -f '$p/compile_[0-9_]*/manifest.json'`));
 	last if $killed;
 	sleep(0.1);
 }

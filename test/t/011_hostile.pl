@@ -96,7 +96,7 @@ $node->safe_psql('postgres', "SELECT hagen.add_clip('$mp', '$s3/videos/ok.jpg')"
 $node->safe_psql('postgres', "SELECT hagen.start_video('$mp')");
 
 my @table;
-for my $c (@cases, ['music track on the metadata service', 'http://169.254.169.254/music.mp3', qr/music track: .*cloud metadata address/])
+for my $c (@cases, ['music track on the metadata service', 'http://169.254.169.254/music.mp3', qr/music track .*cloud metadata address/])
 {
 	my ($what, $url, $want) = @$c;
 	my $p = $project{$what} // $mp;
