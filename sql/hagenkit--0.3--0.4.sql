@@ -589,9 +589,13 @@ BEGIN
 	END IF;
 	SELECT coalesce(jsonb_agg(jsonb_build_object('key', j.state ->> 'key',
 												 'upload_id', j.state ->> 'upload_id') ORDER BY j.id)
-					FILTER (WHERE j.kind <> 'upload_part' AND j.state ? 'upload_id'
-							AND NOT j.state ? 'upload_done'), '[]'),
-		   max(j.lease_expires_at) FILTER (WHERE j.status = 'running')
+					FILTER (WHERE j.kind <> 'upload_part' AND j.state ->> 'upload_id' IS NOT NULL
+							AND j.state ->> 'upload_done' IS NULL), '[]'),
+		   -- A compile worker notices within seconds that its job is gone
+		   -- (its heartbeat fails) and stops the helper; the dispatcher's
+		   -- requests run until their lease ends.
+		   max(CASE WHEN j.lane = 'compile' THEN least(j.lease_expires_at, now() + interval '10 seconds')
+					ELSE j.lease_expires_at END) FILTER (WHERE j.status = 'running')
 	INTO aborts, after
 	FROM hagen.job j
 	WHERE j.project_id = OLD.id AND j.status IN ('queued', 'running');
