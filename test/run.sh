@@ -72,13 +72,13 @@ chmod 755 "$scratch"
 as_pg() { su postgres -s /bin/bash -c "cd '$scratch' && export PATH='$PATH' PG_CONFIG='${PG_CONFIG:-pg_config}' && $*"; }
 
 stage "pg_regress"
-as_pg "make installcheck ISOLATION= TAP_TESTS=" >"$scratch/regress.log" 2>&1
+as_pg "make installcheck TEMP_INSTANCE=1 ISOLATION= TAP_TESTS=" >"$scratch/regress.log" 2>&1
 cat "$scratch/regress.log" | grep -E '\.\.\. ' || cat "$scratch/regress.log"
 count_regress "$scratch/regress.log" regress
 [ -f "$scratch/regression.diffs" ] && cat "$scratch/regression.diffs"
 
 stage "isolation"
-as_pg "make installcheck REGRESS= TAP_TESTS=" >"$scratch/isolation.log" 2>&1
+as_pg "make installcheck TEMP_INSTANCE=1 REGRESS= TAP_TESTS=" >"$scratch/isolation.log" 2>&1
 grep -E '\.\.\. ' "$scratch/isolation.log" || cat "$scratch/isolation.log"
 count_regress "$scratch/isolation.log" isolation
 [ -f "$scratch/output_iso/regression.diffs" ] && cat "$scratch/output_iso/regression.diffs"
