@@ -238,6 +238,7 @@ sub closed_port
 #   settings  more settings, { name => value } or [ name => value, ... ]
 #             (in that order; a later one wins), written quoted
 #   extra     lines appended to postgresql.conf as they are
+#   install_path  the PostgreSQL installation to run (default: the one in PATH)
 sub hagen_node
 {
 	my ($name, %o) = @_;
@@ -253,7 +254,7 @@ sub hagen_node
 	push @set, ref $s eq 'HASH' ? map { $_ => $s->{$_} } sort keys %$s : @$s;
 	my $conf = conf_lines(@set) . ($o{extra} // '');
 
-	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $node = PostgreSQL::Test::Cluster->new($name, $o{install_path} ? (install_path => $o{install_path}) : ());
 	$node->init;
 	$node->append_conf('postgresql.conf', $conf);
 	$node->start;
