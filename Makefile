@@ -1,6 +1,9 @@
 # hagenkit: PGXS build.
 #
 #   make && make install      build and install the extension and hagen-compile
+#   make installcheck         regress and isolation tests against a running
+#                             server (see REGRESS below), and the TAP tests
+#   dpkg-buildpackage -us -uc -b   the Debian package (debian/, pg_buildext)
 #   test/run.sh               the whole test suite (what .ci/run calls)
 #
 # The install script sql/hagenkit--$(EXTVERSION).sql is built by
@@ -20,11 +23,21 @@ PG_CPPFLAGS = -std=gnu11 -Wall -Wextra \
 	-isystem $(shell $(PG_CONFIG) --includedir-server) -DHAGEN_VERSION=\"$(EXTVERSION)\" -Isrc $(shell pkg-config --cflags libcurl openssl)
 SHLIB_LINK = $(shell pkg-config --libs libcurl libcrypto)
 
+# `make installcheck` runs the regress and isolation tests against the
+# running server that PGHOST/PGPORT/PGUSER name (the PGXS convention); that
+# server must have hagenkit preloaded and the settings of test/hagenkit.conf
+# (`include` it in postgresql.conf): the expected outputs show them.
+# TEMP_INSTANCE=1 makes pg_regress and the isolation tester start their own
+# throwaway server with test/hagenkit.conf instead (what test/run.sh does).
+# The TAP tests (test/t) always make their own clusters; TAP_TESTS= leaves
+# them out.
 REGRESS = api engine pipeline privileges storage hostile
-REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/hagenkit.conf
 ISOLATION = concurrent_start concurrent_claim notify
-ISOLATION_OPTS = --inputdir=test --outputdir=output_iso --temp-instance=tmp_check_iso \
-	--temp-config=test/hagenkit.conf
+ISOLATION_OPTS = --inputdir=test --outputdir=output_iso
+ifneq ($(TEMP_INSTANCE),)
+REGRESS_OPTS += --temp-instance=tmp_check --temp-config=test/hagenkit.conf
+ISOLATION_OPTS += --temp-instance=tmp_check_iso --temp-config=test/hagenkit.conf
+endif
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 EXTRA_CLEAN = tmp_check tmp_check_iso output_iso

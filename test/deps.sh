@@ -16,6 +16,8 @@ packages=(
 	python3 python3-psycopg2
 	curl
 	awscli
+	# the Debian package (debian/, pg_buildext) and test/t/013_package.pl
+	dpkg-dev debhelper postgresql-server-dev-all lintian
 )
 
 missing=()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole hagenkit test suite: build, pg_regress, isolation and TAP tests
 # (each against a throwaway instance run as the postgres user), then the
-# suites of the simulators, the compile helper and the S3 signer when
-# present.  Ends with "N passed, N failed".  Run as root on Debian 12.
+# suites of the simulators and of the compile helper.  Ends with
+# "N passed, N failed".  Run as root on Debian 12.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -72,13 +72,13 @@ chmod 755 "$scratch"
 as_pg() { su postgres -s /bin/bash -c "cd '$scratch' && export PATH='$PATH' PG_CONFIG='${PG_CONFIG:-pg_config}' && $*"; }
 
 stage "pg_regress"
-as_pg "make installcheck ISOLATION= TAP_TESTS=" >"$scratch/regress.log" 2>&1
+as_pg "make installcheck TEMP_INSTANCE=1 ISOLATION= TAP_TESTS=" >"$scratch/regress.log" 2>&1
 cat "$scratch/regress.log" | grep -E '\.\.\. ' || cat "$scratch/regress.log"
 count_regress "$scratch/regress.log" regress
 [ -f "$scratch/regression.diffs" ] && cat "$scratch/regression.diffs"
 
 stage "isolation"
-as_pg "make installcheck REGRESS= TAP_TESTS=" >"$scratch/isolation.log" 2>&1
+as_pg "make installcheck TEMP_INSTANCE=1 REGRESS= TAP_TESTS=" >"$scratch/isolation.log" 2>&1
 grep -E '\.\.\. ' "$scratch/isolation.log" || cat "$scratch/isolation.log"
 count_regress "$scratch/isolation.log" isolation
 [ -f "$scratch/output_iso/regression.diffs" ] && cat "$scratch/output_iso/regression.diffs"
@@ -92,38 +92,27 @@ if grep -qE '^(Bailout|.*Dubious|Parse errors)' "$scratch/tap.log"; then
 	for f in "$scratch"/tmp_check/log/*.log; do [ -f "$f" ] && tail -n 40 "$f"; done
 fi
 
-# 3. The suites of the other components, when present.
-for suite in test/sim/test; do
-	[ -d "$suite" ] || continue
-	stage "simulators (node --test)"
-	node --test --test-reporter=tap "$suite"/ >"$scratch/node.log" 2>&1
-	grep -E '^# (pass|fail)' "$scratch/node.log"
-	p=$(sed -nE 's/^# pass ([0-9]+)/\1/p' "$scratch/node.log" | tail -1)
-	f=$(sed -nE 's/^# fail ([0-9]+)/\1/p' "$scratch/node.log" | tail -1)
-	passed=$((passed + ${p:-0}))
-	failed=$((failed + ${f:-0}))
-	[ "${f:-0}" != 0 ] && { failures+=("simulators: $f failed"); grep -B2 -A20 '^not ok' "$scratch/node.log" | head -80; }
-	[ -z "$p" ] && { result fail "simulators: no result"; tail -30 "$scratch/node.log"; }
-done
-if [ -f test/unit/Makefile ]; then
-	stage "unit tests (C)"
-	make -s -C test/unit check >"$scratch/unit.log" 2>&1
-	grep -E '^(not ok|# )' "$scratch/unit.log"
-	count_tap "$scratch/unit.log" unit
-	grep -qE '^(ok|not ok) ' "$scratch/unit.log" || { result fail "unit: no result"; tail -30 "$scratch/unit.log"; }
+# 3. The suites of the other components: the simulators' contracts and
+# hagen-compile's own suite.
+stage "simulators (node --test)"
+node --test --test-reporter=tap test/sim/test/ >"$scratch/node.log" 2>&1
+grep -E '^# (pass|fail)' "$scratch/node.log"
+p=$(sed -nE 's/^# pass ([0-9]+)/\1/p' "$scratch/node.log" | tail -1)
+f=$(sed -nE 's/^# fail ([0-9]+)/\1/p' "$scratch/node.log" | tail -1)
+passed=$((passed + ${p:-0}))
+failed=$((failed + ${f:-0}))
+[ "${f:-0}" != 0 ] && { failures+=("simulators: $f failed"); grep -B2 -A20 '^not ok' "$scratch/node.log" | head -80; }
+[ -z "$p" ] && { result fail "simulators: no result"; tail -30 "$scratch/node.log"; }
+
+stage "test/compile/run.sh"
+bash test/compile/run.sh >"$scratch/suite.log" 2>&1
+rc=$?
+grep -E '^(not ok|# )' "$scratch/suite.log" | head -50
+count_tap "$scratch/suite.log" test/compile/run.sh
+if [ $rc != 0 ] && ! grep -q '^not ok' "$scratch/suite.log"; then
+	result fail "test/compile/run.sh exited with $rc"
+	tail -30 "$scratch/suite.log"
 fi
-for script in test/compile/run.sh test/s3/run.sh; do
-	[ -f "$script" ] || continue
-	stage "$script"
-	bash "$script" >"$scratch/suite.log" 2>&1
-	rc=$?
-	grep -E '^(not ok|# )' "$scratch/suite.log" | head -50
-	count_tap "$scratch/suite.log" "$script"
-	if [ $rc != 0 ] && ! grep -q '^not ok' "$scratch/suite.log"; then
-		result fail "$script exited with $rc"
-		tail -30 "$scratch/suite.log"
-	fi
-done
 
 stage "summary"
 for f in "${failures[@]}"; do echo "FAILED: $f"; done

@@ -3,38 +3,21 @@
 use strict;
 use warnings;
 
-use IO::Socket::INET;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use HagenTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
 # A server that accepts connections and never answers: requests to it stay
 # in flight.  And a port where nothing listens: requests to it fail at once.
-my $stall = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-	Listen => 128, ReuseAddr => 1) or die "listen: $!";
-my $stall_port = $stall->sockport;
-my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1)
-  or die "listen: $!";
-my $closed_port = $probe->sockport;
-close $probe;
+my $stall_port = silent_port();
+my $closed_port = closed_port();
 
-my $node = PostgreSQL::Test::Cluster->new('workers');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'hagenkit'
-hagen.database = 'postgres'
-hagen.fal_key = 'test-id:test-secret'
-hagen.fal_queue_url = 'http://127.0.0.1:$closed_port/queue'
-hagen.s3_endpoint = 'http://127.0.0.1:$closed_port'
-hagen.s3_bucket = 'videos'
-hagen.s3_access_key_id = 'AKID'
-hagen.s3_secret_access_key = 'secret'
-hagen.poll_interval = '100ms'
-hagen.fal_image_mode = 'url'
-restart_after_crash = on
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $node = hagen_node('workers', fal => "http://127.0.0.1:$closed_port", fal_key => 'test-id:test-secret',
+	s3 => "http://127.0.0.1:$closed_port", s3_key => 'AKID', s3_secret => 'secret',
+	settings => [ 'hagen.poll_interval' => '100ms', 'hagen.fal_image_mode' => 'url', 'restart_after_crash' => 'on' ]);
 
 sub worker_pid
 {
@@ -87,8 +70,7 @@ like(
 	'the job records the transport error');
 
 # SIGHUP: the settings are reloaded, the worker stays and keeps working.
-$node->append_conf('postgresql.conf', "hagen.max_inflight = 8\n");
-$node->reload;
+reconfigure($node, 'hagen.max_inflight' => 8);
 ok( $node->poll_query_until('postgres',
 		"SELECT setting = '8' FROM pg_settings WHERE name = 'hagen.max_inflight'"),
 	'the reload took effect');

@@ -5,65 +5,28 @@
 use strict;
 use warnings;
 
-use IO::Select;
-use IO::Socket::INET;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use HagenTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $log = PostgreSQL::Test::Utils::tempdir() . '/requests.log';
+my $log = "$HagenTest::dir/requests.log";
 
 # A small HTTP server on two loopback addresses: 127.0.0.2 is a configured
 # (trusted) endpoint's host, 127.0.0.1 is reached only by untrusted names.
-my $trusted = IO::Socket::INET->new(LocalAddr => '127.0.0.2', LocalPort => 0, Listen => 64, ReuseAddr => 1)
-  or die "listen: $!";
-my $port = $trusted->sockport;
-my $other = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 64, ReuseAddr => 1)
-  or die "listen on 127.0.0.1:$port: $!";
-my $server = fork();
-die "fork: $!" unless defined $server;
-if ($server == 0)
-{
-	my $sel = IO::Select->new($trusted, $other);
-	while (my @ready = $sel->can_read)
-	{
-		for my $l (@ready)
-		{
-			my $c = $l->accept or next;
-			my $line = <$c> // '';
-			while (my $h = <$c>) { last if $h =~ /^\r?\n$/; }
-			my ($path) = $line =~ m{^\w+ (\S+)};
-			$path //= '';
-			open my $fh, '>>', $log; print $fh $c->sockhost . " $path\n"; close $fh;
-			my ($status, $type, $body, $extra) = (200, 'image/jpeg', "\xff\xd8\xff\xe0 fake jpeg", '');
-			if ($path eq '/redirect') { ($status, $extra, $body) = (302, "Location: http://localhost:$port/image.jpg\r\n", ''); }
-			elsif ($path eq '/big') { $body = 'x' x (11 * 1024 * 1024); }
-			elsif ($path eq '/page') { ($type, $body) = ('text/html', '<html>not an image</html>'); }
-			print $c "HTTP/1.1 $status X\r\nContent-Type: $type\r\nContent-Length: " . length($body)
-			  . "\r\n${extra}Connection: close\r\n\r\n$body";
-			close $c;
-		}
-	}
-	exit 0;
-}
-END { kill 'TERM', $server if $server; }
-
-my $node = PostgreSQL::Test::Cluster->new('guard');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'hagenkit'
-hagen.database = 'postgres'
-hagen.fal_key = 'test-id:test-secret'
-hagen.fal_queue_url = 'http://127.0.0.2:$port/queue'
-hagen.fal_rest_url = 'http://127.0.0.2:$port/rest'
-hagen.s3_endpoint = 'http://127.0.0.2:$port'
-hagen.s3_bucket = 'videos'
-hagen.s3_access_key_id = 'AKID'
-hagen.s3_secret_access_key = 'secret'
-hagen.max_attempts = 1
+my $port = http_server(addresses => [ '127.0.0.2', '127.0.0.1' ], log => $log, handler => sub {
+	my ($path, $address, $listening) = @_;
+	return (302, { Location => "http://localhost:$listening/image.jpg" }, '') if $path eq '/redirect';
+	return (200, { 'Content-Type' => 'image/jpeg' }, 'x' x (11 * 1024 * 1024)) if $path eq '/big';
+	return (200, { 'Content-Type' => 'text/html' }, '<html>not an image</html>') if $path eq '/page';
+	return (200, { 'Content-Type' => 'image/jpeg' }, "\xff\xd8\xff\xe0 fake jpeg");
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+
+my $node = hagen_node('guard', fal => "http://127.0.0.2:$port", fal_key => 'test-id:test-secret',
+	s3 => "http://127.0.0.2:$port", s3_key => 'AKID', s3_secret => 'secret',
+	settings => [ 'hagen.max_attempts' => 1 ]);
 
 # Starts a one-clip project whose image is at $url; waits until its job is
 # done fetching; returns [the job's step, status, last error].
@@ -140,8 +103,7 @@ like($r->[2], qr/is not a JPEG, PNG, WebP, GIF or AVIF image \(Content-Type "tex
 # A trusted host is fetched; so is a host listed in hagen.trusted_hosts.
 $r = fetch_image("http://127.0.0.2:$port/image.jpg");
 isnt($r->[0], 'image_fetch', 'an image on a configured endpoint host is fetched');
-$node->append_conf('postgresql.conf', "hagen.trusted_hosts = 'assets.internal, localhost'\n");
-$node->reload;
+reconfigure($node, 'hagen.trusted_hosts' => 'assets.internal, localhost');
 $node->poll_query_until('postgres', "SELECT current_setting('hagen.trusted_hosts') <> ''");
 sleep 1;
 $r = fetch_image("http://localhost:$port/image.jpg");
@@ -152,4 +114,5 @@ is($node->safe_psql('postgres', 'SELECT 1'), '1', 'the server is up');
 ok(!grep({ /terminated by signal/ } slurp_file($node->logfile)), 'no process crashed');
 
 $node->stop;
+stop_servers();
 done_testing();

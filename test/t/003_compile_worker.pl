@@ -5,11 +5,14 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use HagenTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $dir = PostgreSQL::Test::Utils::tempdir();
+my $dir = $HagenTest::dir;
 my $mode = "$dir/mode";
 my $helper = "$dir/fake-hagen-compile";
 open my $fh, '>', $helper or die;
@@ -39,23 +42,10 @@ SH
 close $fh;
 chmod 0755, $helper;
 
-my $node = PostgreSQL::Test::Cluster->new('compile');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'hagenkit'
-hagen.database = 'postgres'
-hagen.compile_helper = '$helper'
-hagen.compile_timeout = '10s'
-hagen.fal_key = 'test-id:test-secret'
-hagen.fal_queue_url = 'http://127.0.0.1:1/queue'
-hagen.s3_endpoint = 'http://127.0.0.1:1'
-hagen.s3_bucket = 'videos'
-hagen.s3_access_key_id = 'AKID'
-hagen.s3_secret_access_key = 'secret'
-hagen.work_dir = '$dir/work'
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $node = hagen_node('compile', fal => 'http://127.0.0.1:1', fal_key => 'test-id:test-secret',
+	s3 => 'http://127.0.0.1:1', s3_key => 'AKID', s3_secret => 'secret',
+	settings => [ 'hagen.compile_helper' => $helper, 'hagen.compile_timeout' => '10s',
+		'hagen.work_dir' => "$dir/work" ]);
 
 # A project whose three clips are generated (their files in the work
 # directory), so that starting it goes straight to the compile.

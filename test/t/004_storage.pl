@@ -7,40 +7,22 @@ use strict;
 use warnings;
 
 use Digest::SHA qw(sha256_hex);
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use HagenTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $ENV{HAGEN_ROOT} // '.';
-plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
-  unless -d "$root/node_modules/\@20minutes/s3rver";
+need_servers();
 
-my $dir = PostgreSQL::Test::Utils::tempdir();
+my $dir = $HagenTest::dir;
 my $secret = 'storage-test-secret';
-my $s3pid = open(my $s3out, '-|',
-	"exec node --openssl-legacy-provider $root/test/s3/s3server.js --access-key hagen-key --secret $secret --bucket videos --dir $dir/s3 2>$dir/s3.err")
-  or die "cannot start the S3 server: $!";
-my $line = <$s3out>;
-my ($s3) = ($line // '') =~ /"listening":"([^"]+)"/ or die "the S3 server did not start: " . slurp_file("$dir/s3.err");
-END { kill 'TERM', $s3pid if $s3pid; }
+my $s3 = s3_server(key => 'hagen-key', secret => $secret);
 
-my $node = PostgreSQL::Test::Cluster->new('storage');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'hagenkit'
-hagen.database = 'postgres'
-hagen.fal_key = 'test-id:test-secret'
-hagen.fal_queue_url = 'http://127.0.0.1:1/queue'
-hagen.s3_endpoint = '$s3'
-hagen.s3_bucket = 'videos'
-hagen.s3_access_key_id = 'hagen-key'
-hagen.s3_secret_access_key = '$secret'
-hagen.public_url = '$s3/videos'
-hagen.work_dir = '$dir/work'
-hagen.max_attempts = 2
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $node = hagen_node('storage', fal => 'http://127.0.0.1:1', fal_key => 'test-id:test-secret',
+	s3 => $s3, s3_key => 'hagen-key', s3_secret => $secret,
+	settings => [ 'hagen.work_dir' => "$dir/work", 'hagen.max_attempts' => 2 ]);
 
 # A clip job at its store step, with a generated file to upload.
 sub store_clip
@@ -102,8 +84,7 @@ my $old = $node->safe_psql('postgres',
 is($code, 403, 'an expired presigned URL is refused');
 
 # A wrong secret is a readable error on the clip, not a mystery.
-$node->append_conf('postgresql.conf', "hagen.s3_secret_access_key = 'not-the-secret'\n");
-$node->reload;
+reconfigure($node, 'hagen.s3_secret_access_key' => 'not-the-secret');
 $node->poll_query_until('postgres', "SELECT true");
 sleep 1;
 my ($p) = store_clip('ws-wrong-secret', 'x');
@@ -116,7 +97,5 @@ is($node->safe_psql('postgres',
 	'0', 'nor in the job log');
 
 $node->stop;
-kill 'TERM', $s3pid;
-waitpid($s3pid, 0);
-$s3pid = undef;
+stop_servers();
 done_testing();

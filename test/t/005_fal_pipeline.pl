@@ -5,66 +5,25 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use HagenTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $ENV{HAGEN_ROOT} // '.';
-plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
-  unless -d "$root/node_modules/\@20minutes/s3rver";
-plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
+need_servers();
+need_ffmpeg();
 
-my $dir = PostgreSQL::Test::Utils::tempdir();
-my (@servers, @pipes);
-END { kill 'TERM', @servers if @servers; }
-
-# Starts a node server that prints {"listening": URL}; returns the URL.
-sub start_server
-{
-	my ($name, @args) = @_;
-	my $pid = open(my $out, '-|', join(' ', 'exec node', @args, "2>$dir/$name.err"))
-	  or die "cannot start $name: $!";
-	push @servers, $pid;
-	push @pipes, $out;			# closing it would wait for the server to exit
-	my $line = <$out> // '';
-	my ($url) = $line =~ /"listening":"([^"]+)"/ or die "$name did not start: " . slurp_file("$dir/$name.err");
-	return $url;
-}
-
-my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
-	'--access-key pipeline-key --secret pipeline-secret --bucket videos', "--dir $dir/s3");
-my $fal = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret', "--workdir $dir/fal");
+my $dir = $HagenTest::dir;
+my $s3 = s3_server(key => 'pipeline-key', secret => 'pipeline-secret');
+my $fal = fal_sim();
 
 # Property photos, served by the S3 server like a public bucket.
-for my $i (0 .. 19)
-{
-	system("ffmpeg -loglevel error -y -f lavfi -i 'color=c=0x" . sprintf('%02x%02x%02x', 40 + $i * 9, 200 - $i * 7, 90)
-		  . ":s=640x360' -frames:v 1 $dir/photo$i.jpg") == 0 or die 'ffmpeg failed';
-	system("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/photo$i.jpg $s3/videos/photos/$i.jpg >/dev/null") == 0
-	  or die 'upload failed';
-}
+put_photos($s3, 20);
 
-my $node = PostgreSQL::Test::Cluster->new('pipeline');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'hagenkit'
-hagen.database = 'postgres'
-hagen.compile_workers = 0
-hagen.fal_key = 'sim-id:sim-secret'
-hagen.fal_queue_url = '$fal/queue'
-hagen.fal_rest_url = '$fal/rest'
-hagen.s3_endpoint = '$s3'
-hagen.s3_bucket = 'videos'
-hagen.s3_access_key_id = 'pipeline-key'
-hagen.s3_secret_access_key = 'pipeline-secret'
-hagen.public_url = '$s3/videos'
-hagen.work_dir = '$dir/work'
-hagen.poll_interval = '50ms'
-hagen.max_attempts = 20
-restart_after_crash = on
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $node = pipeline_node('pipeline', fal => $fal, s3 => $s3, s3_key => 'pipeline-key', s3_secret => 'pipeline-secret',
+	settings => [ 'hagen.compile_workers' => 0, 'hagen.max_attempts' => 20, 'restart_after_crash' => 'on' ]);
 
 sub sim
 {
@@ -217,7 +176,5 @@ is(scalar @dup, 0, 'and no generation was paid twice');
 is(ledger_submits() - $before, 5, 'exactly one paid submit per clip and transition');
 
 $node->stop;
-kill 'TERM', @servers;
-waitpid($_, 0) for @servers;
-@servers = ();
+stop_servers();
 done_testing();

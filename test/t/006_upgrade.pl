@@ -4,19 +4,17 @@
 use strict;
 use warnings;
 
-use File::Basename;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use HagenTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $ENV{HAGEN_ROOT} // '.';
-my $catalog = slurp_file("$root/test/catalog.sql");
+my $catalog = slurp_file("$HagenTest::root/test/catalog.sql");
 
-my $node = PostgreSQL::Test::Cluster->new('upgrade');
-$node->init;
 # Workers run in the postgres database; the databases compared here have none.
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'hagenkit'\nhagen.database = 'postgres'\n");
-$node->start;
+my $node = hagen_node('upgrade', create_extension => 0);
 
 my $newest = $node->safe_psql('postgres',
 	"SELECT default_version FROM pg_available_extensions WHERE name = 'hagenkit'");

@@ -14,30 +14,21 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $HagenTest::root;
-plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
-  unless -d "$root/node_modules/\@20minutes/s3rver";
-plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
+need_servers();
+need_ffmpeg();
 
 my $helper = helper_path();
 ok(-x $helper, "hagen-compile is installed next to the server ($helper)");
 my $dir = $HagenTest::dir;
-my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
-	'--access-key e2e-key --secret e2e-secret --bucket videos', "--dir $dir/s3");
-my $fal = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret', "--workdir $dir/fal");
+my $s3 = s3_server(key => 'e2e-key', secret => 'e2e-secret');
+my $fal = fal_sim();
 
 # Photos and an 8 s music track, served by the S3 server like a public bucket.
-for my $i (0 .. 3)
-{
-	run("ffmpeg -loglevel error -y -f lavfi -i 'color=c=0x" . sprintf('%02x%02x%02x', 40 + $i * 40, 200 - $i * 30, 90)
-		  . ":s=640x360' -frames:v 1 $dir/photo$i.jpg");
-	run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/photo$i.jpg $s3/videos/photos/$i.jpg >/dev/null");
-}
-run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=330:d=8:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
-run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/calm.mp3 >/dev/null");
+put_photos($s3, 4);
+put_music($s3, 'music/calm.mp3', 8, 330);
 
 my $node = pipeline_node('compile_e2e', fal => $fal, s3 => $s3, s3_key => 'e2e-key',
-	s3_secret => 'e2e-secret', extra => "hagen.compile_workers = 1\n");
+	s3_secret => 'e2e-secret', settings => [ 'hagen.compile_workers' => 1 ]);
 my $postmaster = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
 
 sub wait_done { my ($p) = @_; return wait_project($node, $p); }
@@ -126,7 +117,7 @@ sub prepared_project
 		binmode $fh;
 		print $fh ($i ? $second : $good);
 		close $fh;
-		run("curl -sf -X PUT --data-binary \@$dir/upload.mp4 '$s3/videos/$key' >/dev/null");
+		put_object($s3, $key, "$dir/upload.mp4");
 		push @clips, $c;
 	}
 	# As if generation had just finished: the compile is what is left.
@@ -159,7 +150,7 @@ for my $i (0 .. 2)
 {
 	my $c = $node->safe_psql('postgres', "SELECT hagen.add_clip('$xf', 'https://example.com/$i.jpg')");
 	my $key = $node->safe_psql('postgres', "SELECT hagen.get_video_path('ws-xfade', '$xf', '$c.mp4')");
-	run("curl -sf -X PUT --data-binary \@$dir/good.mp4 '$s3/videos/$key' >/dev/null");
+	put_object($s3, $key, "$dir/good.mp4");
 }
 $node->safe_psql('postgres', qq{
 	UPDATE hagen.video_clip SET status = 'completed' WHERE project_id = '$xf';

@@ -14,30 +14,20 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $HagenTest::root;
-plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
-  unless -d "$root/node_modules/\@20minutes/s3rver";
-plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
+need_servers();
+need_ffmpeg();
 
 my $dir = $HagenTest::dir;
 
+my $s3 = s3_server(key => 'e2e-key', secret => 'e2e-secret');
+my $fal = fal_sim();
+my $xai = xai_sim(key => 'xai-e2e-key');
 
-my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
-	'--access-key e2e-key --secret e2e-secret --bucket videos', "--dir $dir/s3");
-my $fal = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret', "--workdir $dir/fal");
-my $xai = start_server('xai', "$root/test/sim/xai_sim.js", '--key xai-e2e-key', "--workdir $dir/xai");
-
-for my $i (0 .. 5)
-{
-	run("ffmpeg -loglevel error -y -f lavfi -i 'color=c=0x" . sprintf('%02x%02x%02x', 30 + $i * 35, 210 - $i * 25, 60 + $i * 20)
-		  . ":s=640x360' -frames:v 1 $dir/photo$i.jpg");
-	run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/photo$i.jpg $s3/videos/photos/$i.jpg >/dev/null");
-}
-run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=330:d=12:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
-run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/calm.mp3 >/dev/null");
+put_photos($s3, 6);
+put_music($s3, 'music/calm.mp3', 12, 330);
 
 my $node = pipeline_node('pipeline_e2e', fal => $fal, xai => $xai, xai_key => 'xai-e2e-key', s3 => $s3,
-	s3_key => 'e2e-key', s3_secret => 'e2e-secret', extra => "hagen.compile_workers = 1\n");
+	s3_key => 'e2e-key', s3_secret => 'e2e-secret', settings => [ 'hagen.compile_workers' => 1 ]);
 
 sub sim
 {

@@ -16,32 +16,22 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $HagenTest::root;
-plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
-  unless -d "$root/node_modules/\@20minutes/s3rver";
-plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
+need_servers();
+need_ffmpeg();
 
 my $dir = $HagenTest::dir;
 
-
-my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
-	'--access-key crash-key --secret crash-secret --bucket videos', "--dir $dir/s3");
+my $s3 = s3_server(key => 'crash-key', secret => 'crash-secret');
 # Deterministic: no clocks, every poll moves a job one state on, and the
 # same inputs always give the same bytes.
-my $fal = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret --mode deterministic',
-	"--workdir $dir/fal");
+my $fal = fal_sim(args => '--mode deterministic');
 
-for my $i (0 .. 9)
-{
-	run("ffmpeg -loglevel error -y -f lavfi -i 'color=c=0x" . sprintf('%02x%02x%02x', 20 + $i * 22, 220 - $i * 17, 50 + $i * 15)
-		  . ":s=640x360' -frames:v 1 $dir/photo$i.jpg");
-	run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/photo$i.jpg $s3/videos/photos/$i.jpg >/dev/null");
-}
-run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=262:d=20:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
-run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/m.mp3 >/dev/null");
+put_photos($s3, 10);
+put_music($s3, 'music/m.mp3', 20, 262);
 
 my $node = pipeline_node('crash', fal => $fal, s3 => $s3, s3_key => 'crash-key', s3_secret => 'crash-secret',
-	extra => "hagen.compile_workers = 1\nhagen.poll_interval = '30ms'\nhagen.max_attempts = 30\nrestart_after_crash = on\n");
+	settings => [ 'hagen.compile_workers' => 1, 'hagen.poll_interval' => '30ms', 'hagen.max_attempts' => 30,
+		'restart_after_crash' => 'on' ]);
 my $music = $node->safe_psql('postgres', "SELECT hagen.add_music_track('M', '$s3/videos/music/m.mp3')");
 
 sub ledger_count { my @ids = `curl -sf $fal/_sim/ledger` =~ /"request_id":"([^"]+)"/g; return scalar @ids; }

@@ -16,32 +16,23 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $HagenTest::root;
-plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
-  unless -d "$root/node_modules/\@20minutes/s3rver";
-plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
+need_servers();
+need_ffmpeg();
 
 my $dir = $HagenTest::dir;
 
-
-my $s3_args = "--openssl-legacy-provider $root/test/s3/s3server.js --access-key f-key --secret f-secret --bucket videos --dir $dir/s3";
-my ($s3, $s3_pid) = start_server('s3', $s3_args);
+my %s3_opts = (key => 'f-key', secret => 'f-secret');
+my ($s3, $s3_pid) = s3_server(%s3_opts);
 my ($s3_port) = $s3 =~ /:(\d+)$/;
-my ($fal) = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret', "--workdir $dir/fal");
-my ($xai) = start_server('xai', "$root/test/sim/xai_sim.js", '--key xai-f-key', "--workdir $dir/xai");
+my $fal = fal_sim();
+my $xai = xai_sim(key => 'xai-f-key');
 
-for my $i (0 .. 5)
-{
-	run("ffmpeg -loglevel error -y -f lavfi -i 'color=c=0x" . sprintf('%02x%02x%02x', 30 + $i * 35, 200 - $i * 25, 70)
-		  . ":s=640x360' -frames:v 1 $dir/photo$i.jpg");
-	run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/photo$i.jpg $s3/videos/photos/$i.jpg >/dev/null");
-}
-run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=294:d=9:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
-run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/m.mp3 >/dev/null");
+put_photos($s3, 6);
+put_music($s3, 'music/m.mp3', 9, 294);
 
 my $node = pipeline_node('faults', fal => $fal, xai => $xai, xai_key => 'xai-f-key', s3 => $s3, s3_key => 'f-key',
 	s3_secret => 'f-secret',
-	extra => "hagen.compile_workers = 1\nhagen.stall_timeout = '2s'\nhagen.max_attempts = 12\n");
+	settings => [ 'hagen.compile_workers' => 1, 'hagen.stall_timeout' => '2s', 'hagen.max_attempts' => 12 ]);
 
 sub sim
 {
@@ -128,7 +119,7 @@ $node->poll_query_until('postgres', "SELECT count(*) > 0 FROM hagen.job WHERE pr
 stop_server($s3_pid);
 my $down_at = time;
 sleep(60);
-($s3, $s3_pid) = start_server('s3', $s3_args, "--port $s3_port");
+($s3, $s3_pid) = s3_server(%s3_opts, port => $s3_port);
 note(sprintf('storage was down for %.0f s', time - $down_at));
 is(wait_done($p), 'completed|', 'the run completes after the storage server comes back');
 ok(abs(final_seconds($p) - 25) <= 1 / 24, 'with every clip and the transition in the final video');

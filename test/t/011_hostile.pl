@@ -10,54 +10,34 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../lib";
 use HagenTest;
-use IO::Socket::INET;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $HagenTest::root;
-plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
-  unless -d "$root/node_modules/\@20minutes/s3rver";
+need_servers();
 
 my $dir = $HagenTest::dir;
 
-
-my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
-	'--access-key h-key --secret h-secret --bucket videos', "--dir $dir/s3");
-my $fal = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret', "--workdir $dir/fal");
-my ($s3_port) = $s3 =~ /:(\d+)$/;
+my $s3 = s3_server(key => 'h-key', secret => 'h-secret');
+my $fal = fal_sim();
 
 # A trusted host (hagen.trusted_hosts) that answers every request with a
 # redirect into the cloud metadata service.
-my $redirector = IO::Socket::INET->new(LocalAddr => '127.0.0.3', LocalPort => 0, Listen => 16, ReuseAddr => 1)
-  or die "listen: $!";
-my $redirect_port = $redirector->sockport;
-my $redirect_pid = fork();
-if ($redirect_pid == 0)
-{
-	while (my $c = $redirector->accept)
-	{
-		while (my $l = <$c>) { last if $l =~ /^\r?\n$/; }
-		print $c "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-		close $c;
-	}
-	exit 0;
-}
-END { kill 'TERM', $redirect_pid if $redirect_pid; }
+my $redirect_port = http_server(addresses => ['127.0.0.3'],
+	handler => sub { return (302, { Location => 'http://169.254.169.254/latest/meta-data/' }, ''); });
 
 # Files in the bucket: an image of 11 MB, a text file, and bytes that claim
-# to be a JPEG.
+# to be a JPEG; and one good photo.
 run("head -c 11534336 /dev/urandom > $dir/big.jpg");
-run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/big.jpg $s3/videos/bad/big.jpg >/dev/null");
+put_object($s3, 'bad/big.jpg', "$dir/big.jpg", 'image/jpeg');
 run("echo 'just text' > $dir/notes.txt");
-run("curl -sf -X PUT -H 'Content-Type: text/plain' --data-binary \@$dir/notes.txt $s3/videos/bad/notes.jpg >/dev/null");
+put_object($s3, 'bad/notes.jpg', "$dir/notes.txt", 'text/plain');
 run("head -c 5000 /dev/urandom > $dir/fake.jpg");
-run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/fake.jpg $s3/videos/bad/fake.jpg >/dev/null");
-run("ffmpeg -loglevel error -y -f lavfi -i 'color=c=0x336699:s=640x360' -frames:v 1 $dir/ok.jpg");
-run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/ok.jpg $s3/videos/ok.jpg >/dev/null");
+put_object($s3, 'bad/fake.jpg', "$dir/fake.jpg", 'image/jpeg');
+my ($ok_photo) = put_photos($s3, 1);
 
 my $node = pipeline_node('hostile', fal => $fal, s3 => $s3, s3_key => 'h-key', s3_secret => 'h-secret',
-	extra => "hagen.compile_workers = 1\nhagen.trusted_hosts = '127.0.0.3'\n");
+	settings => [ 'hagen.compile_workers' => 1, 'hagen.trusted_hosts' => '127.0.0.3' ]);
 my $started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
 
 # Each case: one project with one clip from the URL, and what the error
@@ -92,7 +72,7 @@ for my $c (@cases)
 # And a music track on the metadata service for a project whose clip is fine.
 my $mp = $node->safe_psql('postgres', q{SELECT hagen.create_project('ws-hostile',
 	music_track_id => hagen.add_music_track('Bad', 'http://169.254.169.254/music.mp3'))});
-$node->safe_psql('postgres', "SELECT hagen.add_clip('$mp', '$s3/videos/ok.jpg')");
+$node->safe_psql('postgres', "SELECT hagen.add_clip('$mp', '$ok_photo')");
 $node->safe_psql('postgres', "SELECT hagen.start_video('$mp')");
 
 my @table;
@@ -119,7 +99,4 @@ note("| case | input | error |\n|---|---|---|\n" . join("\n", @table));
 
 $node->stop;
 stop_servers();
-kill 'TERM', $redirect_pid;
-waitpid($redirect_pid, 0);
-$redirect_pid = 0;
 done_testing();

@@ -15,26 +15,18 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $HagenTest::root;
-plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
-  unless -d "$root/node_modules/\@20minutes/s3rver";
+need_servers();
 
 my $dir = $HagenTest::dir;
 my $secret = 'multipart-test-secret';
 my $requests = "$dir/requests.log";
 # Parts are held 150 ms each, so that the test can act in the middle of an upload.
-my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
-	"--access-key mp-key --secret $secret --bucket videos --dir $dir/s3",
-	"--request-log $requests --part-delay-ms 150");
+my $s3 = s3_server(key => 'mp-key', secret => $secret, args => "--request-log $requests --part-delay-ms 150");
 
-my $node = pipeline_node('multipart', s3 => $s3, s3_key => 'mp-key', s3_secret => $secret, extra => qq{
-hagen.compile_workers = 0
-hagen.fal_key = 'test-id:test-secret'
-hagen.fal_queue_url = 'http://127.0.0.1:1/queue'
-hagen.s3_part_size = '5MB'
-hagen.s3_upload_concurrency = 4
-restart_after_crash = on
-});
+my $node = pipeline_node('multipart', s3 => $s3, s3_key => 'mp-key', s3_secret => $secret,
+	fal => 'http://127.0.0.1:1', fal_key => 'test-id:test-secret',
+	settings => [ 'hagen.compile_workers' => 0, 'hagen.s3_part_size' => '5MB', 'hagen.s3_upload_concurrency' => 4,
+		'restart_after_crash' => 'on' ]);
 
 sub sha256_of { my ($cmd) = @_; my ($h) = `$cmd | sha256sum` =~ /^([0-9a-f]{64})/; return $h // 'none'; }
 sub psql { return $node->safe_psql('postgres', $_[0]); }
