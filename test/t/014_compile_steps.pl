@@ -17,16 +17,13 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $HagenTest::root;
-plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
-  unless -d "$root/node_modules/\@20minutes/s3rver";
-plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
+need_servers();
+need_ffmpeg();
 
 my $dir = $HagenTest::dir;
 my $requests = "$dir/s3-requests.log";
-my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
-	'--access-key steps-key --secret steps-secret --bucket videos', "--dir $dir/s3",
-	"--request-log $requests --part-delay-ms 400");
+my $s3 = s3_server(key => 'steps-key', secret => 'steps-secret',
+	args => "--request-log $requests --part-delay-ms 400");
 
 # The real helper, behind a stand-in that notes every run (it execs, so the
 # helper is the worker's own child).
@@ -43,14 +40,13 @@ run("ffmpeg -loglevel error -y -f lavfi -i 'testsrc2=s=1920x1080:r=24:d=5' -f la
 	  . " -shortest $dir/big.mp4");
 run("ffmpeg -loglevel error -y -f lavfi -i 'testsrc2=s=320x180:r=24:d=2' -f lavfi -i 'sine=f=330:d=2'"
 	  . " -c:v libx264 -pix_fmt yuv420p -c:a aac -shortest $dir/small.mp4");
-run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=220:d=6:sample_rate=44100' -c:a libmp3lame -b:a 96k $dir/music.mp3");
-run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/m.mp3 >/dev/null");
+my $music_url = put_music($s3, 'music/m.mp3', 6, 220);
 
 my $node = pipeline_node('steps', s3 => $s3, s3_key => 'steps-key', s3_secret => 'steps-secret',
-	extra => "restart_after_crash = on\nhagen.compile_workers = 1\nhagen.compile_helper = '$dir/hagen-compile'\n"
-	  . "hagen.s3_multipart_threshold = '5MB'\nhagen.s3_part_size = '5MB'\n"
-	  . "hagen.s3_upload_concurrency = 2\nhagen.fal_key = 'unused:key'\n");
-my $music = $node->safe_psql('postgres', "SELECT hagen.add_music_track('Low hum', '$s3/videos/music/m.mp3')");
+	settings => [ 'restart_after_crash' => 'on', 'hagen.compile_workers' => 1,
+		'hagen.compile_helper' => "$dir/hagen-compile", 'hagen.s3_multipart_threshold' => '5MB',
+		'hagen.s3_part_size' => '5MB', 'hagen.s3_upload_concurrency' => 2, 'hagen.fal_key' => 'unused:key' ]);
+my $music = $node->safe_psql('postgres', "SELECT hagen.add_music_track('Low hum', '$music_url')");
 
 sub helper_runs
 {
@@ -72,8 +68,7 @@ sub prepared_project
 	for my $i (1 .. $n)
 	{
 		my $c = sql(qq{SELECT hagen.add_clip('$p', 'https://example.com/$i.jpg', room_label => 'Room $i')});
-		my $key = sql("SELECT hagen.get_video_path('$ws', '$p', '$c.mp4')");
-		run("curl -sf -X PUT -H 'Content-Type: video/mp4' --data-binary \@$clip '$s3/videos/$key' >/dev/null");
+		put_object($s3, sql("SELECT hagen.get_video_path('$ws', '$p', '$c.mp4')"), $clip, 'video/mp4');
 	}
 	sql(qq{UPDATE hagen.video_clip SET status = 'completed' WHERE project_id = '$p';
 		UPDATE hagen.video_project SET status = 'generating', started_at = now() WHERE id = '$p';
@@ -209,8 +204,7 @@ mkdir "$dir/work/stray";
 run("head -c 1000 /dev/zero > $dir/work/stray/left-behind.bin");
 is(sql("SELECT files || ' ' || bytes || ' ' || (project_id IS NULL) FROM hagen.work_usage WHERE dir = 'stray'"),
 	'1 1000 true', 'hagen.work_usage shows a stray directory, its files and bytes');
-$node->safe_psql('postgres', "ALTER SYSTEM SET hagen.work_retention = '1s'");
-$node->reload;
+reconfigure($node, 'hagen.work_retention' => '1s');
 sleep(2);
 ok(sql('SELECT hagen.sweep_work_dir()') >= 1, 'the sweep queues the removal of what is older than hagen.work_retention');
 ok($node->poll_query_until('postgres', "SELECT NOT EXISTS (SELECT 1 FROM hagen.work_usage WHERE dir = 'stray')"),
