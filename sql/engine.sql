@@ -218,6 +218,8 @@ WHERE j.kind = 'fetch' ORDER BY c.job_id;
 UPDATE hagen.job SET status = 'queued', lease_token = NULL, attempts = 0 WHERE status = 'running';
 SELECT * FROM t.tick();
 SELECT progress FROM hagen.video_project WHERE id = :'p';
+-- The music is stored in the bucket beside the clips; then the compile goes on.
+SELECT * FROM t.tick();
 SELECT * FROM t.tick();
 -- The compile effect: the manifest lists clip 0, clip 1, its transition,
 -- clip 2, with the music, all relative to the work directory; the outputs
@@ -226,7 +228,9 @@ SELECT c.effect -> 'manifest' -> 'segments' @? '$[3]' AS four_segments,
        jsonb_path_query_array(c.effect -> 'manifest' -> 'segments', '$[*].kind') AS kinds,
        t.mask(c.effect -> 'manifest' -> 'music' ->> 'file') AS music, c.effect -> 'manifest' -> 'music' -> 'volume' AS volume,
        regexp_replace(t.mask(c.effect -> 'manifest' ->> 'output'), 'compile_\d+_', 'compile_<job>_') AS output,
-       regexp_replace(t.mask(c.effect ->> 'dir'), 'compile_\d+_', 'compile_<job>_') AS dir
+       regexp_replace(t.mask(c.effect ->> 'dir'), 'compile_\d+_', 'compile_<job>_') AS dir,
+       jsonb_path_query_array(c.effect, '$.inputs[*].key') @? '$[4] ? (@ like_regex "music_")' AS music_in_bucket,
+       jsonb_path_query_array(c.effect, '$.outputs[*].content_type') AS outputs
 FROM hagen.claim_jobs('compile', 1) c;
 UPDATE hagen.job SET status = 'queued', lease_token = NULL, attempts = 0 WHERE status = 'running';
 SELECT * FROM t.tick('compile');

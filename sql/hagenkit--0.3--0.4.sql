@@ -481,7 +481,7 @@ CREATE OR REPLACE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
 DECLARE
 	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
 BEGIN
-	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile')
+	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch')
 	   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
 		PERFORM hagen._upload_abandon(j);
 	END IF;
@@ -684,6 +684,7 @@ BEGIN
 							FROM jsonb_array_elements(segs) WITH ORDINALITY AS x(s, n)), '[]')
 				  || CASE WHEN m.id IS NOT NULL THEN jsonb_build_array(jsonb_build_object(
 						'file', music_file, 'url', m.audio_url,
+						'key', hagen.get_video_path(p.workspace_id, p.id, 'music_' || m.id),
 						'what', format('the music track "%s"', m.name))) ELSE '[]' END,
 		'final_key', hagen.get_video_path(p.workspace_id, p.id, 'final.mp4'),
 		'thumbnail_key', hagen.get_video_path(p.workspace_id, p.id, 'thumbnail.jpg'));
@@ -730,13 +731,16 @@ $$;
 CREATE FUNCTION hagen._fetch_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql STABLE AS $$
 BEGIN
-	RETURN CASE WHEN j.state ? 'key'
-		THEN hagen._http('GET', hagen._s3_url(j.state ->> 'key'), 's3', 'media',
-			jsonb_build_object('save_to', j.state ->> 'file', 'unless_exists', true,
-							   'max_bytes', hagen._max_download_bytes()))
-		ELSE hagen._http('GET', j.state ->> 'url', 'none', 'media',
+	IF j.step <> 'fetch' THEN
+		RETURN hagen._upload_effect(j);
+	END IF;
+	RETURN CASE WHEN j.state ? 'url'
+		THEN hagen._http('GET', j.state ->> 'url', 'none', 'media',
 			jsonb_build_object('save_to', j.state ->> 'file', 'unless_exists', true,
 							   'guard', true, 'follow_redirects', true,
+							   'max_bytes', hagen._max_download_bytes()))
+		ELSE hagen._http('GET', hagen._s3_url(j.state ->> 'key'), 's3', 'media',
+			jsonb_build_object('save_to', j.state ->> 'file', 'unless_exists', true,
 							   'max_bytes', hagen._max_download_bytes()))
 		END;
 END;
@@ -750,7 +754,15 @@ DECLARE
 	status integer := coalesce((o ->> 'status')::integer, 0);
 	what text := j.state ->> 'what';
 	src text := coalesce(j.state ->> 'url', j.state ->> 'key');
+	d jsonb;
 BEGIN
+	IF j.step <> 'fetch' THEN
+		d := hagen._upload_interpret(j, o);
+		RETURN CASE WHEN d ->> 'action' = 'stored'
+					THEN jsonb_strip_nulls(jsonb_build_object('action', 'succeed', 'log', d ->> 'log',
+															  'state', d -> 'state'))
+					ELSE d END;
+	END IF;
 	IF o ->> 'error_kind' = 'guard' THEN
 		RETURN jsonb_build_object('action', 'fail',
 			'error', format('refused to fetch %s from %s: %s', what, src, o ->> 'error'));
@@ -758,6 +770,13 @@ BEGIN
 		RETURN jsonb_build_object('action', 'fail',
 			'error', format('%s at %s is larger than hagen.max_download_bytes (%s bytes)', what, src,
 							hagen._max_download_bytes()));
+	ELSIF status BETWEEN 200 AND 299 AND o ? 'file' AND j.state ? 'url' THEN
+		-- Music from elsewhere: into the bucket beside the clips.
+		RETURN jsonb_build_object('action', 'advance', 'step', hagen._store_step((o ->> 'bytes')::bigint),
+			'state', jsonb_build_object('bytes', (o ->> 'bytes')::bigint,
+				'existing', coalesce(o -> 'existing', 'false'),
+				'content_type', coalesce(nullif(split_part(o -> 'headers' ->> 'content-type', ';', 1), ''),
+										 'application/octet-stream')));
 	ELSIF status BETWEEN 200 AND 299 AND o ? 'file' THEN
 		RETURN jsonb_build_object('action', 'succeed',
 			'state', jsonb_build_object('bytes', o -> 'bytes', 'existing', coalesce(o -> 'existing', 'false')));
@@ -811,10 +830,19 @@ BEGIN
 	WHEN 'compile' THEN
 		-- The claim this effect is for counts total_attempts up.
 		dir := hagen._compile_attempt_dir(j, j.total_attempts + 1);
+		-- inputs and outputs name the storage key of every file: a worker
+		-- on another host moves them through the bucket.
 		RETURN jsonb_build_object('type', 'compile', 'dir', dir,
 			'timeout_ms', (extract(epoch FROM hagen._compile_timeout()) * 1000)::bigint,
 			'manifest', j.state -> 'manifest' || jsonb_build_object(
-				'output', dir || '/final.mp4', 'thumbnail', dir || '/thumbnail.jpg'));
+				'output', dir || '/final.mp4', 'thumbnail', dir || '/thumbnail.jpg'),
+			'inputs', (SELECT jsonb_agg(jsonb_build_object('file', i ->> 'file', 'key', i ->> 'key'))
+					   FROM jsonb_array_elements(j.state -> 'inputs') i),
+			'outputs', jsonb_build_array(
+				jsonb_build_object('file', dir || '/thumbnail.jpg', 'key', j.state ->> 'thumbnail_key',
+								   'content_type', 'image/jpeg'),
+				jsonb_build_object('file', dir || '/final.mp4', 'key', j.state ->> 'final_key',
+								   'content_type', 'video/mp4')));
 	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
 		RETURN hagen._upload_effect(j);
 	END CASE;
@@ -861,6 +889,14 @@ BEGIN
 								  'delay_ms', hagen._compile_watchdog_ms());
 	WHEN 'compile' THEN
 		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' AND (r ->> 'duration') ~ '^[0-9.]+$'
+		   AND (r ->> 'size') ~ '^[0-9]+$' AND (r ->> 'thumbnail_size') ~ '^[0-9]+$'
+		   AND (o ->> 'uploaded')::boolean IS TRUE THEN
+			-- A worker on another host stored both outputs itself.
+			RETURN jsonb_build_object('action', 'succeed',
+				'log', format('compiled %s s of video (%s mode, %s bytes) and stored it from %s',
+							  r ->> 'duration', r ->> 'mode', r ->> 'size', coalesce(o ->> 'worker', 'a remote worker')),
+				'state', jsonb_build_object('result', r));
+		ELSIF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' AND (r ->> 'duration') ~ '^[0-9.]+$'
 		   AND (r ->> 'size') ~ '^[0-9]+$' AND (r ->> 'thumbnail_size') ~ '^[0-9]+$' THEN
 			dir := hagen._compile_attempt_dir(j, j.total_attempts);
 			PERFORM hagen._compile_progress(j, 'store');

@@ -99,6 +99,7 @@ SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
 -- Its inputs are fetched (here: found in the work directory), then it
 -- moves to the compile lane.
 SELECT kind, step, status FROM t.tick() ORDER BY kind, step, status;
+SELECT kind, step, status FROM t.tick() ORDER BY kind, step, status;
 SELECT kind, step, status FROM t.tick();
 SELECT job_id AS cj, token AS ct FROM hagen.claim_jobs('compile', 1) \gset
 -- hagen-compile reports a fraction; SQL alone makes it the percent.

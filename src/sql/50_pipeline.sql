@@ -302,7 +302,7 @@ CREATE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
 DECLARE
 	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
 BEGIN
-	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile')
+	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch')
 	   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
 		PERFORM hagen._upload_abandon(j);
 	END IF;
