@@ -335,35 +335,12 @@ seek_cb(void *userdata, curl_off_t offset, int origin)
 
 /* ---- outcomes ---- */
 
-/* Appends text as a JSON string, with invalid UTF-8 and NULs made '?'. */
-static void
-append_clean_json(StringInfo buf, const char *s, size_t len)
-{
-	char	   *clean = palloc(len + 1);
-	size_t		i = 0;
-
-	while (i < len)
-	{
-		int			l = pg_utf_mblen((const unsigned char *) s + i);
-
-		if (s[i] != '\0' && i + l <= len && pg_utf8_islegal((const unsigned char *) s + i, l))
-		{
-			memcpy(clean + i, s + i, l);
-			i += l;
-		}
-		else
-			clean[i++] = '?';
-	}
-	clean[len] = '\0';
-	escape_json(buf, clean);
-	pfree(clean);
-}
-
 /* Builds the outcome of a finished transfer as JSON text. */
 static char *
 build_outcome(Transfer *t, CURLcode res)
 {
 	StringInfoData buf;
+	HagenJson	w;
 	long		code = 0;
 	long		reqsize = 0;
 	int			i;
@@ -417,36 +394,29 @@ build_outcome(Transfer *t, CURLcode res)
 	}
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"status\":%ld,\"elapsed_ms\":%ld", code,
-					 (long) ((GetCurrentTimestamp() - t->started) / 1000));
+	hagen_json_init(&w, &buf);
+	hagen_json_object_start(&w, NULL);
+	hagen_json_int(&w, "status", code);
+	hagen_json_int(&w, "elapsed_ms", (GetCurrentTimestamp() - t->started) / 1000);
 	if (kind)
 	{
-		hagen_json_string(&buf, "error_kind", kind);
-		hagen_json_string(&buf, "error", error);
-		hagen_json_string(&buf, "phase", connect_phase ? "connect" : "transfer");
-		appendStringInfo(&buf, ",\"curl_code\":%d", (int) res);
+		hagen_json_string(&w, "error_kind", kind);
+		hagen_json_string(&w, "error", error);
+		hagen_json_string(&w, "phase", connect_phase ? "connect" : "transfer");
+		hagen_json_int(&w, "curl_code", (int) res);
 	}
-	appendStringInfoString(&buf, ",\"headers\":{");
+	hagen_json_object_start(&w, "headers");
 	for (i = 0; i < t->nhdr; i++)
-	{
-		if (i > 0)
-			appendStringInfoChar(&buf, ',');
-		escape_json(&buf, t->hdr_name[i]);
-		appendStringInfoChar(&buf, ':');
-		append_clean_json(&buf, t->hdr_val[i], strlen(t->hdr_val[i]));
-	}
-	appendStringInfoChar(&buf, '}');
+		hagen_json_text(&w, t->hdr_name[i], t->hdr_val[i], strlen(t->hdr_val[i]));
+	hagen_json_object_end(&w);
 	if (t->resp_len > 0)
-	{
-		appendStringInfoString(&buf, ",\"body_text\":");
-		append_clean_json(&buf, t->resp, t->resp_len);
-	}
+		hagen_json_text(&w, "body_text", t->resp, t->resp_len);
 	if (kind == NULL && t->save_path && code >= 200 && code < 300)
 	{
-		hagen_json_string(&buf, "file", t->save_rel);
-		appendStringInfo(&buf, ",\"bytes\":%lld", (long long) t->received);
+		hagen_json_string(&w, "file", t->save_rel);
+		hagen_json_int(&w, "bytes", t->received);
 	}
-	appendStringInfoChar(&buf, '}');
+	hagen_json_object_end(&w);
 	return buf.data;
 }
 
@@ -520,13 +490,17 @@ static void
 fail_now(HagenHttp *h, Transfer *t, const char *kind, const char *error)
 {
 	StringInfoData buf;
+	HagenJson	w;
 	MemoryContext old = MemoryContextSwitchTo(t->cxt);
 
 	initStringInfo(&buf);
-	appendStringInfoString(&buf, "{\"status\":0,\"phase\":\"connect\"");
-	hagen_json_string(&buf, "error_kind", kind);
-	hagen_json_string(&buf, "error", error);
-	appendStringInfoChar(&buf, '}');
+	hagen_json_init(&w, &buf);
+	hagen_json_object_start(&w, NULL);
+	hagen_json_int(&w, "status", 0);
+	hagen_json_string(&w, "phase", "connect");
+	hagen_json_string(&w, "error_kind", kind);
+	hagen_json_string(&w, "error", error);
+	hagen_json_object_end(&w);
 	t->outcome = buf.data;
 	release_transfer(t);
 	MemoryContextSwitchTo(old);
@@ -696,12 +670,16 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 			hagen_work_file_size(t->save_path) > 0)
 		{
 			StringInfoData buf;
+			HagenJson	w;
 
 			initStringInfo(&buf);
-			appendStringInfo(&buf, "{\"status\":200,\"existing\":true,\"bytes\":" INT64_FORMAT ",\"file\":",
-							 hagen_work_file_size(t->save_path));
-			escape_json(&buf, t->save_rel);
-			appendStringInfoChar(&buf, '}');
+			hagen_json_init(&w, &buf);
+			hagen_json_object_start(&w, NULL);
+			hagen_json_int(&w, "status", 200);
+			hagen_json_bool(&w, "existing", true);
+			hagen_json_int(&w, "bytes", hagen_work_file_size(t->save_path));
+			hagen_json_string(&w, "file", t->save_rel);
+			hagen_json_object_end(&w);
 			t->outcome = buf.data;
 			MemoryContextSwitchTo(old);
 			dlist_push_tail(&h->done, &t->node);
