@@ -38,6 +38,17 @@ SELECT clip_count FROM hagen.video_project WHERE id = :'project';
 -- Storage paths and public URLs.
 SELECT hagen.get_video_path('ws-1', '00000000-0000-0000-0000-000000000001', 'final.mp4');
 SELECT hagen.public_url('ws 1/videos/a+b/ünï~code.mp4');
+-- Percent-encoding (one encoder, in C, shared with the SigV4 signer): the
+-- unreserved characters of RFC 3986 kept, "/" kept when asked, every other
+-- byte of the UTF-8 as %XX in upper case.
+SELECT v AS value, hagen._uri_encode(v, true) AS keep_slash, hagen._uri_encode(v, false) AS encode_slash
+FROM (VALUES ('AZaz09-._~'), ('a/b//c/'), ('/'), (' +%&=?#'), ('ü'), ('日本'), ('🎬'), (E'\t\x01\x7f'), ('')) x(v);
+SELECT count(*) AS ascii_mismatches FROM generate_series(1, 127) i
+WHERE hagen._uri_encode(chr(i), false)
+	  IS DISTINCT FROM CASE WHEN chr(i) ~ '^[A-Za-z0-9._~-]$' THEN chr(i) ELSE '%' || upper(lpad(to_hex(i), 2, '0')) END
+   OR hagen._uri_encode(chr(i), true)
+	  IS DISTINCT FROM CASE WHEN chr(i) ~ '^[A-Za-z0-9._~/-]$' THEN chr(i) ELSE '%' || upper(lpad(to_hex(i), 2, '0')) END;
+SELECT hagen._uri_encode(repeat('ü/', 5000), true) = repeat('%C3%BC/', 5000) AS long_value;
 
 -- Bad input: each error names the value and says what to do.
 -- Test helpers, shared with the later regress files.

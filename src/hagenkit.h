@@ -129,6 +129,9 @@ extern void hagen_json_int(HagenJson *w, const char *key, int64 value);
 extern void hagen_json_bool(HagenJson *w, const char *key, bool value);
 extern void hagen_json_raw(HagenJson *w, const char *key, const char *json);
 
+/* Percent-encoding of URLs and SigV4 (s3auth.c) */
+extern void hagen_percent_encode(StringInfo buf, const char *s, int len, bool keep_slash);
+
 /* SQL-callable (shmem.c) */
 extern Datum hagen_wake(PG_FUNCTION_ARGS);
 
