@@ -119,6 +119,11 @@ SELECT count(*) AS clips FROM hagen.video_clip WHERE project_id = :'project';
 SHOW hagen.fal_key;
 SELECT current_setting('hagen.s3_secret_access_key') AS secret;
 SELECT count(*) AS visible FROM pg_settings WHERE name LIKE 'hagen.%key%' AND setting LIKE '%test%';
+-- The four secrets (declared in one table in C): masked when set, kept out
+-- of pg_settings.
+SELECT n AS name, current_setting(n) AS shown,
+	   (SELECT count(*) FROM pg_settings WHERE name = n) AS in_pg_settings
+FROM unnest(ARRAY['hagen.fal_key', 'hagen.xai_key', 'hagen.s3_access_key_id', 'hagen.s3_secret_access_key']) n;
 SELECT hagen.provider_configured('fal') AS fal, hagen.provider_configured('s3') AS s3;
 SELECT hagen.provider_configured('runway');
 
