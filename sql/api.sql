@@ -144,5 +144,12 @@ SELECT t.err($q$SELECT hagen.presign_url('../k.mp4')$q$);
 SELECT t.err($q$SELECT hagen.presign_url('a//b.mp4')$q$);
 SELECT t.err($q$SELECT hagen.presign_url(repeat('k', 1025))$q$);
 SELECT t.err($q$SELECT hagen.presign_url(NULL)$q$);
+-- hagen.trusted_hosts: entries are hosts with an optional port, read by
+-- libcurl's URL parser; anything else is refused before it is written.
+ALTER SYSTEM SET hagen.trusted_hosts = 'assets.internal, a b';
+ALTER SYSTEM SET hagen.trusted_hosts = 'user@host';
+ALTER SYSTEM SET hagen.trusted_hosts = 'host:99999';
+ALTER SYSTEM SET hagen.trusted_hosts = 'http://host/';
+ALTER SYSTEM SET hagen.trusted_hosts = '[fd00::1';
 \pset format aligned
 \pset tuples_only off

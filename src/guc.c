@@ -20,6 +20,7 @@
 #include <stdlib.h>
 
 #include "miscadmin.h"
+#include "netguard.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -100,6 +101,19 @@ check_http_url(char **newval, void **extra pg_attribute_unused(), GucSource sour
 		return false;
 	}
 	return true;
+}
+
+/* check hook for hagen.trusted_hosts: host, host:port or [IPv6]:port entries. */
+static bool
+check_trusted_hosts(char **newval, void **extra pg_attribute_unused(), GucSource source pg_attribute_unused())
+{
+	char	   *bad = hagen_netguard_bad_host_entry(*newval);
+
+	if (bad == NULL)
+		return true;
+	GUC_check_errdetail("\"%s\" is not a host, host:port or [IPv6]:port.", bad);
+	GUC_check_errhint("List entries separated by commas, such as \"assets.internal, 10.0.0.5:8443\".");
+	return false;
 }
 
 /* check hook for the compile helper: an absolute path, or empty for the default. */
@@ -345,7 +359,7 @@ hagen_define_gucs(void)
 							NULL, NULL, NULL);
 	define_string("hagen.trusted_hosts",
 				  "Comma-separated host or host:port entries that user and provider URLs may reach even on private or loopback addresses.",
-				  &hagen_trusted_hosts, "", PGC_SIGHUP, NULL);
+				  &hagen_trusted_hosts, "", PGC_SIGHUP, check_trusted_hosts);
 	DefineCustomIntVariable("hagen.poll_interval",
 							"How often a provider request is polled.",
 							NULL, &hagen_poll_interval_ms, 2000, 10, 600000,

@@ -45,7 +45,7 @@
 #define MAX_SOCKS 4096
 #define BODY_CAP (16 * 1024 * 1024)		/* JSON answers kept in memory */
 #define ERROR_BODY_CAP (64 * 1024)	/* error bodies of file downloads */
-#define MAX_HEADERS 40
+#define MAX_HEADERS 100		/* answer headers kept in an outcome */
 #define MAX_REDIRECTS 5
 #define UPLOAD_BUFFER (256 * 1024)	/* per upload: 16 MB at most with 64 in flight */
 
@@ -86,9 +86,6 @@ typedef struct Transfer
 	char	   *resp;
 	size_t		resp_len;
 	size_t		resp_cap;
-	int			nhdr;
-	char	   *hdr_name[MAX_HEADERS];
-	char	   *hdr_val[MAX_HEADERS];
 	TimestampTz started;
 	char	   *outcome;		/* set once done */
 } Transfer;
@@ -236,59 +233,6 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-static void
-clear_headers(Transfer *t)
-{
-	int			i;
-
-	for (i = 0; i < t->nhdr; i++)
-	{
-		free(t->hdr_name[i]);
-		free(t->hdr_val[i]);
-	}
-	t->nhdr = 0;
-}
-
-static size_t
-header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
-{
-	Transfer   *t = (Transfer *) userdata;
-	size_t		n = size * nitems;
-	size_t		colon;
-	size_t		vstart;
-	size_t		vend;
-	size_t		i;
-
-	if (n >= 5 && strncmp(buffer, "HTTP/", 5) == 0)
-	{
-		clear_headers(t);		/* a new response (after 100 or a redirect) */
-		return n;
-	}
-	for (colon = 0; colon < n && buffer[colon] != ':'; colon++)
-		;
-	if (colon == 0 || colon >= n || t->nhdr >= MAX_HEADERS)
-		return n;
-	vstart = colon + 1;
-	while (vstart < n && (buffer[vstart] == ' ' || buffer[vstart] == '\t'))
-		vstart++;
-	vend = n;
-	while (vend > vstart && (buffer[vend - 1] == '\r' || buffer[vend - 1] == '\n' ||
-							 buffer[vend - 1] == ' '))
-		vend--;
-	t->hdr_name[t->nhdr] = strndup(buffer, colon);
-	t->hdr_val[t->nhdr] = strndup(buffer + vstart, vend - vstart);
-	if (t->hdr_name[t->nhdr] == NULL || t->hdr_val[t->nhdr] == NULL)
-	{
-		free(t->hdr_name[t->nhdr]);
-		free(t->hdr_val[t->nhdr]);
-		return n;
-	}
-	for (i = 0; i < colon; i++)
-		t->hdr_name[t->nhdr][i] = pg_ascii_tolower((unsigned char) t->hdr_name[t->nhdr][i]);
-	t->nhdr++;
-	return n;
-}
-
 /*
  * Streams the body of an upload from its work file, never more than the
  * range the effect names; pread keeps each transfer's position its own.
@@ -335,6 +279,38 @@ seek_cb(void *userdata, curl_off_t offset, int origin)
 
 /* ---- outcomes ---- */
 
+/*
+ * Writes the headers of the last answer of a transfer (after redirects),
+ * as libcurl parsed them (curl_easy_nextheader: values trimmed), names
+ * lower-cased; a name that is not an HTTP token is left out.  A name
+ * given twice appears twice, and SQL keeps the last.
+ */
+static void
+add_headers_json(HagenJson *w, CURL *easy)
+{
+	struct curl_header *h = NULL;
+	int			n = 0;
+
+	while (n < MAX_HEADERS && (h = curl_easy_nextheader(easy, CURLH_HEADER, -1, h)) != NULL)
+	{
+		char	   *name = pstrdup(h->name);
+		char	   *p;
+
+		for (p = name; *p; p++)
+		{
+			if (!isalnum((unsigned char) *p) && strchr("!#$%&'*+-.^_`|~", *p) == NULL)
+				break;
+			*p = pg_ascii_tolower((unsigned char) *p);
+		}
+		if (*p == '\0' && p > name)
+		{
+			hagen_json_text(w, name, h->value, strlen(h->value));
+			n++;
+		}
+		pfree(name);
+	}
+}
+
 /* Builds the outcome of a finished transfer as JSON text. */
 static char *
 build_outcome(Transfer *t, CURLcode res)
@@ -343,7 +319,6 @@ build_outcome(Transfer *t, CURLcode res)
 	HagenJson	w;
 	long		code = 0;
 	long		reqsize = 0;
-	int			i;
 	const char *kind = NULL;
 	char	   *error = NULL;
 	bool		connect_phase = false;
@@ -406,8 +381,8 @@ build_outcome(Transfer *t, CURLcode res)
 		hagen_json_int(&w, "curl_code", (int) res);
 	}
 	hagen_json_object_start(&w, "headers");
-	for (i = 0; i < t->nhdr; i++)
-		hagen_json_text(&w, t->hdr_name[i], t->hdr_val[i], strlen(t->hdr_val[i]));
+	if (t->easy)
+		add_headers_json(&w, t->easy);
 	hagen_json_object_end(&w);
 	if (t->resp_len > 0)
 		hagen_json_text(&w, "body_text", t->resp, t->resp_len);
@@ -424,7 +399,6 @@ build_outcome(Transfer *t, CURLcode res)
 static void
 release_transfer(Transfer *t)
 {
-	clear_headers(t);
 	free(t->resp);
 	t->resp = NULL;
 	t->resp_len = t->resp_cap = 0;
@@ -718,8 +692,6 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long) hagen_stall_timeout_s);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
 	if (t->save_path)
@@ -790,7 +762,6 @@ follow_redirect(HagenHttp *h, Transfer *t)
 	t->redirects++;
 	t->url = MemoryContextStrdup(t->cxt, next);
 	t->trusted = hagen_netguard_host_trusted(t->url);
-	clear_headers(t);
 	t->resp_len = 0;
 	curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
 	return curl_multi_add_handle(h->multi, t->easy) == CURLM_OK;

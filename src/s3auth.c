@@ -36,19 +36,11 @@
 
 #define UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
 
-/* Lower-case hex of bytes. */
+/* Lower-case hex of bytes (PostgreSQL's hex_encode), NUL-terminated. */
 static void
 to_hex(const unsigned char *in, int n, char *out)
 {
-	static const char digits[] = "0123456789abcdef";
-	int			i;
-
-	for (i = 0; i < n; i++)
-	{
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * n] = '\0';
+	out[hex_encode((const char *) in, n, out)] = '\0';
 }
 
 /* Hex SHA-256 of a string. */
