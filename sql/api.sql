@@ -38,6 +38,17 @@ SELECT clip_count FROM hagen.video_project WHERE id = :'project';
 -- Storage paths and public URLs.
 SELECT hagen.get_video_path('ws-1', '00000000-0000-0000-0000-000000000001', 'final.mp4');
 SELECT hagen.public_url('ws 1/videos/a+b/ünï~code.mp4');
+-- Percent-encoding (one encoder, in C, shared with the SigV4 signer): the
+-- unreserved characters of RFC 3986 kept, "/" kept when asked, every other
+-- byte of the UTF-8 as %XX in upper case.
+SELECT v AS value, hagen._uri_encode(v, true) AS keep_slash, hagen._uri_encode(v, false) AS encode_slash
+FROM (VALUES ('AZaz09-._~'), ('a/b//c/'), ('/'), (' +%&=?#'), ('ü'), ('日本'), ('🎬'), (E'\t\x01\x7f'), ('')) x(v);
+SELECT count(*) AS ascii_mismatches FROM generate_series(1, 127) i
+WHERE hagen._uri_encode(chr(i), false)
+	  IS DISTINCT FROM CASE WHEN chr(i) ~ '^[A-Za-z0-9._~-]$' THEN chr(i) ELSE '%' || upper(lpad(to_hex(i), 2, '0')) END
+   OR hagen._uri_encode(chr(i), true)
+	  IS DISTINCT FROM CASE WHEN chr(i) ~ '^[A-Za-z0-9._~/-]$' THEN chr(i) ELSE '%' || upper(lpad(to_hex(i), 2, '0')) END;
+SELECT hagen._uri_encode(repeat('ü/', 5000), true) = repeat('%C3%BC/', 5000) AS long_value;
 
 -- Bad input: each error names the value and says what to do.
 -- Test helpers, shared with the later regress files.
@@ -108,6 +119,11 @@ SELECT count(*) AS clips FROM hagen.video_clip WHERE project_id = :'project';
 SHOW hagen.fal_key;
 SELECT current_setting('hagen.s3_secret_access_key') AS secret;
 SELECT count(*) AS visible FROM pg_settings WHERE name LIKE 'hagen.%key%' AND setting LIKE '%test%';
+-- The four secrets (declared in one table in C): masked when set, kept out
+-- of pg_settings.
+SELECT n AS name, current_setting(n) AS shown,
+	   (SELECT count(*) FROM pg_settings WHERE name = n) AS in_pg_settings
+FROM unnest(ARRAY['hagen.fal_key', 'hagen.xai_key', 'hagen.s3_access_key_id', 'hagen.s3_secret_access_key']) n;
 SELECT hagen.provider_configured('fal') AS fal, hagen.provider_configured('s3') AS s3;
 SELECT hagen.provider_configured('runway');
 
@@ -128,5 +144,12 @@ SELECT t.err($q$SELECT hagen.presign_url('../k.mp4')$q$);
 SELECT t.err($q$SELECT hagen.presign_url('a//b.mp4')$q$);
 SELECT t.err($q$SELECT hagen.presign_url(repeat('k', 1025))$q$);
 SELECT t.err($q$SELECT hagen.presign_url(NULL)$q$);
+-- hagen.trusted_hosts: entries are hosts with an optional port, read by
+-- libcurl's URL parser; anything else is refused before it is written.
+ALTER SYSTEM SET hagen.trusted_hosts = 'assets.internal, a b';
+ALTER SYSTEM SET hagen.trusted_hosts = 'user@host';
+ALTER SYSTEM SET hagen.trusted_hosts = 'host:99999';
+ALTER SYSTEM SET hagen.trusted_hosts = 'http://host/';
+ALTER SYSTEM SET hagen.trusted_hosts = '[fd00::1';
 \pset format aligned
 \pset tuples_only off

@@ -1130,6 +1130,332 @@ BEGIN
 END;
 $$;
 
+-- lib: S3's XML read with XMLPARSE/XMLTABLE/xpath and written with
+-- xmlelement/xmlforest (src/sql/56_s3_answers.sql, 57_upload.sql,
+-- 58_purge.sql): the regular expressions and the hand-written
+-- escape/unescape functions go.
+-- An answer body as an XML document, or NULL when it is not one (empty,
+-- not well-formed, or XML content that is not a single document).  Checked
+-- with xml_is_well_formed_document first, so no error is raised and no
+-- subtransaction is needed.
+CREATE OR REPLACE FUNCTION hagen._xml_doc(body text) RETURNS xml
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	RETURN CASE WHEN xml_is_well_formed_document(body) THEN XMLPARSE(DOCUMENT body) END;
+
+-- The XPath of a path of element names, matched by local name: "/A/B" from
+-- the root, "//A/B" anywhere, "A/B" relative to the context node (for the
+-- columns of an XMLTABLE).
+CREATE OR REPLACE FUNCTION hagen._xml_xpath(path text) RETURNS text
+	LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+BEGIN
+	IF path !~ '^(//?)?[A-Za-z_][A-Za-z0-9_.-]*(/[A-Za-z_][A-Za-z0-9_.-]*)*$' THEN
+		RAISE EXCEPTION 'invalid XML path "%"', path
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A path is element names separated by "/", such as "/ListBucketResult/Contents/Key".';
+	END IF;
+	RETURN substring(path FROM '^/*')
+		|| regexp_replace(ltrim(path, '/'), '([^/]+)', '*[local-name()="\1"]', 'g');
+END;
+$$;
+
+-- The text of every element at path (see _xml_xpath) of a document, in
+-- document order; an empty array when there is none or doc is NULL.
+CREATE OR REPLACE FUNCTION hagen._xml_values(doc xml, path text) RETURNS text[]
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	RETURN (
+		SELECT coalesce(array_agg(x.v ORDER BY x.n), '{}')
+		FROM XMLTABLE((hagen._xml_xpath(path)) PASSING (doc)
+					  COLUMNS n FOR ORDINALITY, v text PATH '.') AS x
+	);
+
+-- The same for an answer body: every element named tag, anywhere in it
+-- (none when the body is not XML).
+CREATE OR REPLACE FUNCTION hagen._xml_values(body text, tag text) RETURNS text[]
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	RETURN hagen._xml_values(hagen._xml_doc(body), '//' || tag);
+
+-- The text of the first element at path of a document, or NULL.
+CREATE OR REPLACE FUNCTION hagen._xml_value(doc xml, path text) RETURNS text
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	RETURN (hagen._xml_values(doc, path))[1];
+
+CREATE OR REPLACE FUNCTION hagen._xml_value(body text, tag text) RETURNS text
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	RETURN (hagen._xml_values(hagen._xml_doc(body), '//' || tag))[1];
+
+-- The local name of a document's root element ("ListBucketResult"), or NULL.
+CREATE OR REPLACE FUNCTION hagen._xml_root(doc xml) RETURNS text
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	RETURN nullif((xpath('local-name(/*)', doc))[1]::text, '');
+
+-- What a body that should be XML was instead, for an error message; NULL
+-- when it is an XML document, or empty.
+CREATE OR REPLACE FUNCTION hagen._xml_not_doc(body text) RETURNS text
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	RETURN CASE WHEN coalesce(body, '') <> '' AND NOT xml_is_well_formed_document(body) THEN
+		format('the answer was not valid XML (%s bytes): it began with "%s%s"', octet_length(body),
+			   left(regexp_replace(body, '[[:space:][:cntrl:]]+', ' ', 'g'), 80),
+			   CASE WHEN length(body) > 80 THEN '...' ELSE '' END) END;
+
+-- "Code: Message" of an S3 error answer (<Error><Code>…</Code><Message>…),
+-- or NULL when the answer is not one.
+CREATE OR REPLACE FUNCTION hagen._s3_error(o jsonb) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN (
+		SELECT nullif(concat_ws(': ', e.code, e.message), '')
+		FROM XMLTABLE('/*[local-name()="Error"]' PASSING (hagen._xml_doc(o ->> 'body_text'))
+					  COLUMNS code text PATH '*[local-name()="Code"][1]',
+							  message text PATH '*[local-name()="Message"][1]') AS e
+	);
+
+-- The decision for an S3 request that did not succeed: transport errors,
+-- 429, 5xx and the codes S3 asks clients to retry (SlowDown, InternalError,
+-- RequestTimeout…) are retried with back-off (at least Retry-After); any
+-- other answer is final.  The error names what was being done, the HTTP
+-- status and S3's own Code and Message (or what came instead of them).
+CREATE OR REPLACE FUNCTION hagen._s3_failure(o jsonb, what text) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	code text := hagen._xml_value(hagen._xml_doc(o ->> 'body_text'), '/Error/Code');
+	ra text := o -> 'headers' ->> 'retry-after';
+	err text;
+BEGIN
+	err := format('%s failed: %s', what,
+		CASE WHEN status = 0 THEN coalesce(o ->> 'error', 'no answer')
+			 ELSE format('HTTP %s%s', status,
+						 coalesce(': ' || left(coalesce(hagen._s3_error(o),
+														hagen._xml_not_doc(o ->> 'body_text')), 400), '')) END);
+	IF status = 0 OR status = 429 OR status >= 500
+	   OR code IN ('SlowDown', 'InternalError', 'ServiceUnavailable', 'RequestTimeout',
+				   'RequestTimeTooSkewed', 'OperationAborted') THEN
+		RETURN jsonb_strip_nulls(jsonb_build_object('action', 'retry', 'error', err,
+			'retry_after_ms', CASE WHEN ra ~ '^\s*\d+(\.\d+)?\s*$' THEN (ra::numeric * 1000)::bigint END));
+	END IF;
+	RETURN jsonb_build_object('action', 'fail', 'error', err);
+END;
+$$;
+
+-- The decision for a successful (2xx) answer that is not the document
+-- expected (the local name of its root element), or NULL when it is.  An
+-- <Error> in a 200 (S3 may answer CompleteMultipartUpload so) is an S3
+-- error like the others; an answer that is not XML, or another document,
+-- is retried with an error saying what came instead.
+CREATE OR REPLACE FUNCTION hagen._s3_unexpected(o jsonb, doc xml, expected text, what text) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	root text := hagen._xml_root(doc);
+BEGIN
+	IF root = expected THEN
+		RETURN NULL;
+	ELSIF root = 'Error' THEN
+		RETURN hagen._s3_failure(o, what);
+	END IF;
+	RETURN jsonb_build_object('action', 'retry', 'error',
+		format('%s failed: HTTP %s, but %s', what, o ->> 'status',
+			   CASE WHEN doc IS NOT NULL THEN format('the answer was a <%s>, not a <%s>', root, expected)
+					ELSE coalesce(hagen._xml_not_doc(o ->> 'body_text'),
+								  format('the answer was empty (a <%s> was expected)', expected)) END));
+END;
+$$;
+
+-- The body of CompleteMultipartUpload: every part's number and ETag, in order.
+CREATE OR REPLACE FUNCTION hagen._complete_xml(parts jsonb, part_count integer) RETURNS text
+	LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+	missing integer;
+BEGIN
+	SELECT min(n) INTO missing FROM generate_series(1, part_count) n WHERE NOT parts ? n::text;
+	IF missing IS NOT NULL THEN
+		RAISE EXCEPTION 'part % of % has no ETag', missing, part_count;
+	END IF;
+	RETURN xmlelement(name "CompleteMultipartUpload",
+					  xmlattributes('http://s3.amazonaws.com/doc/2006-03-01/' AS xmlns),
+					  (SELECT xmlagg(xmlelement(name "Part",
+												xmlforest(n AS "PartNumber", parts ->> n::text AS "ETag"))
+									 ORDER BY n)
+					   FROM generate_series(1, part_count) n))::text;
+END;
+$$;
+
+-- Reads the outcome of a storing step.  Returns the job's next decision, or
+-- {"action": "stored"} (with "log" and "state" to keep) once the object is
+-- in the bucket: the job's own adapter says what that means for it.
+CREATE OR REPLACE FUNCTION hagen._upload_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	key text := j.state ->> 'key';
+	what text;
+	doc xml;
+	bad jsonb;
+	uid text;
+	plan record;
+BEGIN
+	CASE j.step
+	WHEN 'store' THEN
+		IF status BETWEEN 200 AND 299 THEN
+			RETURN '{"action": "stored"}';
+		END IF;
+		RETURN hagen._s3_failure(o, format('upload of %s to storage', key));
+	WHEN 'upload_create' THEN
+		what := format('start of the multipart upload of %s', key);
+		IF status BETWEEN 200 AND 299 THEN
+			doc := hagen._xml_doc(o ->> 'body_text');
+			bad := hagen._s3_unexpected(o, doc, 'InitiateMultipartUploadResult', what);
+			IF bad IS NOT NULL THEN
+				RETURN bad;
+			END IF;
+			uid := hagen._xml_value(doc, '/InitiateMultipartUploadResult/UploadId');
+			IF coalesce(uid, '') = '' THEN
+				RETURN jsonb_build_object('action', 'fail', 'error', what || ' failed: the answer names no UploadId');
+			END IF;
+			plan := hagen._multipart_plan((j.state ->> 'bytes')::bigint);
+			RETURN jsonb_build_object('action', 'advance', 'step', 'upload_parts',
+				'schedule_parts', true, 'delay_ms', hagen._upload_watchdog_ms(),
+				'log', format('multipart upload of %s started: %s parts of %s bytes', key,
+							  plan.part_count, plan.part_bytes),
+				'state', jsonb_build_object('upload_id', uid, 'part_bytes', plan.part_bytes,
+											'part_count', plan.part_count, 'parts', '{}'::jsonb,
+											'next_part', 1));
+		END IF;
+		RETURN hagen._s3_failure(o, what);
+	WHEN 'upload_parts' THEN
+		RETURN hagen._upload_parts_check(j);
+	WHEN 'upload_complete' THEN
+		what := format('completion of the multipart upload of %s', key);
+		doc := hagen._xml_doc(o ->> 'body_text');
+		IF hagen._xml_value(doc, '/Error/Code') = 'NoSuchUpload' THEN
+			-- Completed by an earlier try whose answer was lost, or gone: look.
+			RETURN jsonb_build_object('action', 'advance', 'step', 'upload_check',
+				'log', 'the multipart upload is no longer known; checking whether the object is stored');
+		ELSIF status BETWEEN 200 AND 299 THEN
+			-- S3 may answer 200 with an <Error> inside; an answer that is
+			-- not XML is retried (a completion already done then meets
+			-- NoSuchUpload, and the object is looked at).
+			bad := CASE WHEN coalesce(o ->> 'body_text', '') <> '' THEN
+				hagen._s3_unexpected(o, doc, 'CompleteMultipartUploadResult', what) END;
+			IF bad IS NOT NULL THEN
+				RETURN bad;
+			END IF;
+			RETURN jsonb_build_object('action', 'stored', 'state', '{"upload_done": true}'::jsonb,
+				'log', format('multipart upload of %s completed (%s parts)', key, j.state ->> 'part_count'));
+		END IF;
+		RETURN hagen._s3_failure(o, what);
+	WHEN 'upload_check' THEN
+		IF status BETWEEN 200 AND 299
+		   AND o -> 'headers' ->> 'content-length' = j.state ->> 'bytes' THEN
+			RETURN jsonb_build_object('action', 'stored', 'state', '{"upload_done": true}'::jsonb,
+				'log', format('%s is stored (%s bytes)', key, j.state ->> 'bytes'));
+		ELSIF status BETWEEN 200 AND 299 OR status = 404 THEN
+			RETURN jsonb_build_object('action', 'fail', 'error',
+				format('the multipart upload of %s was lost before it completed (the bucket answers HTTP %s%s)',
+					   key, status, coalesce(' with ' || (o -> 'headers' ->> 'content-length') || ' bytes', '')));
+		END IF;
+		RETURN hagen._s3_failure(o, format('check of %s in storage', key));
+	END CASE;
+	RAISE EXCEPTION 'unknown storing step "%"', j.step;
+END;
+$$;
+
+-- The body of a DeleteObjects request for some keys (at most 1000).
+CREATE OR REPLACE FUNCTION hagen._delete_xml(keys jsonb) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN xmlelement(name "Delete", xmlattributes('http://s3.amazonaws.com/doc/2006-03-01/' AS xmlns),
+					  xmlelement(name "Quiet", true),
+					  (SELECT xmlagg(xmlelement(name "Object", xmlelement(name "Key", k)) ORDER BY n)
+					   FROM jsonb_array_elements_text(keys) WITH ORDINALITY AS x(k, n)))::text;
+
+-- Reads the outcome of a purge step and moves on: abort the next upload,
+-- list the next page, delete it; done when a page is the last one.
+CREATE OR REPLACE FUNCTION hagen._purge_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	body text := o ->> 'body_text';
+	prefix text := j.state ->> 'prefix';
+	doc xml;
+	bad jsonb;
+	keys text[];
+	more boolean;
+	token text;
+	errors text[];
+	failed integer;
+	deleted integer;
+	rest jsonb;
+BEGIN
+	IF status NOT BETWEEN 200 AND 299 THEN
+		IF j.step = 'abort' AND (status IN (404, 405, 501) OR status BETWEEN 200 AND 299) THEN
+			NULL;	-- gone already, or a server without AbortMultipartUpload: move on
+		ELSE
+			RETURN hagen._s3_failure(o, CASE j.step
+				WHEN 'abort' THEN format('abort of the multipart upload of %s', j.state -> 'aborts' -> 0 ->> 'key')
+				WHEN 'list' THEN format('listing of %s', prefix)
+				ELSE format('deletion of %s objects under %s', jsonb_array_length(j.state -> 'keys'), prefix) END);
+		END IF;
+	END IF;
+	CASE j.step
+	WHEN 'abort' THEN
+		rest := (j.state -> 'aborts') - 0;
+		RETURN jsonb_build_object('action', 'advance',
+			'step', CASE WHEN jsonb_array_length(rest) > 0 THEN 'abort' ELSE 'list' END,
+			'state', jsonb_build_object('aborts', rest),
+			'log', format('multipart upload of %s aborted (HTTP %s)',
+						  j.state -> 'aborts' -> 0 ->> 'key', status));
+	WHEN 'list' THEN
+		doc := hagen._xml_doc(body);
+		bad := hagen._s3_unexpected(o, doc, 'ListBucketResult', format('listing of %s', prefix));
+		IF bad IS NOT NULL THEN
+			RETURN bad;
+		END IF;
+		keys := hagen._xml_values(doc, '/ListBucketResult/Contents/Key');
+		more := hagen._xml_value(doc, '/ListBucketResult/IsTruncated') = 'true';
+		token := hagen._xml_value(doc, '/ListBucketResult/NextContinuationToken');
+		IF more AND coalesce(token, '') = '' THEN
+			RETURN jsonb_build_object('action', 'fail', 'error',
+				format('listing of %s failed: a truncated page without NextContinuationToken', prefix));
+		END IF;
+		IF cardinality(keys) > 0 THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'delete',
+				'state', jsonb_build_object('keys', to_jsonb(keys), 'more', more,
+					'token', CASE WHEN more THEN token END,
+					'pages', (j.state ->> 'pages')::integer + 1));
+		ELSIF more THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'list',
+				'state', jsonb_build_object('token', token, 'pages', (j.state ->> 'pages')::integer + 1));
+		END IF;
+		RETURN hagen._purge_done(j);
+	WHEN 'delete' THEN
+		doc := hagen._xml_doc(body);
+		bad := hagen._s3_unexpected(o, doc, 'DeleteResult',
+			format('deletion of %s objects under %s', jsonb_array_length(j.state -> 'keys'), prefix));
+		IF bad IS NOT NULL THEN
+			RETURN bad;
+		END IF;
+		-- Quiet mode: the answer lists only the keys that were not deleted.
+		SELECT coalesce(array_agg(format('%s (%s)', e.key, concat_ws(': ', e.code, e.message))
+								  ORDER BY e.n), '{}')
+		INTO errors
+		FROM XMLTABLE((hagen._xml_xpath('/DeleteResult/Error')) PASSING (doc)
+					  COLUMNS n FOR ORDINALITY,
+							  key text PATH '*[local-name()="Key"][1]',
+							  code text PATH '*[local-name()="Code"][1]',
+							  message text PATH '*[local-name()="Message"][1]') AS e;
+		failed := (j.state ->> 'failed')::integer + cardinality(errors);
+		deleted := (j.state ->> 'deleted')::integer + jsonb_array_length(j.state -> 'keys') - cardinality(errors);
+		j.state := j.state || jsonb_build_object('keys', '[]'::jsonb, 'failed', failed, 'deleted', deleted,
+			'first_error', coalesce(j.state ->> 'first_error', errors[1]));
+		IF (j.state ->> 'more')::boolean THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'list', 'state', j.state);
+		END IF;
+		RETURN hagen._purge_done(j);
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a purge job', j.step;
+END;
+$$;
+DROP FUNCTION hagen._xml_unescape(text);
+DROP FUNCTION hagen._xml_escape(text);
+
 -- Functions created above are granted to no one, as at install
 -- (src/sql/90_privileges.sql); keep this section last.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA hagen FROM PUBLIC;

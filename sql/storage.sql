@@ -35,11 +35,66 @@ SELECT current_setting('hagen.s3_multipart_threshold') AS threshold,
 	   current_setting('hagen.s3_upload_concurrency') AS concurrency;
 SELECT b, hagen._store_step(b) FROM (VALUES (67108863::bigint), (67108864)) v(b);
 
--- 2. S3's XML: entities, values in order, error answers.
-SELECT hagen._xml_unescape('a &amp; b &lt;c&gt; &quot;d&quot; &apos;e&apos; &#233; &#x2713; &amp;lt; &bogus; &') AS unescaped;
-SELECT hagen._xml_escape('<a & "b" ''c''>') AS escaped;
+-- 2. S3's XML, read and written by the server's libxml.
+-- Keys with markup, quotes, entities and non-ASCII written into the body of
+-- a DeleteObjects (namespace and all) and read back: the same keys.
+CREATE TABLE t.hostile_keys (n serial, k text);
+INSERT INTO t.hostile_keys (k) VALUES ('a & b.mp4'), ('<c>.mp4'), ('"quoted" ''single''.mp4'),
+	('ünï/日本語/🎬.mp4'), ('   '), ('x]]>y'), ('&amp;.mp4'), ('&#233;.mp4'), (E'tab\there'), ('a > b'),
+	('</Key><Key>injected'), ('');
+SELECT hagen._delete_xml(jsonb_agg(k ORDER BY n)) AS body FROM t.hostile_keys \gset
+SELECT :'body' AS delete_body;
+SELECT xml_is_well_formed_document(:'body') AS well_formed,
+	   (xpath('namespace-uri(/*)', :'body'::xml))[1] AS namespace,
+	   hagen._xml_values(hagen._xml_doc(:'body'), '/Delete/Object/Key')
+		   = (SELECT array_agg(k ORDER BY n) FROM t.hostile_keys) AS keys_round_trip,
+	   hagen._xml_value(hagen._xml_doc(:'body'), '/Delete/Quiet') AS quiet;
+-- ETags (quoted by S3) in a CompleteMultipartUpload, in part order.
+SELECT hagen._complete_xml('{"2": "\"b&<2>\"", "1": "\"a1\"", "3": "\"c3\""}', 3) AS body \gset
+SELECT :'body' AS complete_body;
+SELECT hagen._xml_values(hagen._xml_doc(:'body'), '/CompleteMultipartUpload/Part/PartNumber') AS part_numbers,
+	   hagen._xml_values(hagen._xml_doc(:'body'), '/CompleteMultipartUpload/Part/ETag') AS etags;
+SELECT t.err($$SELECT hagen._complete_xml('{"1": "a", "3": "c"}', 3)$$);
+-- Reading: elements by local name, with S3's namespace or without it;
+-- references, CDATA and entities decoded by the parser, once.
+SELECT v.answer, hagen._xml_values(hagen._xml_doc(v.body), '/ListBucketResult/Contents/Key') AS keys,
+	   hagen._xml_value(hagen._xml_doc(v.body), '/ListBucketResult/IsTruncated') AS truncated
+FROM (VALUES
+	('namespaced', '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>false</IsTruncated><Contents><Key>a&amp;b</Key></Contents><Contents><Key>c&lt;d&gt;</Key></Contents></ListBucketResult>'),
+	('no namespace', '<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>a&amp;b</Key></Contents><Contents><Key>c&lt;d&gt;</Key></Contents></ListBucketResult>'),
+	('prefixed', '<s3:ListBucketResult xmlns:s3="http://s3.amazonaws.com/doc/2006-03-01/"><s3:Contents><s3:Key>p</s3:Key></s3:Contents></s3:ListBucketResult>'),
+	('references', '<ListBucketResult><Contents><Key>&#233;&#x2713; &amp;lt; &quot;&apos;</Key></Contents><Contents><Key><![CDATA[<raw & "cdata">]]></Key></Contents><Contents><Key></Key></Contents></ListBucketResult>'),
+	('other keys', '<ListBucketResult><Prefix>not/a/Key</Prefix><Contents><Key>k</Key><Owner><Key>nested</Key></Owner></Contents></ListBucketResult>'),
+	('external entity', '<?xml version="1.0"?><!DOCTYPE ListBucketResult [<!ENTITY x SYSTEM "file:///etc/passwd">]><ListBucketResult><Contents><Key>[&x;]</Key></Contents></ListBucketResult>')) v(answer, body);
+-- The text form looks for a name anywhere; what is not XML has no values.
 SELECT hagen._xml_values('<R><Key>a&amp;b</Key><Key>c</Key><Other>x</Other><Key></Key></R>', 'Key') AS keys,
-	   hagen._xml_value('<R/>', 'Key') AS none;
+	   hagen._xml_value('<R/>', 'Key') AS none, hagen._xml_values('<R><Key>cut', 'Key') AS malformed;
+-- What is not an XML document, and what it is called in errors.
+SELECT v.body, hagen._xml_doc(v.body) IS NULL AS not_a_document, hagen._xml_not_doc(v.body) AS described
+FROM (VALUES ('<ListBucketResult><Contents><Key>cut'), ('<html><body>502 Bad Gateway</body></html>'),
+			 (E'{"error":\n"not xml"}'), ('<a/><b/>'), ('a & b'), (repeat('<x>', 40)), (''), (NULL),
+			 ('<ok/>')) v(body);
+SELECT t.err($$SELECT hagen._xml_xpath('/a/b[1]')$$);
+-- S3's error answers, namespaced or not; a repeated element is no error.
+SELECT hagen._s3_error(jsonb_build_object('body_text', v.body)) AS error
+FROM (VALUES ('<Error><Code>NoSuchKey</Code><Message>The key &lt;k&gt; does not exist</Message></Error>'),
+			 ('<Error xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Code>AccessDenied</Code></Error>'),
+			 ('<Error><Code>A</Code><Code>B</Code><Message>first</Message><Message>second</Message></Error>'),
+			 ('<ListBucketResult><Code>NotAnError</Code></ListBucketResult>'), ('<Error><Code>cut')) v(body);
+-- A 2xx answer that is not the document expected: an <Error> inside is an
+-- S3 error (retried or not by its code); anything else is retried, saying
+-- what came instead.
+SELECT v.o ->> 'body_text' AS body, d ->> 'action' AS action, d ->> 'error' AS error
+FROM (VALUES
+	('{"status": 200, "body_text": "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>"}'::jsonb),
+	('{"status": 200, "body_text": "<ListBucketResult/>"}'),
+	('{"status": 200, "body_text": "<ListBucketResult><Contents><Key>cut"}'),
+	('{"status": 200, "body_text": "<html><body>Welcome to nginx!</body></html>"}'),
+	('{"status": 200}'),
+	('{"status": 200, "body_text": "<DeleteResult/>"}'),
+	('{"status": 200, "body_text": "<Error><Code>InternalError</Code><Message>Try again.</Message></Error>"}'),
+	('{"status": 200, "body_text": "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"}')) v(o),
+	LATERAL hagen._s3_unexpected(v.o, hagen._xml_doc(v.o ->> 'body_text'), 'ListBucketResult', 'listing of p/') d;
 -- Errors become readable; what is worth retrying is retried.
 SELECT o ->> 'status' AS status, d ->> 'action' AS action, d ->> 'retry_after_ms' AS retry_after_ms,
 	   d ->> 'error' AS error
@@ -119,16 +174,14 @@ BEGIN
 			  AND (after IS NULL OR key > after) ORDER BY key LIMIT 1000) x;
 		more := EXISTS (SELECT 1 FROM t.bucket WHERE left(key, length(prefix)) = prefix
 						AND key > keys[cardinality(keys)]);
-		RETURN jsonb_build_object('status', 200, 'body_text',
-			'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>videos</Name><Prefix>'
-			|| hagen._xml_escape(prefix) || '</Prefix><KeyCount>' || coalesce(cardinality(keys), 0)
-			|| '</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>' || more || '</IsTruncated>'
-			|| coalesce((SELECT string_agg('<Contents><Key>' || hagen._xml_escape(k)
-										   || '</Key><Size>1</Size><StorageClass>STANDARD</StorageClass></Contents>', '')
-						 FROM unnest(keys) k), '')
-			|| CASE WHEN more THEN '<NextContinuationToken>' || t.token(keys[cardinality(keys)])
-								   || '</NextContinuationToken>' ELSE '' END
-			|| '</ListBucketResult>');
+		RETURN jsonb_build_object('status', 200, 'body_text', '<?xml version="1.0" encoding="UTF-8"?>'
+			|| xmlelement(name "ListBucketResult", xmlattributes('http://s3.amazonaws.com/doc/2006-03-01/' AS xmlns),
+				   xmlforest('videos' AS "Name", prefix AS "Prefix", coalesce(cardinality(keys), 0) AS "KeyCount",
+							 1000 AS "MaxKeys", more AS "IsTruncated"),
+				   (SELECT xmlagg(xmlelement(name "Contents", xmlforest(k AS "Key", 1 AS "Size",
+																	 'STANDARD' AS "StorageClass")) ORDER BY n)
+					FROM unnest(keys) WITH ORDINALITY AS x(k, n)),
+				   CASE WHEN more THEN xmlelement(name "NextContinuationToken", t.token(keys[cardinality(keys)])) END)::text);
 	WHEN 'delete' THEN
 		body := eff ->> 'body_text';
 		IF eff -> 'headers' ->> 'content-md5' IS DISTINCT FROM encode(decode(md5(convert_to(body, 'UTF8')), 'hex'), 'base64') THEN
@@ -136,12 +189,11 @@ BEGIN
 		END IF;
 		keys := hagen._xml_values(body, 'Key');
 		DELETE FROM t.bucket WHERE key = ANY (keys) AND key NOT IN (SELECT key FROM t.locked);
-		RETURN jsonb_build_object('status', 200, 'body_text',
-			'<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-			|| coalesce((SELECT string_agg('<Error><Key>' || hagen._xml_escape(k)
-										   || '</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>', '')
-						 FROM unnest(keys) k WHERE k IN (SELECT key FROM t.locked)), '')
-			|| '</DeleteResult>');
+		RETURN jsonb_build_object('status', 200, 'body_text', '<?xml version="1.0" encoding="UTF-8"?>'
+			|| xmlelement(name "DeleteResult", xmlattributes('http://s3.amazonaws.com/doc/2006-03-01/' AS xmlns),
+				   (SELECT xmlagg(xmlelement(name "Error", xmlforest(k AS "Key", 'AccessDenied' AS "Code",
+																	  'Access Denied' AS "Message")))
+					FROM unnest(keys) k WHERE k IN (SELECT key FROM t.locked)))::text);
 	END CASE;
 	RAISE EXCEPTION 'the fake S3 has no answer for % step %', j.kind, j.step;
 END;
@@ -398,6 +450,7 @@ SELECT t.s3_run() > 0 AS ran;
 INSERT INTO t.bucket
 SELECT hagen.get_video_path('ws-purge', :'p', format('frame_%s.jpg', lpad(i::text, 4, '0'))) FROM generate_series(1, 2345) i
 UNION ALL SELECT hagen.get_video_path('ws-purge', :'p', 'a & <b>.mp4')
+UNION ALL SELECT format('ws-purge/videos/%s/%s', :'p', k) FROM t.hostile_keys WHERE k <> ''
 UNION ALL SELECT hagen.get_video_path('ws-purge', '00000000-0000-0000-0000-000000000001', 'other.mp4')
 UNION ALL SELECT 'ws-purge/videos/other.mp4';
 SELECT count(*) AS objects FROM t.bucket;
@@ -496,3 +549,27 @@ RESET SESSION AUTHORIZATION;
 UPDATE hagen.job SET status = 'canceled', finished_at = now() WHERE status IN ('queued', 'running');
 DELETE FROM hagen.workspace_role;
 DROP ROLE hk_s3_tenant_a, hk_s3_tenant_b;
+
+-- 16. Answers that are not the XML expected: the step is retried, the log
+-- says what came instead, and the work completes.
+SELECT t.clip_at_download('ws-badxml', 104857600) AS p \gset
+INSERT INTO t.s3_script (step, outcome) VALUES
+	('upload_create', '{"status": 200, "body_text": "<html><body>Welcome to nginx!</body></html>"}'),
+	('upload_complete', '{"status": 200, "body_text": "<?xml version=\"1.0\"?><CompleteMultipartUploadResult><Location>x</Loc"}');
+SELECT t.s3_run() > 0 AS ran;
+SELECT status FROM hagen.video_clip WHERE project_id = :'p';
+SELECT level, regexp_replace(t.mask(message), '\d+ ms', 'N ms') AS message FROM hagen.job_log
+WHERE job_id = (SELECT id FROM hagen.job WHERE project_id = :'p' AND kind = 'clip') AND level <> 'info'
+ORDER BY id;
+UPDATE hagen.job SET status = 'canceled' WHERE project_id = :'p' AND kind = 'compile';
+UPDATE hagen.video_project SET status = 'completed' WHERE id = :'p';
+INSERT INTO t.bucket SELECT format('ws-badxml/videos/%s/%s', :'p', k) FROM t.hostile_keys WHERE k <> '';
+INSERT INTO t.s3_script (step, outcome) VALUES
+	('list', '{"status": 200, "body_text": "<ListBucketResult><Contents><Key>cut"}'),
+	('delete', '{"status": 200, "body_text": "<html><body>Welcome to nginx!</body></html>"}');
+SELECT hagen.delete_project_objects(:'p') AS purge \gset
+SELECT t.s3_run() > 0 AS ran;
+SELECT status, state -> 'deleted' AS deleted, state -> 'failed' AS failed FROM hagen.job WHERE id = :purge;
+SELECT count(*) AS left_over FROM t.bucket WHERE key LIKE 'ws-badxml/%';
+SELECT level, t.mask(regexp_replace(message, '\d+ ms', 'N ms')) AS message FROM hagen.job_log
+WHERE job_id = :purge AND level <> 'info' ORDER BY id;

@@ -52,6 +52,7 @@ report_outcomes(HagenHttp *h)
 	for (;;)
 	{
 		StringInfoData buf;
+		HagenJson	w;
 
 		n = 0;
 		while (n < MAX_BATCH &&
@@ -67,11 +68,17 @@ report_outcomes(HagenHttp *h)
 			continue;
 		}
 		initStringInfo(&buf);
-		appendStringInfoChar(&buf, '[');
+		hagen_json_init(&w, &buf);
+		hagen_json_array_start(&w, NULL);
 		for (i = 0; i < n; i++)
-			appendStringInfo(&buf, "%s{\"job_id\":" INT64_FORMAT ",\"token\":" INT64_FORMAT ",\"outcome\":%s}",
-							 i > 0 ? "," : "", batch[i].job_id, batch[i].token, batch[i].json);
-		appendStringInfoChar(&buf, ']');
+		{
+			hagen_json_object_start(&w, NULL);
+			hagen_json_int(&w, "job_id", batch[i].job_id);
+			hagen_json_int(&w, "token", batch[i].token);
+			hagen_json_raw(&w, "outcome", batch[i].json);
+			hagen_json_object_end(&w);
+		}
+		hagen_json_array_end(&w);
 		if (!hagen_complete_jobs(buf.data))
 			for (i = 0; i < n; i++)
 				hagen_complete_job(batch[i].job_id, batch[i].token, batch[i].json);

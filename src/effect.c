@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * effect.c
- *	  Reading effects (jsonb from SQL) and writing outcomes (JSON to SQL).
+ *	  Reading effects (jsonb from SQL).
  *
  * IDENTIFICATION
  *	  src/effect.c
@@ -10,9 +10,7 @@
  */
 #include "hagenkit.h"
 
-#include "common/jsonapi.h"
 #include "utils/builtins.h"
-#include "utils/json.h"
 #include "utils/numeric.h"
 
 /* The value of a key of a jsonb object, or NULL. */
@@ -105,18 +103,4 @@ hagen_jsonb_value_json(Jsonb *jb, const char *key)
 		return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
 	one = JsonbValueToJsonb(v);
 	return JsonbToCString(NULL, &one->root, VARSIZE(one));
-}
-
-/* hagen_json_string appends "key": "value" (value escaped; NULL as null). */
-void
-hagen_json_string(StringInfo buf, const char *key, const char *value)
-{
-	if (buf->len > 1 && buf->data[buf->len - 1] != '{')
-		appendStringInfoChar(buf, ',');
-	escape_json(buf, key);
-	appendStringInfoChar(buf, ':');
-	if (value)
-		escape_json(buf, value);
-	else
-		appendStringInfoString(buf, "null");
 }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 
 #include "miscadmin.h"
+#include "netguard.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -60,41 +61,7 @@ static const struct config_enum_entry fal_image_modes[] = {
 	{NULL, 0, false}
 };
 
-/* The secrets as set in the configuration (NULL when unset); see check_secret. */
-static char *secret_fal_key = NULL;
-static char *secret_xai_key = NULL;
-static char *secret_s3_access_key_id = NULL;
-static char *secret_s3_secret_access_key = NULL;
-
 #define SECRET_MASK "********"
-
-/*
- * show hooks: a secret shows as a mask when set (from the configuration or
- * the environment) and as an empty string when not.
- */
-static const char *
-show_fal_key(void)
-{
-	return hagen_secret(HAGEN_SECRET_FAL_KEY)[0] ? SECRET_MASK : "";
-}
-
-static const char *
-show_xai_key(void)
-{
-	return hagen_secret(HAGEN_SECRET_XAI_KEY)[0] ? SECRET_MASK : "";
-}
-
-static const char *
-show_s3_access_key_id(void)
-{
-	return hagen_secret(HAGEN_SECRET_S3_ACCESS_KEY_ID)[0] ? SECRET_MASK : "";
-}
-
-static const char *
-show_s3_secret(void)
-{
-	return hagen_secret(HAGEN_SECRET_S3_SECRET_ACCESS_KEY)[0] ? SECRET_MASK : "";
-}
 
 /* The first non-empty environment variable of two. */
 static const char *
@@ -104,41 +71,6 @@ env_either(const char *a, const char *b)
 
 	if ((v == NULL || v[0] == '\0') && b != NULL)
 		v = getenv(b);
-	return v ? v : "";
-}
-
-/*
- * hagen_secret returns the effective value of a secret: the setting when it
- * is set, else the environment variable the app used.  Never NULL.
- */
-const char *
-hagen_secret(HagenSecret which)
-{
-	const char *v = NULL;
-
-	switch (which)
-	{
-		case HAGEN_SECRET_FAL_KEY:
-			v = secret_fal_key;
-			if (v == NULL || v[0] == '\0')
-				v = env_either("FAL_KEY", "FAL_API_KEY");
-			break;
-		case HAGEN_SECRET_XAI_KEY:
-			v = secret_xai_key;
-			if (v == NULL || v[0] == '\0')
-				v = env_either("XAI_API_KEY", NULL);
-			break;
-		case HAGEN_SECRET_S3_ACCESS_KEY_ID:
-			v = secret_s3_access_key_id;
-			if (v == NULL || v[0] == '\0')
-				v = env_either("R2_ACCESS_KEY_ID", NULL);
-			break;
-		case HAGEN_SECRET_S3_SECRET_ACCESS_KEY:
-			v = secret_s3_secret_access_key;
-			if (v == NULL || v[0] == '\0')
-				v = env_either("R2_SECRET_ACCESS_KEY", NULL);
-			break;
-	}
 	return v ? v : "";
 }
 
@@ -169,6 +101,19 @@ check_http_url(char **newval, void **extra pg_attribute_unused(), GucSource sour
 		return false;
 	}
 	return true;
+}
+
+/* check hook for hagen.trusted_hosts: host, host:port or [IPv6]:port entries. */
+static bool
+check_trusted_hosts(char **newval, void **extra pg_attribute_unused(), GucSource source pg_attribute_unused())
+{
+	char	   *bad = hagen_netguard_bad_host_entry(*newval);
+
+	if (bad == NULL)
+		return true;
+	GUC_check_errdetail("\"%s\" is not a host, host:port or [IPv6]:port.", bad);
+	GUC_check_errhint("List entries separated by commas, such as \"assets.internal, 10.0.0.5:8443\".");
+	return false;
 }
 
 /* check hook for the compile helper: an absolute path, or empty for the default. */
@@ -221,41 +166,97 @@ check_secret(char **newval, void **extra, GucSource source pg_attribute_unused()
 	return true;
 }
 
-static void
-assign_fal_key(const char *newval pg_attribute_unused(), void *extra)
+/*
+ * The secret settings, declared once: name, what it is, the environment
+ * variables of the app hagenkit replaces that it falls back to (in
+ * order), and its hooks.  value is the secret as set in the configuration
+ * (NULL when unset; see check_secret); placeholder is the setting's own
+ * variable, which always holds an empty string.
+ *
+ * PostgreSQL does not tell an assign or show hook which setting it
+ * serves, so SECRET_HOOKS gives each secret a pair of one-line hooks that
+ * pass its number on: the value comes from the extra its check hook made;
+ * it shows as a mask when set (from the configuration or the environment)
+ * and as an empty string when not.
+ */
+typedef struct SecretSetting
 {
-	secret_fal_key = (char *) extra;
+	const char *name;
+	const char *what;
+	const char *env[2];
+	GucStringAssignHook assign;
+	GucShowHook show;
+	char	   *value;
+	char	   *placeholder;
+} SecretSetting;
+
+static SecretSetting secrets[HAGEN_SECRET_COUNT];
+
+#define SECRET_HOOKS(which) \
+static void \
+assign_##which(const char *newval pg_attribute_unused(), void *extra) \
+{ \
+	secrets[which].value = (char *) extra; \
+} \
+static const char * \
+show_##which(void) \
+{ \
+	return hagen_secret(which)[0] ? SECRET_MASK : ""; \
+}
+#define HOOKS_OF(which) assign_##which, show_##which
+
+SECRET_HOOKS(HAGEN_SECRET_FAL_KEY)
+SECRET_HOOKS(HAGEN_SECRET_XAI_KEY)
+SECRET_HOOKS(HAGEN_SECRET_S3_ACCESS_KEY_ID)
+SECRET_HOOKS(HAGEN_SECRET_S3_SECRET_ACCESS_KEY)
+
+static SecretSetting secrets[HAGEN_SECRET_COUNT] = {
+	[HAGEN_SECRET_FAL_KEY] = {"hagen.fal_key", "Fal.ai API key", {"FAL_KEY", "FAL_API_KEY"},
+	HOOKS_OF(HAGEN_SECRET_FAL_KEY)},
+	[HAGEN_SECRET_XAI_KEY] = {"hagen.xai_key", "xAI API key", {"XAI_API_KEY"},
+	HOOKS_OF(HAGEN_SECRET_XAI_KEY)},
+	[HAGEN_SECRET_S3_ACCESS_KEY_ID] = {"hagen.s3_access_key_id", "S3 access key id", {"R2_ACCESS_KEY_ID"},
+	HOOKS_OF(HAGEN_SECRET_S3_ACCESS_KEY_ID)},
+	[HAGEN_SECRET_S3_SECRET_ACCESS_KEY] = {"hagen.s3_secret_access_key", "S3 secret access key",
+	{"R2_SECRET_ACCESS_KEY"}, HOOKS_OF(HAGEN_SECRET_S3_SECRET_ACCESS_KEY)},
+};
+
+/*
+ * hagen_secret returns the effective value of a secret: the setting when it
+ * is set, else the environment variable the app used.  Never NULL.
+ */
+const char *
+hagen_secret(HagenSecret which)
+{
+	const SecretSetting *s = &secrets[which];
+
+	if (s->value && s->value[0])
+		return s->value;
+	return env_either(s->env[0], s->env[1]);
 }
 
+/*
+ * Defines every secret of the table: superuser-only, reloadable, kept out
+ * of the setting itself, shown masked, out of SHOW ALL and the sample file.
+ */
 static void
-assign_xai_key(const char *newval pg_attribute_unused(), void *extra)
+define_secrets(void)
 {
-	secret_xai_key = (char *) extra;
-}
+	int			i;
 
-static void
-assign_s3_access_key_id(const char *newval pg_attribute_unused(), void *extra)
-{
-	secret_s3_access_key_id = (char *) extra;
-}
+	for (i = 0; i < HAGEN_SECRET_COUNT; i++)
+	{
+		SecretSetting *s = &secrets[i];
+		char	   *desc = s->env[1]
+			? psprintf("%s (falls back to %s or %s).", s->what, s->env[0], s->env[1])
+			: psprintf("%s (falls back to %s).", s->what, s->env[0]);
 
-static void
-assign_s3_secret(const char *newval pg_attribute_unused(), void *extra)
-{
-	secret_s3_secret_access_key = (char *) extra;
-}
-
-/* A secret: superuser-only, kept out of the setting itself, shown masked. */
-static void
-define_secret(const char *name, const char *desc, GucStringAssignHook assign, GucShowHook show)
-{
-	static char *unused[4];
-	static int	n = 0;
-
-	DefineCustomStringVariable(name, desc, NULL, &unused[n++], "", PGC_SIGHUP,
-							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
-							   GUC_NOT_IN_SAMPLE,
-							   check_secret, assign, show);
+		DefineCustomStringVariable(s->name, MemoryContextStrdup(TopMemoryContext, desc), NULL,
+								   &s->placeholder, "", PGC_SIGHUP,
+								   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+								   check_secret, s->assign, s->show);
+		pfree(desc);
+	}
 }
 
 /*
@@ -291,8 +292,7 @@ hagen_define_gucs(void)
 							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
 							   check_helper_path, NULL, NULL);
 
-	define_secret("hagen.fal_key", "Fal.ai API key (falls back to FAL_KEY or FAL_API_KEY).",
-				  assign_fal_key, show_fal_key);
+	define_secrets();
 	define_string("hagen.fal_queue_url", "Base URL of the Fal.ai queue API.",
 				  &hagen_fal_queue_url, "https://queue.fal.run", PGC_SIGHUP, check_http_url);
 	define_string("hagen.fal_rest_url", "Base URL of the Fal.ai REST API (storage).",
@@ -306,8 +306,6 @@ hagen_define_gucs(void)
 							 NULL, &hagen_fal_image_mode, 0, fal_image_modes,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
-	define_secret("hagen.xai_key", "xAI API key (falls back to XAI_API_KEY).",
-				  assign_xai_key, show_xai_key);
 	define_string("hagen.xai_url", "Base URL of the xAI API.",
 				  &hagen_xai_url, "https://api.x.ai/v1", PGC_SIGHUP, check_http_url);
 	define_string("hagen.xai_video_model", "xAI video model id.",
@@ -322,11 +320,6 @@ hagen_define_gucs(void)
 				  &hagen_s3_region, "auto", PGC_SIGHUP, NULL);
 	define_string("hagen.s3_bucket", "S3 bucket (falls back to R2_BUCKET_NAME).",
 				  &hagen_s3_bucket, env_either("R2_BUCKET_NAME", NULL), PGC_SIGHUP, NULL);
-	define_secret("hagen.s3_access_key_id", "S3 access key id (falls back to R2_ACCESS_KEY_ID).",
-				  assign_s3_access_key_id, show_s3_access_key_id);
-	define_secret("hagen.s3_secret_access_key",
-				  "S3 secret access key (falls back to R2_SECRET_ACCESS_KEY).",
-				  assign_s3_secret, show_s3_secret);
 	define_string("hagen.public_url", "Public base URL of the bucket (falls back to R2_PUBLIC_URL).",
 				  &hagen_public_url, env_either("R2_PUBLIC_URL", NULL), PGC_SIGHUP,
 				  check_http_url);
@@ -366,7 +359,7 @@ hagen_define_gucs(void)
 							NULL, NULL, NULL);
 	define_string("hagen.trusted_hosts",
 				  "Comma-separated host or host:port entries that user and provider URLs may reach even on private or loopback addresses.",
-				  &hagen_trusted_hosts, "", PGC_SIGHUP, NULL);
+				  &hagen_trusted_hosts, "", PGC_SIGHUP, check_trusted_hosts);
 	DefineCustomIntVariable("hagen.poll_interval",
 							"How often a provider request is polled.",
 							NULL, &hagen_poll_interval_ms, 2000, 10, 600000,

@@ -57,7 +57,8 @@ typedef enum HagenSecret
 	HAGEN_SECRET_FAL_KEY,
 	HAGEN_SECRET_XAI_KEY,
 	HAGEN_SECRET_S3_ACCESS_KEY_ID,
-	HAGEN_SECRET_S3_SECRET_ACCESS_KEY
+	HAGEN_SECRET_S3_SECRET_ACCESS_KEY,
+	HAGEN_SECRET_COUNT
 } HagenSecret;
 
 extern void hagen_define_gucs(void);
@@ -102,12 +103,35 @@ extern bool hagen_jsonb_bool(Jsonb *jb, const char *key, bool dflt);
 extern int64 hagen_jsonb_int(Jsonb *jb, const char *key, int64 dflt);
 extern Jsonb *hagen_jsonb_object(Jsonb *jb, const char *key);
 extern char *hagen_jsonb_value_json(Jsonb *jb, const char *key);
-extern void hagen_json_string(StringInfo buf, const char *key, const char *value);
 
 /* The work directory (workdir.c) */
 extern char *hagen_work_path(const char *relative, bool create_dirs, char **error);
 extern char *hagen_work_remove(const char *relative);
 extern int64 hagen_work_file_size(const char *path);
+
+/* Writing JSON text with escape_json (json_writer.c) */
+#define HAGEN_JSON_MAX_DEPTH 8
+
+typedef struct HagenJson
+{
+	StringInfo	buf;
+	int			depth;			/* objects and arrays open */
+	bool		has_members[HAGEN_JSON_MAX_DEPTH];	/* per level: a comma is due */
+} HagenJson;
+
+extern void hagen_json_init(HagenJson *w, StringInfo buf);
+extern void hagen_json_object_start(HagenJson *w, const char *key);
+extern void hagen_json_object_end(HagenJson *w);
+extern void hagen_json_array_start(HagenJson *w, const char *key);
+extern void hagen_json_array_end(HagenJson *w);
+extern void hagen_json_string(HagenJson *w, const char *key, const char *value);
+extern void hagen_json_text(HagenJson *w, const char *key, const char *value, size_t len);
+extern void hagen_json_int(HagenJson *w, const char *key, int64 value);
+extern void hagen_json_bool(HagenJson *w, const char *key, bool value);
+extern void hagen_json_raw(HagenJson *w, const char *key, const char *json);
+
+/* Percent-encoding of URLs and SigV4 (s3auth.c) */
+extern void hagen_percent_encode(StringInfo buf, const char *s, int len, bool keep_slash);
 
 /* SQL-callable (shmem.c) */
 extern Datum hagen_wake(PG_FUNCTION_ARGS);

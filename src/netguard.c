@@ -24,6 +24,8 @@
 #include <curl/curl.h>
 
 #include "netguard.h"
+#include "nodes/pg_list.h"
+#include "utils/varlena.h"
 
 /* Is a in prefix/bits (host byte order)? */
 static bool
@@ -108,11 +110,12 @@ hagen_netguard_refuses(const struct sockaddr *sa)
 
 /*
  * The lower-cased host of a URL, palloc'd, or NULL; *port gets its port
- * (the scheme's default when it has none).  curl normalizes the host, so
- * 2130706433 and 0x7f.1 come back as 127.0.0.1.
+ * (when it has none, the scheme's default, or 0 without default_port).
+ * curl normalizes the host, so 2130706433 and 0x7f.1 come back as
+ * 127.0.0.1.
  */
 static char *
-url_host(const char *url, int *port)
+url_host(const char *url, int *port, bool default_port)
 {
 	CURLU	   *u;
 	char	   *host = NULL;
@@ -134,7 +137,8 @@ url_host(const char *url, int *port)
 		for (p = result; *p; p++)
 			*p = pg_tolower((unsigned char) *p);
 		curl_free(host);
-		if (curl_url_get(u, CURLUPART_PORT, &portstr, CURLU_DEFAULT_PORT) == CURLUE_OK && portstr)
+		if (curl_url_get(u, CURLUPART_PORT, &portstr,
+						 default_port ? CURLU_DEFAULT_PORT : 0) == CURLUE_OK && portstr)
 		{
 			*port = atoi(portstr);
 			curl_free(portstr);
@@ -145,51 +149,62 @@ url_host(const char *url, int *port)
 }
 
 /*
- * Does host:port appear in a comma-separated list of "host" (any port) or
- * "host:port" entries?  IPv6 hosts are written in brackets: "[fd00::1]:8443".
+ * Reads one entry of hagen.trusted_hosts: "host" (any port), "host:port"
+ * or "[IPv6]:port", with libcurl's URL parser, the one that reads the URLs
+ * it is compared with (so "LOCALHOST" and "127.1" mean there what they
+ * mean in a URL).  Returns the host, lower-cased, and *port (0: any), or
+ * NULL when the entry is not a host with an optional port.
  */
+static char *
+entry_host(const char *entry, int *port)
+{
+	*port = 0;
+	if (entry[0] == '\0' || strpbrk(entry, "/?#@\\ \t") != NULL)
+		return NULL;
+	return url_host(psprintf("http://%s/", entry), port, false);
+}
+
+/*
+ * hagen_netguard_bad_host_entry: the first entry of a hagen.trusted_hosts
+ * value (comma-separated, as PostgreSQL splits list settings) that is not
+ * a host with an optional port, or NULL when all are.
+ */
+char *
+hagen_netguard_bad_host_entry(const char *list)
+{
+	List	   *entries = NIL;
+	ListCell   *lc;
+	int			port;
+
+	if (list == NULL || list[0] == '\0')
+		return NULL;
+	if (!SplitGUCList(pstrdup(list), ',', &entries))
+		return pstrdup(list);
+	foreach(lc, entries)
+	{
+		char	   *entry = (char *) lfirst(lc);
+
+		if (entry_host(entry, &port) == NULL)
+			return entry;
+	}
+	return NULL;
+}
+
+/* Does host:port match an entry of a hagen.trusted_hosts list? */
 static bool
 host_listed(const char *host, int port, const char *list)
 {
-	const char *p = list;
+	List	   *entries = NIL;
+	ListCell   *lc;
 
-	while (p && *p)
+	if (!SplitGUCList(pstrdup(list), ',', &entries))
+		return false;
+	foreach(lc, entries)
 	{
-		const char *start;
-		const char *end;
-		const char *colon = NULL;
-		size_t		hlen;
+		int			eport;
+		char	   *ehost = entry_host((char *) lfirst(lc), &eport);
 
-		while (*p == ',' || *p == ' ' || *p == '\t')
-			p++;
-		start = p;
-		while (*p && *p != ',')
-			p++;
-		end = p;
-		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-			end--;
-		if (end == start)
-			continue;
-		/* A port: after "]" for IPv6, after the only ":" otherwise. */
-		if (*start == '[')
-		{
-			const char *close = memchr(start, ']', end - start);
-
-			if (close && close + 1 < end && close[1] == ':')
-				colon = close + 1;
-		}
-		else if (memchr(start, ':', end - start) &&
-				 memchr(start, ':', end - start) == memrchr(start, ':', end - start))
-			colon = memchr(start, ':', end - start);
-		hlen = (colon ? colon : end) - start;
-		if (colon && atoi(colon + 1) != port)
-			continue;
-		if (*start == '[' && hlen >= 2 && start[hlen - 1] == ']')
-		{
-			start++;
-			hlen -= 2;
-		}
-		if (hlen == strlen(host) && pg_strncasecmp(start, host, hlen) == 0)
+		if (ehost && strcmp(ehost, host) == 0 && (eport == 0 || eport == port))
 			return true;
 	}
 	return false;
@@ -206,7 +221,7 @@ hagen_netguard_host_trusted(const char *url)
 {
 	const char *endpoints[5];
 	int			port;
-	char	   *host = url_host(url, &port);
+	char	   *host = url_host(url, &port, true);
 	bool		trusted = false;
 	int			i;
 
@@ -220,7 +235,7 @@ hagen_netguard_host_trusted(const char *url)
 	for (i = 0; i < 5 && !trusted; i++)
 	{
 		int			eport;
-		char	   *eh = url_host(endpoints[i], &eport);
+		char	   *eh = url_host(endpoints[i], &eport, true);
 
 		if (eh && strcmp(eh, host) == 0 && eport == port)
 			trusted = true;

@@ -16,5 +16,6 @@
 
 extern const char *hagen_netguard_refuses(const struct sockaddr *sa);
 extern bool hagen_netguard_host_trusted(const char *url);
+extern char *hagen_netguard_bad_host_entry(const char *list);
 
 #endif							/* HAGEN_NETGUARD_H */

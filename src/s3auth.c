@@ -36,19 +36,11 @@
 
 #define UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
 
-/* Lower-case hex of bytes. */
+/* Lower-case hex of bytes (PostgreSQL's hex_encode), NUL-terminated. */
 static void
 to_hex(const unsigned char *in, int n, char *out)
 {
-	static const char digits[] = "0123456789abcdef";
-	int			i;
-
-	for (i = 0; i < n; i++)
-	{
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * n] = '\0';
+	out[hex_encode((const char *) in, n, out)] = '\0';
 }
 
 /* Hex SHA-256 of a string. */
@@ -71,45 +63,57 @@ hmac(const unsigned char *key, int keylen, const char *msg, unsigned char *out)
 	HMAC(EVP_sha256(), key, keylen, (const unsigned char *) msg, strlen(msg), out, &len);
 }
 
-/* Appends s percent-encoded the SigV4 way (unreserved kept, '/' kept if asked). */
-static void
-uri_encode(StringInfo buf, const char *s, int len, bool keep_slash)
+/*
+ * hagen_percent_encode appends len bytes of s percent-encoded the way SigV4
+ * and URLs want it: the unreserved characters of RFC 3986 (A-Z a-z 0-9 - .
+ * _ ~) kept, "/" kept when asked, every other byte as %XX in upper case.
+ * That is libcurl's curl_easy_escape, segment by segment when "/" is kept.
+ * The one encoder of hagenkit: the signer's canonical query and
+ * hagen._uri_encode (every URL SQL builds) both use it.
+ */
+void
+hagen_percent_encode(StringInfo buf, const char *s, int len, bool keep_slash)
 {
-	int			i;
-
-	for (i = 0; i < len; i++)
+	while (len > 0)
 	{
-		unsigned char c = (unsigned char) s[i];
+		const char *slash = keep_slash ? memchr(s, '/', len) : NULL;
+		int			seg = slash ? (int) (slash - s) : len;
 
-		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-			c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/'))
-			appendStringInfoChar(buf, (char) c);
-		else
-			appendStringInfo(buf, "%%%02X", c);
+		if (seg > 0)
+		{
+			char	   *e = curl_easy_escape(NULL, s, seg);
+
+			if (e == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of memory while percent-encoding %d bytes", seg)));
+			appendStringInfoString(buf, e);
+			curl_free(e);
+		}
+		if (slash)
+		{
+			appendStringInfoChar(buf, '/');
+			seg++;
+		}
+		s += seg;
+		len -= seg;
 	}
 }
 
-/* Decodes %XX in place (length returned); used to re-encode query parts canonically. */
-static int
-uri_decode(char *s)
+/* A query part percent-decoded (libcurl's curl_easy_unescape), palloc'd. */
+static char *
+uri_decode(const char *s, int *len)
 {
-	char	   *r = s;
-	char	   *w = s;
+	char	   *d = curl_easy_unescape(NULL, s, 0, len);
+	char	   *copy;
 
-	while (*r)
-	{
-		if (r[0] == '%' && isxdigit((unsigned char) r[1]) && isxdigit((unsigned char) r[2]))
-		{
-			char		hex[3] = {r[1], r[2], 0};
-
-			*w++ = (char) strtol(hex, NULL, 16);
-			r += 3;
-		}
-		else
-			*w++ = *r++;
-	}
-	*w = '\0';
-	return (int) (w - s);
+	if (d == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while percent-decoding a query")));
+	copy = pnstrdup(d, *len);
+	curl_free(d);
+	return copy;
 }
 
 typedef struct QueryParam
@@ -154,15 +158,13 @@ canonical_query(const char *query, QueryParam *extra, int nextra)
 			*eq = '\0';
 		if (n == cap)
 			params = repalloc(params, sizeof(QueryParam) * (cap *= 2));
-		name = pstrdup(name);
-		value = pstrdup(value);
 		initStringInfo(&e);
-		len = uri_decode(name);
-		uri_encode(&e, name, len, false);
+		name = uri_decode(name, &len);
+		hagen_percent_encode(&e, name, len, false);
 		params[n].name = e.data;
 		initStringInfo(&e);
-		len = uri_decode(value);
-		uri_encode(&e, value, len, false);
+		value = uri_decode(value, &len);
+		hagen_percent_encode(&e, value, len, false);
 		params[n].value = e.data;
 		n++;
 	}
@@ -358,7 +360,7 @@ presign(const char *url, const char *method, int expires, time_t t, const char *
 	scope = psprintf("%s/%s/s3/aws4_request", date, region);
 	raw = psprintf("%s/%s", key_id, scope);
 	initStringInfo(&cred);
-	uri_encode(&cred, raw, strlen(raw), false);
+	hagen_percent_encode(&cred, raw, strlen(raw), false);
 	extra[0].name = "X-Amz-Algorithm";
 	extra[0].value = "AWS4-HMAC-SHA256";
 	extra[1].name = "X-Amz-Credential";

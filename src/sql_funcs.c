@@ -41,16 +41,14 @@ hagen_try_jsonb(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(hagen_uri_encode);
 
 /*
- * hagen._uri_encode(text, keep_slash): percent-encoding of the text's UTF-8
- * bytes as SigV4 and URLs want it: unreserved characters (A-Z a-z 0-9 - . _
- * ~) kept, "/" kept when asked, every other byte as %XX in upper case.  In
- * C because it runs for every storage request (it was the engine's
- * busiest SQL function under load).
+ * hagen._uri_encode(text, keep_slash): the text's UTF-8 bytes
+ * percent-encoded by hagen_percent_encode, the encoder the SigV4 signer
+ * uses (s3auth.c).  In C because it runs for every storage request (it
+ * was the engine's busiest SQL function under load).
  */
 Datum
 hagen_uri_encode(PG_FUNCTION_ARGS)
 {
-	static const char hex[] = "0123456789ABCDEF";
 	text	   *t = PG_GETARG_TEXT_PP(0);
 	bool		keep_slash = PG_GETARG_BOOL(1);
 	int			len = VARSIZE_ANY_EXHDR(t);
@@ -60,20 +58,7 @@ hagen_uri_encode(PG_FUNCTION_ARGS)
 	StringInfoData out;
 
 	initStringInfo(&out);
-	for (int i = 0; i < ulen; i++)
-	{
-		unsigned char c = (unsigned char) utf8[i];
-
-		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-			c == '-' || c == '.' || c == '_' || c == '~' || (keep_slash && c == '/'))
-			appendStringInfoChar(&out, (char) c);
-		else
-		{
-			appendStringInfoChar(&out, '%');
-			appendStringInfoChar(&out, hex[c >> 4]);
-			appendStringInfoChar(&out, hex[c & 15]);
-		}
-	}
+	hagen_percent_encode(&out, utf8, ulen, keep_slash);
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
 }
 

@@ -33,22 +33,17 @@ hagen_work_path(const char *relative, bool create_dirs, char **error)
 {
 	char	   *path;
 	char	   *dir;
-	const char *p;
 
 	*error = NULL;
-	if (relative == NULL || relative[0] == '\0' || relative[0] == '/')
+	if (relative == NULL || relative[0] == '\0' || is_absolute_path(relative))
 	{
 		*error = psprintf("work file path \"%s\" must be relative", relative ? relative : "");
 		return NULL;
 	}
-	for (p = relative; *p; p++)
+	if (path_contains_parent_reference(relative))
 	{
-		if ((p == relative || p[-1] == '/') && p[0] == '.' && p[1] == '.' &&
-			(p[2] == '/' || p[2] == '\0'))
-		{
-			*error = psprintf("work file path \"%s\" must not contain \"..\"", relative);
-			return NULL;
-		}
+		*error = psprintf("work file path \"%s\" must not contain \"..\"", relative);
+		return NULL;
 	}
 	path = psprintf("%s/%s", hagen_effective_work_dir(), relative);
 	if (create_dirs)

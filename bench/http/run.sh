@@ -48,6 +48,11 @@ psql_ "CREATE EXTENSION hagenkit"
 project=$(psql_ "SELECT hagen.create_project('bench')")
 dpid=$(psql_ "SELECT pid FROM pg_stat_activity WHERE backend_type = 'hagenkit dispatcher'")
 rss_before=$(awk "/RssAnon/ {print \$2}" /proc/$dpid/status)
+# The dispatcher's CPU time (user + system, clock ticks): it runs the claim
+# and outcome SQL itself, so this is the cost of an effect whatever else
+# loads the machine.
+cpu_ticks() { awk '{print $14 + $15}' /proc/$dpid/stat; }
+cpu_before=$(cpu_ticks)
 
 start=$(date +%s%N)
 psql_ "INSERT INTO hagen.job (project_id, kind, lane, provider, step, state)
@@ -65,6 +70,7 @@ done
 end=$(date +%s%N)
 ms=$(( (end - start) / 1000000 ))
 hwm=$(awk '/VmHWM/ {print $2}' /proc/$dpid/status)
+cpu_ms=$(( ($(cpu_ticks) - cpu_before) * 1000 / $(getconf CLK_TCK) ))
 rss_after=$(awk "/RssAnon/ {print \$2}" /proc/$dpid/status)
 failed=$(psql_ "SELECT count(*) FROM hagen.job WHERE status <> 'succeeded'")
 logs=$(psql_ "SELECT count(*) FROM hagen.job_log")
@@ -88,6 +94,7 @@ jobs: $n, hagen.max_inflight: $inflight, failed: $failed, job_log rows: $logs, p
 hagenkit dispatcher : $ms ms  -> $rate effects/s (claim + HTTP + outcome transaction each)
 curl --parallel     : $cms ms -> $crate requests/s (no bookkeeping)
 curl loop           : $lms ms for 1000 -> $lrate requests/s
+dispatcher CPU      : $cpu_ms ms user+system -> $(( cpu_ms * 1000 / n )) us per effect
 dispatcher memory   : private (RssAnon) $rss_before kB before, $rss_after kB after; peak RSS incl. shared buffers touched (VmHWM) $hwm kB
 ratio hagenkit / curl --parallel: $(awk "BEGIN {printf \"%.2f\", $rate / $crate}")
 REPORT

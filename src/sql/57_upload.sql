@@ -83,11 +83,12 @@ BEGIN
 	IF missing IS NOT NULL THEN
 		RAISE EXCEPTION 'part % of % has no ETag', missing, part_count;
 	END IF;
-	RETURN '<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-		|| (SELECT string_agg(format('<Part><PartNumber>%s</PartNumber><ETag>%s</ETag></Part>',
-									 n, hagen._xml_escape(parts ->> n::text)), '' ORDER BY n)
-			FROM generate_series(1, part_count) n)
-		|| '</CompleteMultipartUpload>';
+	RETURN xmlelement(name "CompleteMultipartUpload",
+					  xmlattributes('http://s3.amazonaws.com/doc/2006-03-01/' AS xmlns),
+					  (SELECT xmlagg(xmlelement(name "Part",
+												xmlforest(n AS "PartNumber", parts ->> n::text AS "ETag"))
+									 ORDER BY n)
+					   FROM generate_series(1, part_count) n))::text;
 END;
 $$;
 
@@ -126,6 +127,9 @@ CREATE FUNCTION hagen._upload_interpret(j hagen.job, o jsonb) RETURNS jsonb
 DECLARE
 	status integer := coalesce((o ->> 'status')::integer, 0);
 	key text := j.state ->> 'key';
+	what text;
+	doc xml;
+	bad jsonb;
 	uid text;
 	plan record;
 BEGIN
@@ -136,11 +140,16 @@ BEGIN
 		END IF;
 		RETURN hagen._s3_failure(o, format('upload of %s to storage', key));
 	WHEN 'upload_create' THEN
+		what := format('start of the multipart upload of %s', key);
 		IF status BETWEEN 200 AND 299 THEN
-			uid := hagen._xml_value(o ->> 'body_text', 'UploadId');
+			doc := hagen._xml_doc(o ->> 'body_text');
+			bad := hagen._s3_unexpected(o, doc, 'InitiateMultipartUploadResult', what);
+			IF bad IS NOT NULL THEN
+				RETURN bad;
+			END IF;
+			uid := hagen._xml_value(doc, '/InitiateMultipartUploadResult/UploadId');
 			IF coalesce(uid, '') = '' THEN
-				RETURN jsonb_build_object('action', 'fail', 'error',
-					format('start of the multipart upload of %s failed: the answer names no UploadId', key));
+				RETURN jsonb_build_object('action', 'fail', 'error', what || ' failed: the answer names no UploadId');
 			END IF;
 			plan := hagen._multipart_plan((j.state ->> 'bytes')::bigint);
 			RETURN jsonb_build_object('action', 'advance', 'step', 'upload_parts',
@@ -151,19 +160,29 @@ BEGIN
 											'part_count', plan.part_count, 'parts', '{}'::jsonb,
 											'next_part', 1));
 		END IF;
-		RETURN hagen._s3_failure(o, format('start of the multipart upload of %s', key));
+		RETURN hagen._s3_failure(o, what);
 	WHEN 'upload_parts' THEN
 		RETURN hagen._upload_parts_check(j);
 	WHEN 'upload_complete' THEN
-		IF status BETWEEN 200 AND 299 AND o ->> 'body_text' !~ '<Error>' THEN
-			RETURN jsonb_build_object('action', 'stored', 'state', '{"upload_done": true}'::jsonb,
-				'log', format('multipart upload of %s completed (%s parts)', key, j.state ->> 'part_count'));
-		ELSIF hagen._xml_value(o ->> 'body_text', 'Code') = 'NoSuchUpload' THEN
+		what := format('completion of the multipart upload of %s', key);
+		doc := hagen._xml_doc(o ->> 'body_text');
+		IF hagen._xml_value(doc, '/Error/Code') = 'NoSuchUpload' THEN
 			-- Completed by an earlier try whose answer was lost, or gone: look.
 			RETURN jsonb_build_object('action', 'advance', 'step', 'upload_check',
 				'log', 'the multipart upload is no longer known; checking whether the object is stored');
+		ELSIF status BETWEEN 200 AND 299 THEN
+			-- S3 may answer 200 with an <Error> inside; an answer that is
+			-- not XML is retried (a completion already done then meets
+			-- NoSuchUpload, and the object is looked at).
+			bad := CASE WHEN coalesce(o ->> 'body_text', '') <> '' THEN
+				hagen._s3_unexpected(o, doc, 'CompleteMultipartUploadResult', what) END;
+			IF bad IS NOT NULL THEN
+				RETURN bad;
+			END IF;
+			RETURN jsonb_build_object('action', 'stored', 'state', '{"upload_done": true}'::jsonb,
+				'log', format('multipart upload of %s completed (%s parts)', key, j.state ->> 'part_count'));
 		END IF;
-		RETURN hagen._s3_failure(o, format('completion of the multipart upload of %s', key));
+		RETURN hagen._s3_failure(o, what);
 	WHEN 'upload_check' THEN
 		IF status BETWEEN 200 AND 299
 		   AND o -> 'headers' ->> 'content-length' = j.state ->> 'bytes' THEN

@@ -11,11 +11,10 @@
 -- The body of a DeleteObjects request for some keys (at most 1000).
 CREATE FUNCTION hagen._delete_xml(keys jsonb) RETURNS text
 	LANGUAGE sql IMMUTABLE
-	RETURN '<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Quiet>true</Quiet>'
-		|| coalesce((SELECT string_agg('<Object><Key>' || hagen._xml_escape(k) || '</Key></Object>', ''
-									   ORDER BY n)
-					 FROM jsonb_array_elements_text(keys) WITH ORDINALITY AS x(k, n)), '')
-		|| '</Delete>';
+	RETURN xmlelement(name "Delete", xmlattributes('http://s3.amazonaws.com/doc/2006-03-01/' AS xmlns),
+					  xmlelement(name "Quiet", true),
+					  (SELECT xmlagg(xmlelement(name "Object", xmlelement(name "Key", k)) ORDER BY n)
+					   FROM jsonb_array_elements_text(keys) WITH ORDINALITY AS x(k, n)))::text;
 
 -- Queues the deletion of everything under a project's prefix; aborts lists
 -- multipart uploads to abort first ({key, upload_id}), and the job starts at
@@ -157,8 +156,11 @@ DECLARE
 	status integer := coalesce((o ->> 'status')::integer, 0);
 	body text := o ->> 'body_text';
 	prefix text := j.state ->> 'prefix';
+	doc xml;
+	bad jsonb;
 	keys text[];
 	more boolean;
+	token text;
 	errors text[];
 	failed integer;
 	deleted integer;
@@ -183,30 +185,44 @@ BEGIN
 			'log', format('multipart upload of %s aborted (HTTP %s)',
 						  j.state -> 'aborts' -> 0 ->> 'key', status));
 	WHEN 'list' THEN
-		keys := hagen._xml_values(body, 'Key');
-		more := hagen._xml_value(body, 'IsTruncated') = 'true';
-		IF more AND coalesce(hagen._xml_value(body, 'NextContinuationToken'), '') = '' THEN
+		doc := hagen._xml_doc(body);
+		bad := hagen._s3_unexpected(o, doc, 'ListBucketResult', format('listing of %s', prefix));
+		IF bad IS NOT NULL THEN
+			RETURN bad;
+		END IF;
+		keys := hagen._xml_values(doc, '/ListBucketResult/Contents/Key');
+		more := hagen._xml_value(doc, '/ListBucketResult/IsTruncated') = 'true';
+		token := hagen._xml_value(doc, '/ListBucketResult/NextContinuationToken');
+		IF more AND coalesce(token, '') = '' THEN
 			RETURN jsonb_build_object('action', 'fail', 'error',
 				format('listing of %s failed: a truncated page without NextContinuationToken', prefix));
 		END IF;
 		IF cardinality(keys) > 0 THEN
 			RETURN jsonb_build_object('action', 'advance', 'step', 'delete',
 				'state', jsonb_build_object('keys', to_jsonb(keys), 'more', more,
-					'token', CASE WHEN more THEN hagen._xml_value(body, 'NextContinuationToken') END,
+					'token', CASE WHEN more THEN token END,
 					'pages', (j.state ->> 'pages')::integer + 1));
 		ELSIF more THEN
 			RETURN jsonb_build_object('action', 'advance', 'step', 'list',
-				'state', jsonb_build_object('token', hagen._xml_value(body, 'NextContinuationToken'),
-											'pages', (j.state ->> 'pages')::integer + 1));
+				'state', jsonb_build_object('token', token, 'pages', (j.state ->> 'pages')::integer + 1));
 		END IF;
 		RETURN hagen._purge_done(j);
 	WHEN 'delete' THEN
+		doc := hagen._xml_doc(body);
+		bad := hagen._s3_unexpected(o, doc, 'DeleteResult',
+			format('deletion of %s objects under %s', jsonb_array_length(j.state -> 'keys'), prefix));
+		IF bad IS NOT NULL THEN
+			RETURN bad;
+		END IF;
 		-- Quiet mode: the answer lists only the keys that were not deleted.
-		SELECT coalesce(array_agg(format('%s (%s)', hagen._xml_value(e[1], 'Key'),
-										 concat_ws(': ', hagen._xml_value(e[1], 'Code'),
-												   hagen._xml_value(e[1], 'Message'))) ORDER BY n), '{}')
+		SELECT coalesce(array_agg(format('%s (%s)', e.key, concat_ws(': ', e.code, e.message))
+								  ORDER BY e.n), '{}')
 		INTO errors
-		FROM regexp_matches(coalesce(body, ''), '<Error>(.*?)</Error>', 'g') WITH ORDINALITY AS x(e, n);
+		FROM XMLTABLE((hagen._xml_xpath('/DeleteResult/Error')) PASSING (doc)
+					  COLUMNS n FOR ORDINALITY,
+							  key text PATH '*[local-name()="Key"][1]',
+							  code text PATH '*[local-name()="Code"][1]',
+							  message text PATH '*[local-name()="Message"][1]') AS e;
 		failed := (j.state ->> 'failed')::integer + cardinality(errors);
 		deleted := (j.state ->> 'deleted')::integer + jsonb_array_length(j.state -> 'keys') - cardinality(errors);
 		j.state := j.state || jsonb_build_object('keys', '[]'::jsonb, 'failed', failed, 'deleted', deleted,

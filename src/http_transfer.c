@@ -1,59 +1,53 @@
 /*-------------------------------------------------------------------------
  *
- * http.c
- *	  The HTTP executor: every "http" effect runs through one libcurl multi
- *	  handle, up to hagen.max_inflight at once, new work admitted as soon as
- *	  transfers finish.
+ * http_transfer.c
+ *	  One transfer of the HTTP executor: an "http" effect set up on a
+ *	  libcurl easy handle, its callbacks, and its outcome.
  *
- * The dispatcher waits on one WaitEventSet holding its latch and curl's
- * sockets, so new jobs, SIGTERM and SIGHUP interrupt HTTP waits.  JSON
- * bodies are kept in memory up to a cap; media is streamed to and from
- * files in the work directory, so memory does not grow with file size.
- * Authentication is added here at send time from configuration, by the
- * auth kind the effect names: no key ever passes through SQL.
+ * JSON bodies are kept in memory up to a cap; media is streamed to and
+ * from files in the work directory, so memory does not grow with file
+ * size.  Authentication is added here at send time from configuration, by
+ * the auth kind the effect names: no key ever passes through SQL.  The
+ * network guard checks every address a guarded transfer is about to
+ * connect to (libcurl's open-socket callback); redirects of guarded
+ * downloads are followed one hop at a time, each checked again.
  *
  * libcurl calls back into this file; the callbacks never raise an error
  * (they cannot longjmp through libcurl), they record what went wrong on
  * the transfer and make libcurl stop it.
  *
+ * The event loop that drives the transfers is http_loop.c;
+ * http_transfer.h is what it sees of them.
+ *
  * IDENTIFICATION
- *	  src/http.c
+ *	  src/http_transfer.c
  *
  *-------------------------------------------------------------------------
  */
 #include "hagenkit.h"
 
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "http.h"
-#include "lib/ilist.h"
+#include "http_transfer.h"
 #include "mb/pg_wchar.h"
-#include "miscadmin.h"
 #include "netguard.h"
-#include "pgstat.h"
-#include "postmaster/interrupt.h"
-#include "utils/guc.h"
-#include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#define MAX_SOCKS 4096
 #define BODY_CAP (16 * 1024 * 1024)		/* JSON answers kept in memory */
 #define ERROR_BODY_CAP (64 * 1024)	/* error bodies of file downloads */
-#define MAX_HEADERS 40
+#define MAX_HEADERS 100		/* answer headers kept in an outcome */
 #define MAX_REDIRECTS 5
 #define UPLOAD_BUFFER (256 * 1024)	/* per upload: 16 MB at most with 64 in flight */
 
-typedef struct Transfer
+struct HagenTransfer
 {
-	dlist_node	node;
 	MemoryContext cxt;			/* everything palloc'd for this transfer */
-	struct HagenHttp *h;
 	int64		job_id;
 	int64		token;
 	CURL	   *easy;
@@ -86,79 +80,16 @@ typedef struct Transfer
 	char	   *resp;
 	size_t		resp_len;
 	size_t		resp_cap;
-	int			nhdr;
-	char	   *hdr_name[MAX_HEADERS];
-	char	   *hdr_val[MAX_HEADERS];
 	TimestampTz started;
 	char	   *outcome;		/* set once done */
-} Transfer;
-
-struct HagenHttp
-{
-	MemoryContext cxt;
-	CURLM	   *multi;
-	int			nsocks;
-	curl_socket_t sock_fd[MAX_SOCKS];
-	int			sock_what[MAX_SOCKS];
-	bool		socks_changed;
-	bool		timer_set;
-	TimestampTz timer_at;
-	WaitEventSet *wes;
-	int			inflight;
-	dlist_head	done;
 };
 
-static void collect_done(HagenHttp *h);
-
-/* ---- libcurl callbacks (must never ereport) ---- */
-
-static int
-socket_cb(CURL *easy pg_attribute_unused(), curl_socket_t s, int what, void *userp,
-		  void *socketp pg_attribute_unused())
-{
-	HagenHttp  *h = (HagenHttp *) userp;
-	int			i;
-
-	for (i = 0; i < h->nsocks; i++)
-		if (h->sock_fd[i] == s)
-			break;
-	if (what == CURL_POLL_REMOVE)
-	{
-		if (i < h->nsocks)
-		{
-			h->sock_fd[i] = h->sock_fd[h->nsocks - 1];
-			h->sock_what[i] = h->sock_what[h->nsocks - 1];
-			h->nsocks--;
-		}
-	}
-	else if (i < h->nsocks)
-		h->sock_what[i] = what;
-	else if (h->nsocks < MAX_SOCKS)
-	{
-		h->sock_fd[h->nsocks] = s;
-		h->sock_what[h->nsocks] = what;
-		h->nsocks++;
-	}
-	h->socks_changed = true;
-	return 0;
-}
-
-static int
-timer_cb(CURLM *multi pg_attribute_unused(), long timeout_ms, void *userp)
-{
-	HagenHttp  *h = (HagenHttp *) userp;
-
-	h->timer_set = timeout_ms >= 0;
-	if (h->timer_set)
-		h->timer_at = GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
-	return 0;
-}
 
 static curl_socket_t
 opensocket_cb(void *clientp, curlsocktype purpose pg_attribute_unused(),
 			  struct curl_sockaddr *addr)
 {
-	Transfer   *t = (Transfer *) clientp;
+	HagenTransfer *t = (HagenTransfer *) clientp;
 
 	if (t->guard && !t->trusted)
 	{
@@ -184,7 +115,7 @@ opensocket_cb(void *clientp, curlsocktype purpose pg_attribute_unused(),
 static size_t
 write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-	Transfer   *t = (Transfer *) userdata;
+	HagenTransfer *t = (HagenTransfer *) userdata;
 	size_t		n = size * nmemb;
 	long		code = 0;
 	size_t		cap;
@@ -236,59 +167,6 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-static void
-clear_headers(Transfer *t)
-{
-	int			i;
-
-	for (i = 0; i < t->nhdr; i++)
-	{
-		free(t->hdr_name[i]);
-		free(t->hdr_val[i]);
-	}
-	t->nhdr = 0;
-}
-
-static size_t
-header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
-{
-	Transfer   *t = (Transfer *) userdata;
-	size_t		n = size * nitems;
-	size_t		colon;
-	size_t		vstart;
-	size_t		vend;
-	size_t		i;
-
-	if (n >= 5 && strncmp(buffer, "HTTP/", 5) == 0)
-	{
-		clear_headers(t);		/* a new response (after 100 or a redirect) */
-		return n;
-	}
-	for (colon = 0; colon < n && buffer[colon] != ':'; colon++)
-		;
-	if (colon == 0 || colon >= n || t->nhdr >= MAX_HEADERS)
-		return n;
-	vstart = colon + 1;
-	while (vstart < n && (buffer[vstart] == ' ' || buffer[vstart] == '\t'))
-		vstart++;
-	vend = n;
-	while (vend > vstart && (buffer[vend - 1] == '\r' || buffer[vend - 1] == '\n' ||
-							 buffer[vend - 1] == ' '))
-		vend--;
-	t->hdr_name[t->nhdr] = strndup(buffer, colon);
-	t->hdr_val[t->nhdr] = strndup(buffer + vstart, vend - vstart);
-	if (t->hdr_name[t->nhdr] == NULL || t->hdr_val[t->nhdr] == NULL)
-	{
-		free(t->hdr_name[t->nhdr]);
-		free(t->hdr_val[t->nhdr]);
-		return n;
-	}
-	for (i = 0; i < colon; i++)
-		t->hdr_name[t->nhdr][i] = pg_ascii_tolower((unsigned char) t->hdr_name[t->nhdr][i]);
-	t->nhdr++;
-	return n;
-}
-
 /*
  * Streams the body of an upload from its work file, never more than the
  * range the effect names; pread keeps each transfer's position its own.
@@ -296,7 +174,7 @@ header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 static size_t
 read_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 {
-	Transfer   *t = (Transfer *) userdata;
+	HagenTransfer *t = (HagenTransfer *) userdata;
 	size_t		want = size * nitems;
 	ssize_t		got;
 
@@ -323,7 +201,7 @@ read_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 static int
 seek_cb(void *userdata, curl_off_t offset, int origin)
 {
-	Transfer   *t = (Transfer *) userdata;
+	HagenTransfer *t = (HagenTransfer *) userdata;
 
 	if (origin != SEEK_SET)
 		return CURL_SEEKFUNC_CANTSEEK;
@@ -335,38 +213,46 @@ seek_cb(void *userdata, curl_off_t offset, int origin)
 
 /* ---- outcomes ---- */
 
-/* Appends text as a JSON string, with invalid UTF-8 and NULs made '?'. */
+/*
+ * Writes the headers of the last answer of a transfer (after redirects),
+ * as libcurl parsed them (curl_easy_nextheader: values trimmed), names
+ * lower-cased; a name that is not an HTTP token is left out.  A name
+ * given twice appears twice, and SQL keeps the last.
+ */
 static void
-append_clean_json(StringInfo buf, const char *s, size_t len)
+add_headers_json(HagenJson *w, CURL *easy)
 {
-	char	   *clean = palloc(len + 1);
-	size_t		i = 0;
+	struct curl_header *h = NULL;
+	int			n = 0;
 
-	while (i < len)
+	while (n < MAX_HEADERS && (h = curl_easy_nextheader(easy, CURLH_HEADER, -1, h)) != NULL)
 	{
-		int			l = pg_utf_mblen((const unsigned char *) s + i);
+		char	   *name = pstrdup(h->name);
+		char	   *p;
 
-		if (s[i] != '\0' && i + l <= len && pg_utf8_islegal((const unsigned char *) s + i, l))
+		for (p = name; *p; p++)
 		{
-			memcpy(clean + i, s + i, l);
-			i += l;
+			if (!isalnum((unsigned char) *p) && strchr("!#$%&'*+-.^_`|~", *p) == NULL)
+				break;
+			*p = pg_ascii_tolower((unsigned char) *p);
 		}
-		else
-			clean[i++] = '?';
+		if (*p == '\0' && p > name)
+		{
+			hagen_json_text(w, name, h->value, strlen(h->value));
+			n++;
+		}
+		pfree(name);
 	}
-	clean[len] = '\0';
-	escape_json(buf, clean);
-	pfree(clean);
 }
 
 /* Builds the outcome of a finished transfer as JSON text. */
 static char *
-build_outcome(Transfer *t, CURLcode res)
+build_outcome(HagenTransfer *t, CURLcode res)
 {
 	StringInfoData buf;
+	HagenJson	w;
 	long		code = 0;
 	long		reqsize = 0;
-	int			i;
 	const char *kind = NULL;
 	char	   *error = NULL;
 	bool		connect_phase = false;
@@ -417,44 +303,36 @@ build_outcome(Transfer *t, CURLcode res)
 	}
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"status\":%ld,\"elapsed_ms\":%ld", code,
-					 (long) ((GetCurrentTimestamp() - t->started) / 1000));
+	hagen_json_init(&w, &buf);
+	hagen_json_object_start(&w, NULL);
+	hagen_json_int(&w, "status", code);
+	hagen_json_int(&w, "elapsed_ms", (GetCurrentTimestamp() - t->started) / 1000);
 	if (kind)
 	{
-		hagen_json_string(&buf, "error_kind", kind);
-		hagen_json_string(&buf, "error", error);
-		hagen_json_string(&buf, "phase", connect_phase ? "connect" : "transfer");
-		appendStringInfo(&buf, ",\"curl_code\":%d", (int) res);
+		hagen_json_string(&w, "error_kind", kind);
+		hagen_json_string(&w, "error", error);
+		hagen_json_string(&w, "phase", connect_phase ? "connect" : "transfer");
+		hagen_json_int(&w, "curl_code", (int) res);
 	}
-	appendStringInfoString(&buf, ",\"headers\":{");
-	for (i = 0; i < t->nhdr; i++)
-	{
-		if (i > 0)
-			appendStringInfoChar(&buf, ',');
-		escape_json(&buf, t->hdr_name[i]);
-		appendStringInfoChar(&buf, ':');
-		append_clean_json(&buf, t->hdr_val[i], strlen(t->hdr_val[i]));
-	}
-	appendStringInfoChar(&buf, '}');
+	hagen_json_object_start(&w, "headers");
+	if (t->easy)
+		add_headers_json(&w, t->easy);
+	hagen_json_object_end(&w);
 	if (t->resp_len > 0)
-	{
-		appendStringInfoString(&buf, ",\"body_text\":");
-		append_clean_json(&buf, t->resp, t->resp_len);
-	}
+		hagen_json_text(&w, "body_text", t->resp, t->resp_len);
 	if (kind == NULL && t->save_path && code >= 200 && code < 300)
 	{
-		hagen_json_string(&buf, "file", t->save_rel);
-		appendStringInfo(&buf, ",\"bytes\":%lld", (long long) t->received);
+		hagen_json_string(&w, "file", t->save_rel);
+		hagen_json_int(&w, "bytes", t->received);
 	}
-	appendStringInfoChar(&buf, '}');
+	hagen_json_object_end(&w);
 	return buf.data;
 }
 
 /* Releases what a transfer holds outside palloc. */
 static void
-release_transfer(Transfer *t)
+release_transfer(HagenTransfer *t)
 {
-	clear_headers(t);
 	free(t->resp);
 	t->resp = NULL;
 	t->resp_len = t->resp_cap = 0;
@@ -472,9 +350,9 @@ release_transfer(Transfer *t)
 	t->out = NULL;
 }
 
-/* Ends a transfer: outcome built, files settled, queued as done. */
-static void
-finish_transfer(HagenHttp *h, Transfer *t, CURLcode res)
+/* hagen_transfer_finish ends a transfer libcurl finished: files settled, outcome built. */
+void
+hagen_transfer_finish(HagenTransfer *t, CURLcode res)
 {
 	MemoryContext old = MemoryContextSwitchTo(t->cxt);
 	long		code = 0;
@@ -512,32 +390,34 @@ finish_transfer(HagenHttp *h, Transfer *t, CURLcode res)
 	t->outcome = build_outcome(t, res);
 	release_transfer(t);
 	MemoryContextSwitchTo(old);
-	dlist_push_tail(&h->done, &t->node);
 }
 
-/* Ends a transfer that never started, with an error of the given kind. */
-static void
-fail_now(HagenHttp *h, Transfer *t, const char *kind, const char *error)
+/* hagen_transfer_fail ends a transfer that could not go on, with an error of the given kind. */
+void
+hagen_transfer_fail(HagenTransfer *t, const char *kind, const char *error)
 {
 	StringInfoData buf;
+	HagenJson	w;
 	MemoryContext old = MemoryContextSwitchTo(t->cxt);
 
 	initStringInfo(&buf);
-	appendStringInfoString(&buf, "{\"status\":0,\"phase\":\"connect\"");
-	hagen_json_string(&buf, "error_kind", kind);
-	hagen_json_string(&buf, "error", error);
-	appendStringInfoChar(&buf, '}');
+	hagen_json_init(&w, &buf);
+	hagen_json_object_start(&w, NULL);
+	hagen_json_int(&w, "status", 0);
+	hagen_json_string(&w, "phase", "connect");
+	hagen_json_string(&w, "error_kind", kind);
+	hagen_json_string(&w, "error", error);
+	hagen_json_object_end(&w);
 	t->outcome = buf.data;
 	release_transfer(t);
 	MemoryContextSwitchTo(old);
-	dlist_push_tail(&h->done, &t->node);
 }
 
 /* ---- starting transfers ---- */
 
 /* Adds the effect's headers, then the authentication of its auth kind. */
 static const char *
-add_headers(Transfer *t, Jsonb *effect, const char *method, const char *auth)
+add_headers(HagenTransfer *t, Jsonb *effect, const char *method, const char *auth)
 {
 	Jsonb	   *hdrs = hagen_jsonb_object(effect, "headers");
 	char	   *error = NULL;
@@ -596,7 +476,7 @@ add_headers(Transfer *t, Jsonb *effect, const char *method, const char *auth)
  * (default: to the end of the file).  Returns NULL, or why not.
  */
 static char *
-open_body(Transfer *t, const char *body_file, int64 offset, int64 length)
+open_body(HagenTransfer *t, const char *body_file, int64 offset, int64 length)
 {
 	char	   *error = NULL;
 	struct stat st;
@@ -621,16 +501,17 @@ open_body(Transfer *t, const char *body_file, int64 offset, int64 length)
 }
 
 /*
- * hagen_http_start begins carrying out an effect for a claimed job.  An
- * effect that cannot start is done at once, with an error outcome.
+ * hagen_transfer_start sets up the transfer of an effect for a claimed job
+ * (see http_transfer.h).  An effect that cannot start ends at once, with an
+ * error outcome.
  */
-void
-hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
+HagenTransfer *
+hagen_transfer_start(MemoryContext parent, int64 job_id, int64 token, Jsonb *effect, CURL **easy)
 {
-	MemoryContext tcxt = AllocSetContextCreate(h->cxt, "hagenkit transfer",
+	MemoryContext tcxt = AllocSetContextCreate(parent, "hagenkit transfer",
 											   ALLOCSET_SMALL_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(tcxt);
-	Transfer   *t = palloc0(sizeof(Transfer));
+	HagenTransfer *t = palloc0(sizeof(HagenTransfer));
 	char	   *type = hagen_jsonb_text(effect, "type");
 	char	   *method = hagen_jsonb_text(effect, "method");
 	char	   *auth = hagen_jsonb_text(effect, "auth");
@@ -641,9 +522,9 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 	long		connect_ms = (long) hagen_jsonb_int(effect, "connect_timeout_ms", 15000);
 	CURL	   *e;
 
+	*easy = NULL;
 	t->cxt = tcxt;
 	t->in_fd = -1;
-	t->h = h;
 	t->job_id = job_id;
 	t->token = token;
 	t->started = GetCurrentTimestamp();
@@ -662,23 +543,22 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 		t->outcome = type[0] == 'n' ? pstrdup("{\"type\":\"noop\"}")
 			: hagen_work_remove(hagen_jsonb_text(effect, "path"));
 		MemoryContextSwitchTo(old);
-		dlist_push_tail(&h->done, &t->node);
-		return;
+		return t;
 	}
 	if (type == NULL || strcmp(type, "http") != 0)
 	{
-		fail_now(h, t, "effect", psprintf("the dispatcher cannot carry out an effect of type \"%s\"",
+		hagen_transfer_fail(t, "effect", psprintf("the dispatcher cannot carry out an effect of type \"%s\"",
 										  type ? type : "(none)"));
 		MemoryContextSwitchTo(old);
-		return;
+		return t;
 	}
 	if (t->url == NULL || (pg_strncasecmp(t->url, "http://", 7) != 0 &&
 						   pg_strncasecmp(t->url, "https://", 8) != 0))
 	{
-		fail_now(h, t, "guard", psprintf("%s: only http:// and https:// URLs may be fetched",
+		hagen_transfer_fail(t, "guard", psprintf("%s: only http:// and https:// URLs may be fetched",
 										 t->url ? t->url : "(no URL)"));
 		MemoryContextSwitchTo(old);
-		return;
+		return t;
 	}
 	t->trusted = !t->guard || hagen_netguard_host_trusted(t->url);
 	if (t->save_rel)
@@ -686,9 +566,9 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 		t->save_path = hagen_work_path(t->save_rel, true, &error);
 		if (t->save_path == NULL)
 		{
-			fail_now(h, t, "effect", error);
+			hagen_transfer_fail(t, "effect", error);
 			MemoryContextSwitchTo(old);
-			return;
+			return t;
 		}
 		t->part_path = psprintf("%s.part", t->save_path);
 		/* A file already downloaded is not fetched again when so asked. */
@@ -696,16 +576,19 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 			hagen_work_file_size(t->save_path) > 0)
 		{
 			StringInfoData buf;
+			HagenJson	w;
 
 			initStringInfo(&buf);
-			appendStringInfo(&buf, "{\"status\":200,\"existing\":true,\"bytes\":" INT64_FORMAT ",\"file\":",
-							 hagen_work_file_size(t->save_path));
-			escape_json(&buf, t->save_rel);
-			appendStringInfoChar(&buf, '}');
+			hagen_json_init(&w, &buf);
+			hagen_json_object_start(&w, NULL);
+			hagen_json_int(&w, "status", 200);
+			hagen_json_bool(&w, "existing", true);
+			hagen_json_int(&w, "bytes", hagen_work_file_size(t->save_path));
+			hagen_json_string(&w, "file", t->save_rel);
+			hagen_json_object_end(&w);
 			t->outcome = buf.data;
 			MemoryContextSwitchTo(old);
-			dlist_push_tail(&h->done, &t->node);
-			return;
+			return t;
 		}
 	}
 	if (body_file)
@@ -714,18 +597,18 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 						  hagen_jsonb_int(effect, "body_length", -1));
 		if (error)
 		{
-			fail_now(h, t, "io", error);
+			hagen_transfer_fail(t, "io", error);
 			MemoryContextSwitchTo(old);
-			return;
+			return t;
 		}
 	}
 
 	e = t->easy = curl_easy_init();
 	if (e == NULL)
 	{
-		fail_now(h, t, "transport", "could not create a libcurl handle");
+		hagen_transfer_fail(t, "transport", "could not create a libcurl handle");
 		MemoryContextSwitchTo(old);
-		return;
+		return t;
 	}
 	curl_easy_setopt(e, CURLOPT_URL, t->url);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, t);
@@ -740,8 +623,6 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long) hagen_stall_timeout_s);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
 	if (t->save_path)
@@ -779,24 +660,23 @@ hagen_http_start(HagenHttp *h, int64 job_id, int64 token, Jsonb *effect)
 	herr = add_headers(t, effect, method, auth);
 	if (herr)
 	{
-		fail_now(h, t, "config", herr);
+		hagen_transfer_fail(t, "config", herr);
 		MemoryContextSwitchTo(old);
-		return;
+		return t;
 	}
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->req_headers);
 	MemoryContextSwitchTo(old);
-
-	if (curl_multi_add_handle(h->multi, e) != CURLM_OK)
-	{
-		fail_now(h, t, "transport", "could not add the transfer to libcurl");
-		return;
-	}
-	h->inflight++;
+	*easy = e;
+	return t;
 }
 
-/* Follows a redirect of a guarded download one hop, checking it again. */
-static bool
-follow_redirect(HagenHttp *h, Transfer *t)
+/*
+ * hagen_transfer_follow sets a guarded download that was answered with a
+ * redirect to its next hop, whose address the guard checks again; false
+ * when there is none to follow.
+ */
+bool
+hagen_transfer_follow(HagenTransfer *t)
 {
 	char	   *next = NULL;
 	long		code = 0;
@@ -812,164 +692,22 @@ follow_redirect(HagenHttp *h, Transfer *t)
 	t->redirects++;
 	t->url = MemoryContextStrdup(t->cxt, next);
 	t->trusted = hagen_netguard_host_trusted(t->url);
-	clear_headers(t);
 	t->resp_len = 0;
 	curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
-	return curl_multi_add_handle(h->multi, t->easy) == CURLM_OK;
-}
-
-/* Moves every transfer libcurl has finished to the done list. */
-static void
-collect_done(HagenHttp *h)
-{
-	CURLMsg    *msg;
-	int			left;
-
-	while ((msg = curl_multi_info_read(h->multi, &left)) != NULL)
-	{
-		Transfer   *t;
-
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
-		curl_multi_remove_handle(h->multi, msg->easy_handle);
-		if (msg->data.result == CURLE_OK && follow_redirect(h, t))
-			continue;
-		h->inflight--;
-		finish_transfer(h, t, msg->data.result);
-	}
-}
-
-/* ---- the executor ---- */
-
-/* hagen_http_create makes an executor whose memory lives in cxt. */
-HagenHttp *
-hagen_http_create(MemoryContext cxt)
-{
-	HagenHttp  *h = MemoryContextAllocZero(cxt, sizeof(HagenHttp));
-
-	h->cxt = cxt;
-	dlist_init(&h->done);
-	h->multi = curl_multi_init();
-	if (h->multi == NULL)
-		elog(ERROR, "could not create a libcurl multi handle");
-	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-	curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
-	h->socks_changed = true;
-	return h;
-}
-
-/* hagen_http_inflight: transfers under way. */
-int
-hagen_http_inflight(HagenHttp *h)
-{
-	return h->inflight;
-}
-
-/* Rebuilds the wait set: the latch, postmaster death and curl's sockets. */
-static void
-rebuild_wait_set(HagenHttp *h)
-{
-	int			i;
-
-	if (h->wes)
-		FreeWaitEventSet(h->wes);
-	h->wes = CreateWaitEventSet(h->cxt, h->nsocks + 2);
-	AddWaitEventToSet(h->wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(h->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (i = 0; i < h->nsocks; i++)
-	{
-		uint32		ev = 0;
-
-		if (h->sock_what[i] & CURL_POLL_IN)
-			ev |= WL_SOCKET_READABLE;
-		if (h->sock_what[i] & CURL_POLL_OUT)
-			ev |= WL_SOCKET_WRITEABLE;
-		if (ev)
-			AddWaitEventToSet(h->wes, ev, h->sock_fd[i], NULL, NULL);
-	}
-	h->socks_changed = false;
+	return true;
 }
 
 /*
- * hagen_http_wait waits for the latch, socket activity or the timeout,
- * drives the transfers that are ready, and handles interrupts.  Returns
- * true when the latch woke it.
+ * hagen_transfer_take_outcome: the outcome of an ended transfer, copied
+ * into the caller's context; the transfer's own memory is freed.
  */
-bool
-hagen_http_wait(HagenHttp *h, long timeout_ms)
+char *
+hagen_transfer_take_outcome(HagenTransfer *t, int64 *job_id, int64 *token)
 {
-	WaitEvent	events[64];
-	int			n;
-	int			i;
-	int			running;
-	bool		woken = false;
+	char	   *outcome = pstrdup(t->outcome);
 
-	if (h->socks_changed || h->wes == NULL)
-		rebuild_wait_set(h);
-	if (h->timer_set)
-	{
-		long		t = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), h->timer_at);
-
-		if (timeout_ms < 0 || t < timeout_ms)
-			timeout_ms = t;
-	}
-	if (!dlist_is_empty(&h->done))
-		timeout_ms = 0;
-
-	n = WaitEventSetWait(h->wes, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
-	for (i = 0; i < n; i++)
-	{
-		if (events[i].events & WL_LATCH_SET)
-		{
-			ResetLatch(MyLatch);
-			woken = true;
-		}
-		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
-		{
-			int			mask = 0;
-
-			if (events[i].events & WL_SOCKET_READABLE)
-				mask |= CURL_CSELECT_IN;
-			if (events[i].events & WL_SOCKET_WRITEABLE)
-				mask |= CURL_CSELECT_OUT;
-			curl_multi_socket_action(h->multi, events[i].fd, mask, &running);
-		}
-	}
-	if (h->timer_set && GetCurrentTimestamp() >= h->timer_at)
-	{
-		h->timer_set = false;
-		curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	}
-	collect_done(h);
-
-	CHECK_FOR_INTERRUPTS();
-	if (ConfigReloadPending)
-	{
-		ConfigReloadPending = false;
-		ProcessConfigFile(PGC_SIGHUP);
-	}
-	return woken;
-}
-
-/*
- * hagen_http_next_done pops one finished transfer.  The outcome is
- * palloc'd in the caller's context; the transfer's own memory is freed.
- */
-bool
-hagen_http_next_done(HagenHttp *h, int64 *job_id, int64 *token, char **outcome_json)
-{
-	Transfer   *t;
-
-	if (dlist_is_empty(&h->done))
-		return false;
-	t = dlist_container(Transfer, node, dlist_pop_head_node(&h->done));
 	*job_id = t->job_id;
 	*token = t->token;
-	*outcome_json = pstrdup(t->outcome);
 	MemoryContextDelete(t->cxt);
-	return true;
+	return outcome;
 }
