@@ -33,7 +33,7 @@ start_server() {
 	for _ in $(seq 1 100); do grep -q listening "$log" 2>/dev/null && break; sleep 0.1; done
 	url=$(sed -nE 's/.*"listening" *: *"([^"]+)".*/\1/p' "$log" | head -1)
 }
-start_server "$work/fal.log" test/sim/fal_sim.js --key load:key --workdir "$work/fal"
+start_server "$work/fal.log" test/sim/fal_sim.js --key load:key --workdir "$work/fal" --video-size small
 fal=$url
 start_server "$work/s3.log" --openssl-legacy-provider test/s3/s3server.js --access-key lk --secret ls --bucket videos --dir "$work/s3"
 s3=$url

@@ -9,6 +9,7 @@ const os = require('os');
 const path = require('path');
 const crypto = require('crypto');
 const { spawn } = require('child_process');
+const { motionOf, motionKey, videoArgs, qualityOf, ambienceFilter } = require('./motion');
 
 // ---------------------------------------------------------------- options
 
@@ -21,7 +22,8 @@ const USAGE = `options:
   --seed N            seed of the fault dice and deterministic ids (default 1)
   --workdir DIR       where files and generated videos live (default: a temp dir)
   --port-file FILE    also write the base URL to FILE
-  --video-size WxH    default output size (default 320x180; also 480p, 720p, 1080p)
+  --video-size WxH    default output size (default 720p, or $HAGEN_SIM_VIDEO_SIZE;
+                      also small (320x180), 480p, 1080p)
   --verbose           log every request to stderr`;
 
 const SIZE_ALIASES = { small: '320x180', '480p': '854x480', '720p': '1280x720', '1080p': '1920x1080' };
@@ -42,7 +44,7 @@ function isLoopbackHost(h) {
 
 function parseArgs(argv, name, defaultKey) {
 	const opts = { port: 0, host: '127.0.0.1', keys: [], timeScale: 1, mode: 'fast', seed: 1,
-		workdir: null, portFile: null, videoSize: '320x180', verbose: false };
+		workdir: null, portFile: null, videoSize: process.env.HAGEN_SIM_VIDEO_SIZE || '720p', verbose: false };
 	const fail = (msg) => { process.stderr.write(`${name}: ${msg}\n${USAGE}\n`); process.exit(2); };
 	for (let i = 2; i < argv.length; i++) {
 		const a = argv[i];
@@ -516,10 +518,11 @@ function sizeForAspect(defaultSize, aspect) {
 }
 
 // Makes fake provider outputs with the ffmpeg CLI: an H.264/yuv420p MP4 at 24
-// fps of exactly the asked duration, a slow zoom over the start image (a test
-// pattern when there is none), a fade into the end image when there is one,
-// and an AAC 48 kHz stereo track when asked.  The same inputs give the same
-// bytes (bit-exact flags, one thread), and outputs are cached by input.
+// fps of exactly the asked duration, the camera move the prompt asks for over
+// the start image (a test pattern when there is none), a move into the end
+// image when there is a different one, and an AAC 48 kHz stereo room tone
+// when asked (motion.js).  The same inputs give the same bytes (bit-exact
+// flags, one thread), and outputs are cached by what they depend on.
 class MediaMaker {
 	constructor(dir, concurrency) {
 		this.dir = dir;
@@ -568,17 +571,23 @@ class MediaMaker {
 	}
 
 	// Resolves {path, size, sha256} of a video for the spec
-	// {image, endImage (Buffers or null), duration (s), width, height, audio}.
+	// {image, endImage (Buffers or null), duration (s), width, height, audio,
+	//  prompt, quality (fast | kling | auto)}.
 	video(spec) {
 		const img = spec.image ? this.saveInput(spec.image) : null;
 		const end = spec.endImage ? this.saveInput(spec.endImage) : null;
-		const key = [img ? img.digest.slice(0, 24) : 'pattern', end && (!img || end.digest !== img.digest) ? end.digest.slice(0, 24) : '-',
-			spec.duration, `${spec.width}x${spec.height}`, spec.audio ? 'aac' : 'silent'].join('_');
+		spec = Object.assign({}, spec, { motion: spec.motion || motionOf(spec.prompt) });
+		const useEndImage = end && (!img || end.digest !== img.digest);
+		// Everything the bytes depend on, and nothing else: the prompt counts
+		// only through its camera move and whether its ambience is outdoors.
+		const key = [img ? img.digest.slice(0, 24) : 'pattern', useEndImage ? end.digest.slice(0, 24) : '-',
+			spec.duration, `${spec.width}x${spec.height}`, qualityOf(spec), img ? motionKey(spec.motion) : '-',
+			spec.audio ? `aac-${ambienceFilter(spec.prompt, 1, 1).outdoor ? 'out' : 'in'}` : 'silent'].join('_');
 		if (!this.cache.has(key)) {
 			const out = path.join(this.dir, `video_${key}.mp4`);
 			const p = this.limit.run(async () => {
 				if (!fs.existsSync(out)) {
-					const useEnd = end && (!img || end.digest !== img.digest) ? end.file : null;
+					const useEnd = useEndImage ? end.file : null;
 					const tmp = `${out}.${crypto.randomBytes(4).toString('hex')}.mp4`;
 					const r = await run('ffmpeg', videoArgs(img && img.file, useEnd, spec, tmp), this.children);
 					if (r.code !== 0 && img) {
@@ -627,39 +636,6 @@ class MediaMaker {
 	}
 
 	killAll() { for (const p of this.children) p.kill('SIGKILL'); }
-}
-
-// The ffmpeg arguments of a fake clip (see MediaMaker.video).
-function videoArgs(imageFile, endFile, spec, out) {
-	const { duration: d, width: w, height: h, audio } = spec;
-	const frames = d * 24;
-	const args = ['-nostdin', '-v', 'error', '-y'];
-	let filter;
-	// zoompan: 1.0 -> 1.1 over the clip, centred.
-	const zoom = (n, z0, z1) => `zoompan=z='${z0}+${(z1 - z0).toFixed(3)}*on/${n}':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d=1:s=${w}x${h}:fps=24`;
-	const fit = `scale=${w}:${h}:force_original_aspect_ratio=increase,crop=${w}:${h},setsar=1`;
-	if (imageFile && endFile) {
-		const fade = Math.min(1, d / 2);
-		args.push('-loop', '1', '-framerate', '24', '-t', String(d), '-i', imageFile,
-			'-loop', '1', '-framerate', '24', '-t', String(fade), '-i', endFile);
-		filter = `[0:v]${fit},${zoom(frames, 1, 1.1)},format=yuv420p[a];[1:v]${fit},fps=24,format=yuv420p[b];`
-			+ `[a][b]xfade=transition=fade:duration=${fade}:offset=${d - fade},trim=end_frame=${frames},setpts=PTS-STARTPTS[v]`;
-	} else if (imageFile) {
-		args.push('-loop', '1', '-framerate', '24', '-t', String(d), '-i', imageFile);
-		filter = `[0:v]${fit},${zoom(frames, 1, 1.1)},format=yuv420p[v]`;
-	} else {
-		args.push('-f', 'lavfi', '-i', `testsrc2=s=${w}x${h}:r=24:d=${d}`);
-		filter = '[0:v]format=yuv420p[v]';
-	}
-	if (audio) args.push('-f', 'lavfi', '-i', `aevalsrc=0.08*sin(2*PI*220*t)|0.08*sin(2*PI*330*t):s=48000:d=${d}`);
-	args.push('-filter_complex', filter, '-map', '[v]');
-	if (audio) args.push('-map', `${imageFile && endFile ? 2 : 1}:a`);
-	args.push('-r', '24', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p',
-		'-threads', '1', '-g', '48');
-	if (audio) args.push('-c:a', 'aac', '-b:a', '96k', '-ar', '48000', '-ac', '2');
-	args.push('-map_metadata', '-1', '-fflags', '+bitexact', '-flags:v', '+bitexact', '-flags:a', '+bitexact',
-		'-movflags', '+faststart', '-f', 'mp4', out);
-	return args;
 }
 
 // ---------------------------------------------------------------- the server
@@ -899,7 +875,7 @@ function jsonDigest(v) {
 }
 
 module.exports = {
-	parseArgs, parseSize, sizeForAspect, isLoopbackHost, Rng, sha256, jsonDigest, round,
+	parseArgs, parseSize, sizeForAspect, motionOf, isLoopbackHost, Rng, sha256, jsonDigest, round,
 	RequestLog, Faults, Ctx, FileStore, fetchMedia, MediaMaker, SimCore, ledgerSummary, NGINX_502,
 	spawnSim, request,
 };

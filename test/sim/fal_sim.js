@@ -45,7 +45,8 @@ function defaults() {
 		result_ttl: null,			// simulated seconds a result stays readable (null: forever)
 		upload_ttl: 3600,			// simulated seconds an upload URL stays valid
 		// outputs
-		video_size: null,			// "WxH" or 480p/720p/1080p; null: --video-size
+		video_size: null,			// "WxH" or small/480p/720p/1080p; null: --video-size
+		video_quality: 'auto',			// fast | kling | auto (kling from 720 lines up); see motion.js
 		// webhooks
 		webhook_duplicate: false,		// deliver every webhook twice
 		webhook_max_attempts: 10,
@@ -102,6 +103,17 @@ const KLING_V26_T2V = {
 	cfg_scale: { type: 'number', ge: 0, le: 1, default: 0.5 },
 	generate_audio: { type: 'boolean', default: true },
 };
+// v2.5-turbo pro (fal's llms.txt: image_url, duration, negative_prompt,
+// cfg_scale; tail_image_url as public client code sends it, UNCONFIRMED on
+// fal's schema page; no generate_audio, no aspect_ratio).
+const KLING_V25T_I2V = {
+	prompt: { type: 'string', required: true, min: 1, max: 2500 },
+	image_url: { type: 'string', required: true, image: true },
+	tail_image_url: { type: 'string', nullable: true, image: true },
+	duration: { literal: ['5', '10'], default: '5' },
+	negative_prompt: { type: 'string', max: 2500, default: KLING_NEG },
+	cfg_scale: { type: 'number', ge: 0, le: 1, default: 0.5 },
+};
 const KLING_V21_I2V = {
 	prompt: { type: 'string', required: true, min: 1, max: 2500 },
 	image_url: { type: 'string', required: true, image: true },
@@ -118,6 +130,7 @@ const perFive = (five, extra) => (inp, secs) => five + Math.max(0, secs - 5) * e
 const MODELS = {
 	'fal-ai/kling-video/v2.6/pro/image-to-video': { schema: KLING_V26_I2V, start: 'start_image_url', end: 'end_image_url', audio: true, price: perSecond(7, 14, 16.8) },
 	'fal-ai/kling-video/v2.6/pro/text-to-video': { schema: KLING_V26_T2V, audio: true, price: perSecond(7, 14, 16.8) },
+	'fal-ai/kling-video/v2.5-turbo/pro/image-to-video': { schema: KLING_V25T_I2V, start: 'image_url', end: 'tail_image_url', price: perFive(35, 7) },
 	'fal-ai/kling-video/v2.1/pro/image-to-video': { schema: KLING_V21_I2V, start: 'image_url', end: 'tail_image_url', price: perFive(49, 9.8) },
 	'fal-ai/kling-video/v2.1/standard/image-to-video': { schema: KLING_V21_I2V, start: 'image_url', end: 'tail_image_url', price: perFive(28, 5.6) },
 	'fal-ai/kling-video/v2.1/master/image-to-video': { schema: KLING_V21_I2V, start: 'image_url', end: 'tail_image_url', price: perFive(140, 28) },
@@ -301,7 +314,8 @@ async function generate(job, checked) {
 	if (start) size = C.sizeForAspect(size, start.dims.width / start.dims.height);
 	else if (input.aspect_ratio) { const [a, b] = input.aspect_ratio.split(':').map(Number); size = C.sizeForAspect(size, a / b); }
 	const made = await core.media.video({ image: start && start.buf, endImage: end && end.buf, duration,
-		width: size[0], height: size[1], audio: Boolean(model.audio && input.generate_audio !== false) });
+		width: size[0], height: size[1], audio: Boolean(model.audio && input.generate_audio !== false),
+		prompt: input.prompt, quality: core.knobs.video_quality });
 	return { status: 200, body: { video: publish(made, 'output.mp4', 'video/mp4', job.lifetimeS) } };
 }
 

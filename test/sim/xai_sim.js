@@ -32,7 +32,8 @@ function defaults() {
 		url_ttl: 86400,				// simulated seconds a video URL stays readable
 		require_fetchable_images: true,	// an image the simulator cannot fetch fails the job
 		honor_resolution: false,		// outputs at 480p/720p/1080p instead of the small default
-		video_size: null,			// "WxH" or 480p/720p/1080p; null: --video-size
+		video_size: null,			// "WxH" or small/480p/720p/1080p; null: --video-size
+		video_quality: 'auto',			// fast | kling | auto (kling from 720 lines up); see motion.js
 		rate_limit_rpm: 0,			// token bucket per key (0: off; xAI's own: 70)
 		rate_limit_scope: 'submit',		// submit | all
 		rate_limit_retry_after: false,		// add Retry-After to 429s
@@ -261,7 +262,8 @@ async function work(job) {
 	const [a, b] = String(job.aspect || '16:9').split(':').map(Number);
 	size = C.sizeForAspect(size, dims ? dims.width / dims.height : a / b);
 	if (job.moderated) return { state: 'done', moderated: true };
-	const made = await core.media.video({ image, duration, width: size[0], height: size[1], audio: job.audio });
+	const made = await core.media.video({ image, duration, width: size[0], height: size[1], audio: job.audio,
+		prompt: job.prompt, quality: k.video_quality });
 	const name = `xai-video-${job.id}.mp4`;
 	core.files.put(name, { path: made.path, type: 'video/mp4', size: made.size, etag: made.sha256.slice(0, 32), expires_at: Date.now() + core.ms(k.url_ttl) });
 	const out = { state: 'done', url: `${core.base}/files/${name}`, size: made.size };

@@ -20,7 +20,7 @@ const INPUT = { prompt: 'p', start_image_url: `data:image/jpeg;base64,${JPG.toSt
 const sims = [];
 
 async function start(args) {
-	const s = await C.spawnSim(FAL, ['--key', 'kid:secret', '--mode', 'deterministic', ...args]);
+	const s = await C.spawnSim(FAL, ['--video-size', 'small', '--key', 'kid:secret', '--mode', 'deterministic', ...args]);
 	sims.push(s);
 	return s;
 }
@@ -69,7 +69,7 @@ test('the same seed gives the same ids, and the same inputs the same output byte
 
 test('command line: --port-file, loopback only, unknown options, SIGTERM exits 0', async () => {
 	const portFile = path.join(tmp, 'port');
-	const s = await C.spawnSim(XAI, ['--port-file', portFile, '--key', 'k']);
+	const s = await C.spawnSim(XAI, ['--video-size', 'small', '--port-file', portFile, '--key', 'k']);
 	assert.equal(fs.readFileSync(portFile, 'utf8'), s.base);
 	assert.match(s.base, /^http:\/\/127\.0\.0\.1:\d+$/);
 	assert.equal(await s.stop(), 0);
@@ -102,7 +102,7 @@ test('robustness: bad paths, bad encodings, huge and odd bodies never crash the 
 });
 
 test('concurrency: 300 submits and their polls at once all complete', async () => {
-	const s = await C.spawnSim(FAL, ['--key', 'kid:secret', '--time-scale', '0.2']);
+	const s = await C.spawnSim(FAL, ['--video-size', 'small', '--key', 'kid:secret', '--time-scale', '0.2']);
 	sims.push(s);
 	const ids = await Promise.all(Array.from({ length: 300 }, (_, i) => C.request('POST', `${s.base}/queue/fal-ai/kling-video/v2.6/pro/image-to-video`,
 		{ headers: KEY, body: Object.assign({}, INPUT, { prompt: `clip ${i}` }) }).then((r) => r.json.request_id)));

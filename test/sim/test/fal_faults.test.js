@@ -19,7 +19,7 @@ const faults = (cls, list) => config({ faults: { [cls]: list } });
 const submit = (opts = {}) => C.request('POST', base + V26, Object.assign({ headers: KEY, body: INPUT }, opts));
 const ledger = async () => (await C.request('GET', `${base}/_sim/ledger`)).json;
 
-test.before(async () => { sim = await C.spawnSim(FAL, ['--key', 'kid:secret', '--mode', 'deterministic', '--seed', '42']); base = sim.base; });
+test.before(async () => { sim = await C.spawnSim(FAL, ['--video-size', 'small', '--key', 'kid:secret', '--mode', 'deterministic', '--seed', '42']); base = sim.base; });
 test.after(() => sim.stop());
 test.beforeEach(() => C.request('POST', `${base}/_sim/reset`));
 
@@ -183,7 +183,7 @@ test('triggers: every_nth, skip, and probability reproducible with --seed', asyn
 	assert.equal(await roll(base), first);
 	assert.match(first, /503/);
 	assert.match(first, /404/);
-	const other = await C.spawnSim(FAL, ['--key', 'kid:secret', '--seed', '42']);
+	const other = await C.spawnSim(FAL, ['--video-size', 'small', '--key', 'kid:secret', '--seed', '42']);
 	try { assert.equal(await roll(other.base), first); } finally { await other.stop(); }
 	const fired = (await C.request('GET', `${base}/_sim/faults`)).json.fired;
 	assert.ok(fired.status > 0);

@@ -69,7 +69,7 @@ async function download(url) {
 }
 
 test.before(async () => {
-	sim = await C.spawnSim(FAL, ['--key', 'kid:secret', '--seed', '7']);
+	sim = await C.spawnSim(FAL, ['--video-size', 'small', '--key', 'kid:secret', '--seed', '7']);
 	base = sim.base;
 	imgServer = http.createServer((req, res) => {
 		if (req.url === '/tall.png') { res.writeHead(200, { 'content-type': 'image/png' }); return res.end(fs.readFileSync(tall)); }

@@ -15,7 +15,7 @@ const initiate = (body, query = '?storage_type=fal-cdn-v3', headers = KEY, kind 
 	C.request('POST', `${base}/rest/storage/upload/${kind}${query}`, { headers, body });
 const config = (knobs) => C.request('POST', `${base}/_sim/config`, { body: knobs });
 
-test.before(async () => { sim = await C.spawnSim(FAL, ['--key', 'kid:secret', '--mode', 'deterministic', '--time-scale', '0.01']); base = sim.base; });
+test.before(async () => { sim = await C.spawnSim(FAL, ['--video-size', 'small', '--key', 'kid:secret', '--mode', 'deterministic', '--time-scale', '0.01']); base = sim.base; });
 test.after(() => sim.stop());
 test.beforeEach(() => C.request('POST', `${base}/_sim/reset`));
 

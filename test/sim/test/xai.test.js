@@ -33,7 +33,7 @@ async function untilDone(id) {
 	throw new Error('never done');
 }
 
-test.before(async () => { sim = await C.spawnSim(XAI, ['--key', 'xai-secret-token', '--seed', '3']); base = sim.base; });
+test.before(async () => { sim = await C.spawnSim(XAI, ['--video-size', 'small', '--key', 'xai-secret-token', '--seed', '3']); base = sim.base; });
 test.after(async () => { await sim.stop(); fs.rmSync(tmp, { recursive: true, force: true }); });
 test.beforeEach(() => C.request('POST', `${base}/_sim/reset`));
 
@@ -229,7 +229,7 @@ test('faults through the shared machinery: submit, status and file downloads', a
 });
 
 test('deterministic mode: polls_before_done 202s, then done', async () => {
-	const d = await C.spawnSim(XAI, ['--key', 'xai-secret-token', '--mode', 'deterministic']);
+	const d = await C.spawnSim(XAI, ['--video-size', 'small', '--key', 'xai-secret-token', '--mode', 'deterministic']);
 	try {
 		await C.request('POST', `${d.base}/_sim/config`, { body: { polls_before_done: 3 } });
 		const id = (await C.request('POST', `${d.base}/v1/videos/generations`, { headers: AUTH, body: BODY })).json.request_id;
