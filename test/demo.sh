@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults: a throwaway cluster with hagenkit
 # preloaded, the local Fal.ai simulator and a local S3 server, a sample
-# property of five photos (made here), hagen.start_video, a live progress
-# bar driven by LISTEN hagen_video until the project ends, and a summary of
-# the final video: URL, duration, streams, cost and a contact sheet.
+# property of five photos (rooms drawn here, kept in demo-output/photos/),
+# hagen.start_video, a live progress bar driven by LISTEN hagen_video until
+# the project ends, and a summary of the final video: URL, duration, streams,
+# cost, a labelled contact sheet and a timeline of the run (PNG).
 # With FAL_KEY and R2_* in the environment it uses the real services instead.
 # The simulator runs at realistic pacing (Kling: a few seconds queued, a
 # minute of generation) scaled by DEMO_TIME_SCALE (default 0.75: about a
 # minute in all).  DEMO_CROSSFADE=0.5 fades the cuts between clips (0.1 to
-# 2 s; the compile then re-encodes).  Run as root on Debian 12.  Output goes
-# to ./demo-output/.
+# 2 s; the compile then re-encodes).  DEMO_NATIVE_AUDIO=false turns the
+# clips' own sound (a quiet room tone from the simulator) off.  Run as root on
+# Debian 12.  Output goes to ./demo-output/; test/demo_check.py checks it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 crossfade=${DEMO_CROSSFADE:-0}
+native_audio=${DEMO_NATIVE_AUDIO:-true}
+[[ "$native_audio" =~ ^(true|false)$ ]] || { echo "DEMO_NATIVE_AUDIO must be true or false"; exit 1; }
 [[ "$crossfade" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "DEMO_CROSSFADE must be a number of seconds (0, or 0.1 to 2)"; exit 1; }
 bash test/deps.sh
 make -s && make -s install >/dev/null
 
-out="$root/demo-output"
+out=${DEMO_OUTPUT:-"$root/demo-output"}
 rm -rf "$out"
 mkdir -p "$out"
 work=$(mktemp -d /tmp/hagenkit-demo.XXXXXX)
@@ -77,20 +81,27 @@ if ! $real_services; then
 fi
 
 echo "== sample property"
+# Drawn rooms (test/demo_photos.py, Pillow), one camera move asked of each.
 names=(exterior living_room kitchen primary_bedroom backyard)
 labels=("Front of the house" "Living room" "Kitchen" "Primary bedroom" "Backyard")
-colors=(0x4a7a3a 0xc9a66b 0xe8e2d0 0x8aa3c2 0x3f8f5f)
-for i in "${!names[@]}"; do
-	ffmpeg -loglevel error -y -f lavfi -i "color=c=${colors[$i]}:s=1280x720,drawbox=x=80:y=80:w=1120:h=560:color=white@0.25:t=fill,drawgrid=w=160:h=120:t=2:c=white@0.4" \
-		-frames:v 1 "$out/photo_$i.jpg"
-done
+moves=("Slow cinematic push-in toward the front door, soft daylight, steady gimbal shot"
+	"Slow pan right across the living room, subtle parallax between the furniture, bright inviting light"
+	"Slow glide to the left along the kitchen island, crisp clean light"
+	"Gentle push-in toward the bed, soft morning light, serene mood"
+	"Slow pull-back revealing the whole backyard and patio, calm afternoon light")
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
+photo_args=()
+for i in "${!names[@]}"; do photo_args+=("${names[$i]}:photo_$i"); done
+"$py" test/demo_photos.py "$out/photos" "${photo_args[@]}"
+echo "photos: $out/photos/ ($(ls "$out/photos" | wc -l) rooms, 1920x1080)"
 ffmpeg -loglevel error -y -f lavfi -i "aevalsrc=0.2*sin(2*PI*220*t)+0.1*sin(2*PI*330*t):s=44100:d=40" -c:a libmp3lame -b:a 128k "$out/music.mp3" 2>/dev/null \
 	|| ffmpeg -loglevel error -y -f lavfi -i "aevalsrc=0.2*sin(2*PI*220*t):s=44100:d=40" "$out/music.wav"
 music_file=$(ls "$out"/music.* | head -1)
 if ! $real_services; then
 	# The local S3 server serves objects to anonymous GETs, like a public bucket.
 	for i in "${!names[@]}"; do
-		curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary @"$out/photo_$i.jpg" "$s3/videos/demo/photo_$i.jpg" >/dev/null
+		curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary @"$out/photos/photo_$i.jpg" "$s3/videos/demo/photo_$i.jpg" >/dev/null
 	done
 	curl -sf -X PUT --data-binary @"$music_file" "$s3/videos/demo/$(basename "$music_file")" >/dev/null
 	image_base="$s3/videos/demo"
@@ -127,11 +138,11 @@ psql_ "-c 'CREATE EXTENSION hagenkit'"
 
 project=$(psql_ "-c \"
 	SELECT p FROM hagen.add_music_track('Warm acoustic', '$image_base/$(basename "$music_file")', 'acoustic', 'warm') m,
-		LATERAL hagen.create_project('demo-workspace', '16:9', 'fal', false, m, 0.3, 1.0, '{\\\"listing\\\": \\\"12 Demo Street\\\"}', $crossfade) p\"")
+		LATERAL hagen.create_project('demo-workspace', '16:9', 'fal', $native_audio, m, 0.3, 1.0, '{\\\"listing\\\": \\\"12 Demo Street\\\"}', $crossfade) p\"")
 for i in "${!names[@]}"; do
 	transition=cut
 	[ "$i" = 1 ] && transition=seamless
-	psql_ "-c \"SELECT hagen.add_clip('$project', '$image_base/photo_$i.jpg', room_type => '${names[$i]}', room_label => '${labels[$i]}', transition_type => '$transition')\"" >/dev/null
+	psql_ "-c \"SELECT hagen.add_clip('$project', '$image_base/photo_$i.jpg', room_type => '${names[$i]}', room_label => '${labels[$i]}', motion_prompt => '${moves[$i]}', transition_type => '$transition')\"" >/dev/null
 done
 echo "project $project: ${#names[@]} photos, one seamless transition, a music track"
 
@@ -140,7 +151,7 @@ start=$(date +%s%N)
 psql_ "-c \"SELECT jsonb_pretty(hagen.start_video('$project') - 'clips')\""
 # The progress bar follows LISTEN hagen_video: every status and progress
 # change of the project arrives as a notification.
-su postgres -c "python3 test/demo_watch.py --dsn 'host=$work port=$port dbname=postgres' --project $project --timeout ${DEMO_TIMEOUT:-900}"
+su postgres -c "$py test/demo_watch.py --dsn 'host=$work port=$port dbname=postgres' --project $project --timeout ${DEMO_TIMEOUT:-900} --record '$work/provider_status.json'"
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 elapsed="$((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000)))"
 status=$(psql_ "-c \"SELECT status FROM hagen.video_project WHERE id = '$project'\"")
@@ -160,6 +171,7 @@ fi
 
 IFS='|' read -r final thumb duration cost <<<"$(psql_ "-c \"SELECT final_video_url, thumbnail_url, duration, actual_cost_cents FROM hagen.video_project WHERE id = '$project'\"")"
 curl -sf -o "$out/final.mp4" "$final"
+cp "$out/final.mp4" "$work/final.mp4" && chown postgres "$work/final.mp4"
 curl -sf -o "$out/thumbnail.jpg" "$thumb"
 compile_mode=$(psql_ "-c \"SELECT state -> 'result' ->> 'mode' FROM hagen.job WHERE project_id = '$project' AND kind = 'compile' ORDER BY id DESC LIMIT 1\"")
 "$pgbin/hagen-compile" probe "$out/final.mp4" > "$out/final.probe.json"
@@ -173,13 +185,24 @@ for s in d["streams"]:
         print("  audio: %s %d Hz, %d channels, %.3f s" % (s["codec"], s["sample_rate"], s["channels"], s["duration"]))
 print("  index at the front: %s" % ("yes" if d["faststart"] else "no"))
 ' "$out/final.probe.json")
-# A contact sheet: twelve frames spread over the whole video.
-frames=$(python3 -c 'import json,sys; print(max(1, int([s for s in json.load(open(sys.argv[1]))["streams"] if s["type"]=="video"][0]["frames"] / 12)))' "$out/final.probe.json")
-ffmpeg -loglevel error -y -i "$out/final.mp4" -vf "select='not(mod(n\\,$frames))',scale=320:-2,tile=4x3:padding=4:margin=4" \
-	-frames:v 1 -fps_mode vfr "$out/contact_sheet.png"
+# The pictures: a contact sheet (a frame from the middle of every clip and
+# transition, labelled with its room and its time in the video) and the run's
+# timeline (one bar per job, cut into its steps), from the database.
+su postgres -c "$py test/demo_pictures.py --dsn 'host=$work port=$port dbname=postgres' --project $project \
+	--video '$work/final.mp4' --out '$work' --statuses '$work/provider_status.json'" <<<"" 2>&1 \
+	|| { echo "demo: the pictures failed" >&2; exit 1; }
+cp "$work/contact_sheet.png" "$work/timeline.png" "$work/pictures.json" "$out/"
+# The clips as stored, for test/demo_check.py.
+mkdir -p "$out/clips"
+psql_ "-c \"SELECT sequence_order || ' ' || clip_url || ' ' || coalesce(transition_clip_url, '-') FROM hagen.video_clip WHERE project_id = '$project' ORDER BY sequence_order\"" |
+while read -r n clip trans; do
+	curl -sf -o "$out/clips/clip_$n.mp4" "$clip"
+	[ "$trans" = - ] || curl -sf -o "$out/clips/transition_$n.mp4" "$trans"
+done
 
 echo "final video:   $final"
 echo "duration:      ${duration} s (compiled in mode $compile_mode)"
 echo "$streams"
 printf 'cost:          $%d.%02d (%d cents)\n' $((cost / 100)) $((cost % 100)) "$cost"
-echo "saved:         $out/final.mp4, $out/thumbnail.jpg, $out/contact_sheet.png"
+echo "saved:         $out/final.mp4, $out/thumbnail.jpg, $out/photos/, $out/clips/"
+echo "pictures:      $out/contact_sheet.png, $out/timeline.png"

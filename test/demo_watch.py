@@ -4,6 +4,12 @@
 Used by test/demo.sh: the bar moves on the notifications the extension
 sends at every status or progress change, not by polling.  Prints the final
 status on the last line and exits 0, or 1 after --timeout seconds.
+
+With --record FILE it also writes, as JSON, each change of a clip or
+transition job's provider status (IN_QUEUE, IN_PROGRESS, ...) that the job
+table showed, with the database's clock: the job log records step changes
+only, and the demo's timeline splits a job's wait into queue and generation
+with these.  The table is read at every notification and every 0.1 s.
 """
 import argparse
 import json
@@ -25,6 +31,7 @@ def main():
     ap.add_argument("--dsn", required=True)
     ap.add_argument("--project", required=True)
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--record", help="write the provider status changes seen to this JSON file")
     args = ap.parse_args()
 
     conn = psycopg2.connect(args.dsn)
@@ -38,7 +45,19 @@ def main():
     events = 0
     tty = sys.stdout.isatty()
     last_line = None
+    seen, changes = {}, []
+
+    def sample():
+        cur.execute("SELECT clock_timestamp(), id, state ->> 'provider_status' FROM hagen.job"
+                    " WHERE project_id = %s AND kind IN ('clip', 'transition')", (args.project,))
+        for at, job, st in cur.fetchall():
+            if st is not None and seen.get(job) != st:
+                seen[job] = st
+                changes.append({"job_id": job, "provider_status": st, "at": at.isoformat()})
+
     while True:
+        if args.record:
+            sample()
         line = "%s %5.1f%%  %-10s %s" % (bar(float(progress.get("percent", 0))), float(progress.get("percent", 0)),
                                         status, progress.get("label", ""))
         if line != last_line:
@@ -51,7 +70,7 @@ def main():
         if left <= 0:
             print("\ntimed out waiting for the project", file=sys.stderr)
             return 1
-        if select.select([conn], [], [], min(left, 5)) == ([], [], []):
+        if select.select([conn], [], [], min(left, 0.1 if args.record else 5)) == ([], [], []):
             continue
         conn.poll()
         while conn.notifies:
@@ -63,6 +82,9 @@ def main():
     if tty:
         sys.stdout.write("\n")
     print("%s after %d notifications" % (status, events))
+    if args.record:
+        with open(args.record, "w") as f:
+            json.dump(changes, f, indent=1)
     return 0
 
 

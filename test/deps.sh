@@ -13,7 +13,7 @@ packages=(
 	ffmpeg
 	libipc-run-perl
 	nodejs
-	python3 python3-psycopg2
+	python3 python3-psycopg2 python3-pil fonts-dejavu-core
 	curl
 	awscli
 	# the Debian package (debian/, pg_buildext) and test/t/013_package.pl

@@ -114,6 +114,18 @@ if [ $rc != 0 ] && ! grep -q '^not ok' "$scratch/suite.log"; then
 	tail -30 "$scratch/suite.log"
 fi
 
+# The demo as a test: run at a fiftieth of its pacing, its pictures and
+# clips checked against its photos (TAP).
+stage "test/demo_check.sh"
+bash test/demo_check.sh >"$scratch/demo.log" 2>&1
+rc=$?
+grep -E '^(not ok|ok|# )' "$scratch/demo.log" | head -50
+count_tap "$scratch/demo.log" test/demo_check.sh
+if [ $rc != 0 ] && ! grep -q '^not ok' "$scratch/demo.log"; then
+	result fail "test/demo_check.sh exited with $rc"
+	tail -30 "$scratch/demo.log"
+fi
+
 stage "summary"
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
 echo "$passed passed, $failed failed"

@@ -84,7 +84,7 @@ function qualityOf(spec) {
 // band of pink noise that swells like wind.  About -45 dBFS RMS.
 function ambienceFilter(prompt, d, seed) {
 	const outdoor = /\b(outside|outdoors?|garden|yard|backyard|lawn|birds?(ong)?|breeze|wind|exterior|facade|pool|patio|terrace|balcony|view)\b/i.test(String(prompt || ''));
-	const src = `anoisesrc=d=${d}:c=${outdoor ? 'pink' : 'brown'}:r=48000:a=${outdoor ? 0.02 : 0.05}:s=${seed}`;
+	const src = `anoisesrc=d=${d}:c=${outdoor ? 'pink' : 'brown'}:r=48000:a=${outdoor ? 0.1 : 0.05}:s=${seed}`;
 	const shape = outdoor ? "highpass=f=200,lowpass=f=2500,volume='0.6+0.4*sin(2*PI*t/3.7)':eval=frame"
 		: 'highpass=f=40,lowpass=f=300';
 	return { outdoor, filter: `${src},${shape},aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo` };
