@@ -798,9 +798,9 @@ class SimCore {
 // ---------------------------------------------------------------- client side (tests, harness scripts)
 
 // Starts a simulator script as a child process; resolves {base, proc, stop()}.
-function spawnSim(script, args = [], { timeoutMs = 10000 } = {}) {
+function spawnSim(script, args = [], { timeoutMs = 10000, env = process.env } = {}) {
 	return new Promise((resolve, reject) => {
-		const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+		const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
 		let out = '', err = '';
 		const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`${script} did not start: ${err}`)); }, timeoutMs);
 		proc.stderr.on('data', (c) => { err += c; });
