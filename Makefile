@@ -40,6 +40,10 @@ ISOLATION_OPTS += --temp-instance=tmp_check_iso --temp-config=test/hagenkit.conf
 endif
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
+# The provider simulators render 1280x720 clips by default (the demo's
+# size); the TAP tests make dozens of clips each and take them at 320x180,
+# a tenth of the time (test/sim/README.md).
+export HAGEN_SIM_VIDEO_SIZE ?= small
 EXTRA_CLEAN = tmp_check tmp_check_iso output_iso
 
 # No LLVM bitcode: the JIT gains nothing here and it needs clang.
