@@ -44,9 +44,10 @@ async function submit(endpoint, input, headers = KEY, query = '') {
 }
 
 // Polls a request's status until COMPLETED; returns the list of states seen.
+// A 1080p clip takes seconds to render on a loaded machine: 60 s at most.
 async function untilCompleted(id, app = APP) {
 	const seen = [];
-	for (let i = 0; i < 500; i++) {
+	for (const end = Date.now() + 60000; Date.now() < end;) {
 		const r = await get(q(`${app}/requests/${id}/status`));
 		seen.push([r.status, r.json.status]);
 		if (r.json.status === 'COMPLETED') return seen;

@@ -40,7 +40,7 @@ const inputOf = (m, img, more = {}) => Object.assign({ prompt: 'slow push-in', [
 async function run(ep, input) {
 	const s = await C.request('POST', `${fal.base}/queue${ep}`, { headers: KEY, body: input });
 	assert.equal(s.status, 200, s.text);
-	for (let i = 0; i < 400; i++) {
+	for (const end = Date.now() + 30000; Date.now() < end;) {
 		const st = await C.request('GET', `${fal.base}/queue${APP}/requests/${s.json.request_id}/status`, { headers: KEY });
 		if (st.json.status === 'COMPLETED') break;
 		await new Promise((r) => setTimeout(r, 10));
@@ -130,7 +130,7 @@ test('xAI answers in the input image\'s shape whatever aspect_ratio is asked', a
 			body: { model: 'grok-imagine-video', prompt: 'slow pan', image: { url: img }, duration: 5, aspect_ratio: aspect } });
 		assert.equal(s.status, 200, s.text);
 		let b;
-		for (let i = 0; i < 400; i++) {
+		for (const end = Date.now() + 30000; Date.now() < end;) {
 			b = await C.request('GET', `${xai.base}/v1/videos/${s.json.request_id}`, { headers: XKEY });
 			if (b.status === 200) break;
 			await new Promise((r) => setTimeout(r, 10));

@@ -33,7 +33,7 @@ async function clip(input, knobs = {}) {
 	await C.request('POST', `${fal.base}/_sim/config`, { body: Object.assign({ queue_s: 0, processing_s: 0, video_size: null }, knobs) });
 	const s = await C.request('POST', `${fal.base}/queue${V26}`, { headers: KEY,
 		body: Object.assign({ start_image_url: dataUrl(PHOTO), duration: '5', generate_audio: false }, input) });
-	for (let i = 0; i < 1000; i++) {
+	for (const end = Date.now() + 60000; Date.now() < end;) {
 		const st = await C.request('GET', `${fal.base}/queue${APP}/requests/${s.json.request_id}/status`, { headers: KEY });
 		if (st.json.status === 'COMPLETED') break;
 		await new Promise((r) => setTimeout(r, 20));
