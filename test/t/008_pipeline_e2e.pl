@@ -114,8 +114,10 @@ ok(abs(($pr->{decoded}{video_end} // 0) - 20) <= 1 / 24, "its final video is 3 c
 ok($as && abs($as->{duration} - $vs->{duration}) <= 1 / 24, 'with the music track under it, ending with the video');
 my @keys = bucket_keys("ws-xai/videos/$p/");
 my @clips = split /\n/, $node->safe_psql('postgres', "SELECT id FROM hagen.video_clip WHERE project_id = '$p' ORDER BY sequence_order");
+my $track = $node->safe_psql('postgres', "SELECT music_track_id FROM hagen.video_project WHERE id = '$p'");
+# The music is kept beside the clips, so that every input of the compile is in the bucket.
 my @want = sort(map({ "ws-xai/videos/$p/$_.mp4" } @clips), "ws-xai/videos/$p/transition_$clips[1].mp4",
-	"ws-xai/videos/$p/final.mp4", "ws-xai/videos/$p/thumbnail.jpg");
+	"ws-xai/videos/$p/final.mp4", "ws-xai/videos/$p/thumbnail.jpg", "ws-xai/videos/$p/music_$track");
 is(join(' ', @keys), join(' ', @want), 'every object is in the bucket under the fixed layout, and nothing else');
 my $cost = $node->safe_psql('postgres', "SELECT actual_cost_cents FROM hagen.video_project WHERE id = '$p'");
 is($cost, 20 * 5, 'the cost is what xAI charged: 20 s at 5 cents');
