@@ -1456,6 +1456,284 @@ $$;
 DROP FUNCTION hagen._xml_unescape(text);
 DROP FUNCTION hagen._xml_escape(text);
 
+-- ---------------------------------------------------------------------
+-- 0.4: the app's 27 room types (hyphenated, 0.3's names kept as aliases),
+-- their prompts in the app's structure, and room labels in clip and
+-- transition prompts.  room_prompt holds seeded rows only: it is replaced.
+DROP FUNCTION hagen._room_prompt(text);
+DROP FUNCTION hagen._transition_prompt();
+DROP TABLE hagen.room_prompt;
+-- The room types of the app hagenkit replaces, spelled as it spells them,
+-- each with the parts of its default prompt in the app's structure (camera
+-- action, direction and speed, framing, subject, style), its name in
+-- prose (for transition prompts) and the ambience asked for with native
+-- audio.  aliases are other spellings that mean the same room (the room
+-- types of hagenkit 0.3).  Room types are matched after lower-casing and
+-- turning spaces and underscores into hyphens, so "living_room" and
+-- "Living Room" are "living-room".  Operators may edit or add rows; a room
+-- type found nowhere gets the prompt of "other".
+CREATE TABLE hagen.room_prompt (
+	room_type	text PRIMARY KEY CHECK (room_type ~ '^[a-z0-9]+(-[a-z0-9]+)*$'),
+	name		text NOT NULL CHECK (name <> ''),
+	camera		text NOT NULL CHECK (camera <> ''),
+	movement	text NOT NULL CHECK (movement <> ''),
+	framing		text NOT NULL CHECK (framing <> ''),
+	subject		text NOT NULL CHECK (subject <> ''),
+	style		text NOT NULL CHECK (style <> ''),
+	ambience	text NOT NULL CHECK (ambience <> ''),
+	aliases		text[] NOT NULL DEFAULT '{}'
+		CHECK (array_position(aliases, NULL) IS NULL)
+);
+INSERT INTO hagen.room_prompt (room_type, name, camera, movement, framing, subject, style, ambience, aliases) VALUES
+	('exterior', 'exterior', 'Slow dolly-in', 'gliding steadily forward toward the entrance', 'wide establishing shot at eye level', 'the front of the house with its facade, entrance and landscaping', 'photorealistic real estate video, soft daylight, gentle parallax, stabilized gimbal motion', 'birdsong and a light breeze outside', '{front-yard}'),
+	('hallway', 'hallway', 'Smooth walk-through', 'moving slowly forward down the hall', 'wide centred shot at eye level', 'the hallway with its doors, floor and lights', 'photorealistic real estate video, even natural light, stabilized gimbal motion', 'soft footsteps in a quiet hall', '{entryway,staircase,hall}'),
+	('living-room', 'living room', 'Slow dolly-in', 'moving gently forward with subtle parallax', 'wide-angle shot at eye level', 'the living room with its seating area and windows', 'photorealistic real estate video, bright inviting daylight, stabilized gimbal motion', 'a quiet, warm room tone', '{family-room,lounge}'),
+	('kitchen', 'kitchen', 'Slow lateral glide', 'moving steadily from left to right along the counters', 'medium-wide shot at counter height', 'the kitchen with its island, countertops and appliances', 'photorealistic real estate video, crisp clean light, stabilized gimbal motion', 'a faint kitchen hum', '{}'),
+	('dining-room', 'dining room', 'Slow orbit', 'circling gently around the table', 'medium-wide shot at eye level', 'the dining room with its table, chairs and lighting', 'photorealistic real estate video, warm elegant light, stabilized gimbal motion', 'a calm, quiet room tone', '{}'),
+	('tv-room', 'TV room', 'Slow pan', 'turning gently from left to right', 'wide shot at seated eye level', 'the TV room with its sofa and screen', 'photorealistic real estate video, soft cosy light, stabilized gimbal motion', 'a soft, cosy room tone', '{den,media-room}'),
+	('bedroom', 'bedroom', 'Slow push-in', 'moving softly forward toward the bed', 'wide shot at eye level', 'the bedroom with the bed, textiles and windows', 'photorealistic real estate video, soft morning light through the curtains, serene mood', 'a very quiet, restful room tone', '{primary-bedroom,master-bedroom}'),
+	('childrens-room', 'children''s room', 'Gentle dolly-in', 'moving slowly forward', 'wide shot from a low eye level', 'the children''s room with its bed, toys and playful colours', 'photorealistic real estate video, bright cheerful daylight, stabilized gimbal motion', 'a soft, quiet room tone', '{kids-room,nursery}'),
+	('bathroom', 'bathroom', 'Slow pan', 'sweeping gently from the vanity to the shower', 'medium shot at eye level', 'the bathroom with its vanity, tiles and fixtures', 'photorealistic real estate video, bright spa-like light, gleaming surfaces', 'a faint echo of a quiet bathroom', '{}'),
+	('toilet', 'toilet', 'Slow tilt-down', 'moving gently downward', 'medium close shot, centred', 'the toilet room with its fixtures and tiles', 'photorealistic real estate video, clean even light, stabilized gimbal motion', 'a faint echo of a small quiet room', '{wc,powder-room}'),
+	('walk-in-closet', 'walk-in closet', 'Slow dolly-in', 'moving gently forward between the shelves', 'medium-wide shot at eye level', 'the walk-in closet with its shelving and hanging space', 'photorealistic real estate video, soft even light, stabilized gimbal motion', 'a hushed, muffled room tone', '{closet,wardrobe}'),
+	('laundry-room', 'laundry room', 'Slow push-in', 'moving gently toward the appliances', 'medium shot at counter height', 'the laundry room with its washer, dryer and storage', 'photorealistic real estate video, bright clean light, stabilized gimbal motion', 'a faint appliance hum', '{laundry}'),
+	('office', 'office', 'Slow push-in', 'moving gently toward the desk and window', 'medium-wide shot at eye level', 'the office with its desk, chair and shelves', 'photorealistic real estate video, focused calm daylight, stabilized gimbal motion', 'a quiet study room tone', '{study}'),
+	('library', 'library', 'Slow lateral track', 'moving steadily along the bookshelves', 'medium-wide shot at eye level', 'the library with its bookshelves and reading chair', 'photorealistic real estate video, warm soft light, stabilized gimbal motion', 'a hushed, quiet library tone', '{}'),
+	('gym', 'gym', 'Slow pan', 'sweeping gently across the room', 'wide shot at eye level', 'the home gym with its equipment, mirrors and flooring', 'photorealistic real estate video, bright even light, stabilized gimbal motion', 'a quiet room tone with a faint ventilation hum', '{fitness-room}'),
+	('sauna', 'sauna', 'Slow push-in', 'moving gently toward the benches', 'medium-wide shot at seated eye level', 'the sauna with its wooden benches and warm light', 'photorealistic real estate video, warm golden light, calm steady motion', 'a soft crackle of heat in a wooden room', '{}'),
+	('pool-area', 'pool area', 'Low slow dolly', 'gliding along the pool edge', 'wide shot close to the water', 'the pool area with the shimmering water, deck and loungers', 'photorealistic real estate video, bright clear sky, stabilized gimbal motion', 'soft water lapping', '{pool}'),
+	('hobby-room', 'hobby room', 'Slow dolly-in', 'moving gently forward', 'medium-wide shot at eye level', 'the hobby room with its workspace and equipment', 'photorealistic real estate video, even natural light, stabilized gimbal motion', 'a quiet room tone', '{playroom,games-room}'),
+	('pantry', 'pantry', 'Slow tilt-up', 'moving gently upward along the shelves', 'medium shot at eye level', 'the pantry with its shelves and storage', 'photorealistic real estate video, clean even light, stabilized gimbal motion', 'a faint, muffled room tone', '{}'),
+	('storage-room', 'storage room', 'Slow pan', 'turning gently across the space', 'wide shot at eye level', 'the storage room with its shelving and open space', 'photorealistic real estate video, even light, stabilized gimbal motion', 'a quiet, muffled room tone', '{storage}'),
+	('utility-room', 'utility room', 'Slow pan', 'turning gently across the installations', 'medium-wide shot at eye level', 'the utility room with its installations and storage', 'photorealistic real estate video, clean even light, stabilized gimbal motion', 'a faint technical hum', '{boiler-room}'),
+	('conservatory', 'conservatory', 'Slow dolly-in', 'moving gently toward the glass walls', 'wide shot at eye level', 'the conservatory with its glass walls, plants and daylight', 'photorealistic real estate video, bright natural light, stabilized gimbal motion', 'birdsong heard through glass and a soft room tone', '{sunroom,winter-garden}'),
+	('garage', 'garage', 'Slow lateral pan', 'moving steadily across the space', 'wide shot at eye level', 'the garage with its floor, doors and storage', 'photorealistic real estate video, clean even lighting, stabilized gimbal motion', 'a quiet garage echo', '{carport}'),
+	('terrace', 'terrace', 'Slow lateral slide', 'moving gently toward the view', 'wide shot at eye level', 'the terrace with its outdoor furniture and view', 'photorealistic real estate video, relaxed late-afternoon light, stabilized gimbal motion', 'a light breeze and distant birds', '{patio,balcony,deck}'),
+	('garden', 'garden', 'Slow crane-up', 'rising gently while moving forward', 'wide shot', 'the garden with its lawn, plants and paths', 'photorealistic real estate video, calm afternoon light, plants swaying slightly', 'birds and leaves rustling in a light breeze', '{backyard,yard}'),
+	('landscape', 'landscape', 'Slow aerial pan', 'sweeping gently across the horizon', 'extra-wide shot', 'the surrounding landscape and the view from the property', 'photorealistic real estate video, atmospheric depth, golden light', 'wind and distant nature ambience', '{view,surroundings}'),
+	('other', 'room', 'Slow smooth dolly-in', 'moving gently forward with subtle parallax', 'wide shot at eye level', 'the space', 'photorealistic real estate video, natural light, stabilized gimbal motion', 'a natural, quiet ambience of the space', '{basement}');
+
+-- A room type as the room_prompt table spells it: lower case, spaces and
+-- underscores as hyphens, apostrophes dropped ("Children''s Room" ->
+-- "childrens-room"); NULL for none.
+CREATE FUNCTION hagen._room_key(room_type text) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN nullif(trim(BOTH '-' FROM regexp_replace(regexp_replace(lower(btrim(room_type)),
+		'[''\u2019]', '', 'g'), '[\s_-]+', '-', 'g')), '');
+
+-- The room of a room type: its own row, the row that lists it as an alias,
+-- else the row of "other" (or, if an operator deleted that, a general one).
+CREATE FUNCTION hagen._room(room_type text) RETURNS hagen.room_prompt
+	LANGUAGE sql STABLE AS $$
+	SELECT r FROM (
+		SELECT r, 0 AS rank FROM hagen.room_prompt r WHERE r.room_type = hagen._room_key($1)
+		UNION ALL
+		SELECT r, 1 FROM hagen.room_prompt r WHERE hagen._room_key($1) = ANY (r.aliases)
+		UNION ALL
+		SELECT r, 2 FROM hagen.room_prompt r WHERE r.room_type = 'other'
+		UNION ALL
+		SELECT ROW('other', 'room', 'Slow smooth dolly-in', 'moving gently forward with subtle parallax',
+				   'wide shot at eye level', 'the space',
+				   'photorealistic real estate video, natural light, stabilized gimbal motion',
+				   'a natural, quiet ambience of the space', '{}'::text[])::hagen.room_prompt, 3
+	) AS found
+	ORDER BY rank, (r).room_type LIMIT 1;
+$$;
+
+-- What a room is called in prose: its label, else the name of its room
+-- type (a type the table does not know, or one of "other", as it is
+-- written, hyphens as spaces), else "room".
+CREATE FUNCTION hagen._room_name(room_type text, label text) RETURNS text
+	LANGUAGE sql STABLE
+	RETURN coalesce(nullif(btrim(label), ''),
+		nullif((hagen._room(room_type)).name, (hagen._room('other')).name),
+		replace(nullif(hagen._room_key(room_type), 'other'), '-', ' '),
+		'room');
+
+-- The default motion prompt of a room type, in the app's structure:
+-- "{camera}, {movement}, {framing}: {subject}. {style}", where the subject
+-- ends with ", the {label}" when there is one; a room type of "other" (or
+-- an unknown one) is the subject itself.
+CREATE FUNCTION hagen._room_motion(room_type text, label text DEFAULT NULL) RETURNS text
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	r hagen.room_prompt := hagen._room(room_type);
+	subject text := r.subject || coalesce(', the ' || nullif(btrim(label), ''), '');
+BEGIN
+	IF r.room_type = 'other' AND hagen._room_name(room_type, label) <> 'room' THEN
+		subject := 'the ' || hagen._room_name(room_type, label);
+	END IF;
+	RETURN format('%s, %s, %s: %s. %s', upper(left(r.camera, 1)) || substr(r.camera, 2),
+				  r.movement, r.framing, subject, upper(left(r.style, 1)) || substr(r.style, 2));
+END;
+$$;
+
+-- The full prompt of a clip: its own motion prompt, or its room's with its
+-- label; with native audio on, a sound description from the room's
+-- ambience and the music's mood and category.
+CREATE OR REPLACE FUNCTION hagen._clip_prompt(c hagen.video_clip, p hagen.video_project) RETURNS text
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	prompt text := coalesce(c.motion_prompt, hagen._room_motion(c.room_type, c.room_label));
+	m hagen.music_track;
+BEGIN
+	IF NOT p.generate_native_audio THEN
+		RETURN prompt;
+	END IF;
+	SELECT * INTO m FROM hagen.music_track WHERE id = p.music_track_id;
+	RETURN rtrim(prompt, '. ') || '. Sound: ' || (hagen._room(c.room_type)).ambience
+		|| CASE WHEN m.id IS NOT NULL THEN
+				format(', in a %s mood that suits %s music',
+					   coalesce(nullif(btrim(m.mood), ''), 'calm'),
+					   coalesce(nullif(btrim(m.category), ''), 'background'))
+		   ELSE '' END
+		|| '; no speech, no music.';
+END;
+$$;
+
+-- The prompt of a seamless transition from a clip into the next one.
+CREATE FUNCTION hagen._transition_prompt(c hagen.video_clip, next hagen.video_clip) RETURNS text
+	LANGUAGE sql STABLE
+	RETURN format('Seamless continuous camera move out of the %s, moving slowly forward towards the %s, '
+				  'smooth steady glide, consistent lighting, photorealistic real estate video, no cuts',
+				  hagen._room_name(c.room_type, c.room_label), hagen._room_name(next.room_type, next.room_label));
+
+-- Queues a generation job for every clip and seamless transition of a
+-- project that is not completed and has no live job.  Returns how many.
+CREATE OR REPLACE FUNCTION hagen._enqueue_generation(p hagen.video_project) RETURNS integer
+	LANGUAGE plpgsql AS $$
+DECLARE
+	c record;
+	n integer := 0;
+	model text := hagen._model(p.provider);
+	time_limit interval := hagen._setting_interval('hagen.clip_timeout', '20 minutes');
+	common jsonb;
+	first_step text := hagen._first_step(p.provider);
+BEGIN
+	common := jsonb_build_object('model', model, 'aspect_ratio', p.aspect_ratio,
+								 'negative_prompt', hagen._negative_prompt());
+	FOR c IN
+		SELECT v.*, lead(v.source_image_url) OVER w AS next_source, lead(v.id) OVER w AS next_id
+		FROM hagen.video_clip v WHERE v.project_id = p.id
+		WINDOW w AS (ORDER BY v.sequence_order)
+		ORDER BY v.sequence_order
+	LOOP
+		IF c.status <> 'completed' THEN
+			IF hagen._enqueue(p.id, c.id, 'clip', p.provider, first_step, common || jsonb_build_object(
+					'start_image', c.source_image_url,
+					'end_image', coalesce(c.end_image_url, c.source_image_url),
+					'images', hagen._fal_image_steps(ARRAY[c.source_image_url, c.end_image_url]),
+					'prompt', hagen._clip_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id), p),
+					'duration', c.duration::integer,
+					'audio', p.generate_native_audio,
+					'key', hagen.get_video_path(p.workspace_id, p.id, c.id || '.mp4'),
+					'file', hagen._work_file(p.id, c.id || '.mp4'),
+					'cost_cents', hagen._cost_cents(p.provider, model, c.duration::numeric,
+													p.generate_native_audio)),
+					'http', time_limit) IS NOT NULL THEN
+				n := n + 1;
+			END IF;
+			UPDATE hagen.video_clip SET status = 'processing', error_message = NULL
+			WHERE id = c.id;
+		END IF;
+		IF c.transition_type = 'seamless' AND c.next_id IS NOT NULL
+		   AND c.transition_status IS DISTINCT FROM 'completed' THEN
+			IF hagen._enqueue(p.id, c.id, 'transition', p.provider, first_step, common || jsonb_build_object(
+					'start_image', coalesce(c.end_image_url, c.source_image_url),
+					'end_image', c.next_source,
+					'images', hagen._fal_image_steps(ARRAY[coalesce(c.end_image_url, c.source_image_url), c.next_source]),
+					'next_clip_id', c.next_id,
+					'prompt', hagen._transition_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id),
+													   (SELECT v FROM hagen.video_clip v WHERE v.id = c.next_id)),
+					'duration', 5,
+					'audio', false,
+					'key', hagen.get_video_path(p.workspace_id, p.id, 'transition_' || c.id || '.mp4'),
+					'file', hagen._work_file(p.id, 'transition_' || c.id || '.mp4'),
+					'cost_cents', hagen._cost_cents(p.provider, model, 5, false)),
+					'http', time_limit) IS NOT NULL THEN
+				n := n + 1;
+			END IF;
+			UPDATE hagen.video_clip SET transition_status = 'processing' WHERE id = c.id;
+		END IF;
+	END LOOP;
+	RETURN n;
+END;
+$$;
+
+-- Adds a clip to a project that has not started yet and returns its id.
+-- A NULL sequence_order appends the clip after the last one.
+CREATE OR REPLACE FUNCTION hagen.add_clip(project_id uuid,
+							   source_image_url text,
+							   end_image_url text DEFAULT NULL,
+							   room_type text DEFAULT NULL,
+							   room_label text DEFAULT NULL,
+							   motion_prompt text DEFAULT NULL,
+							   duration real DEFAULT 5,
+							   transition_type text DEFAULT 'cut',
+							   sequence_order integer DEFAULT NULL,
+							   image_id text DEFAULT NULL)
+	RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project;
+	seq integer := sequence_order;
+	new_id uuid;
+BEGIN
+	p := hagen._project(project_id);
+	PERFORM 1 FROM hagen.video_project v WHERE v.id = p.id FOR UPDATE;
+	IF p.status NOT IN ('pending', 'failed', 'canceled', 'completed') THEN
+		RAISE EXCEPTION 'cannot add a clip to video project % while it is %', p.id, p.status
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Wait until the project has finished, or cancel it with hagen.cancel_video().';
+	END IF;
+	PERFORM hagen._check_url('source image URL', source_image_url);
+	IF end_image_url IS NOT NULL THEN
+		PERFORM hagen._check_url('end image URL', end_image_url);
+	END IF;
+	PERFORM hagen._check_choice('clip duration', duration, ARRAY[5, 10]::real[]);
+	PERFORM hagen._check_choice('transition type', transition_type, ARRAY['cut', 'seamless']);
+	IF length(room_type) > 100 OR length(room_label) > 200 THEN
+		RAISE EXCEPTION 'room % "%..." is % characters long',
+			CASE WHEN length(room_type) > 100 THEN 'type' ELSE 'label' END,
+			left(CASE WHEN length(room_type) > 100 THEN room_type ELSE room_label END, 40),
+			length(CASE WHEN length(room_type) > 100 THEN room_type ELSE room_label END)
+			USING ERRCODE = 'string_data_right_truncation',
+				  HINT = 'A room type has at most 100 characters and a room label at most 200; both go into the prompt.';
+	END IF;
+	IF motion_prompt IS NOT NULL AND length(motion_prompt) > 2000 THEN
+		RAISE EXCEPTION 'motion prompt is % characters long', length(motion_prompt)
+			USING ERRCODE = 'string_data_right_truncation',
+				  HINT = 'Keep it under 2000 characters; providers refuse longer prompts.';
+	END IF;
+	IF seq IS NULL THEN
+		SELECT coalesce(max(c.sequence_order) + 1, 0) INTO seq
+		FROM hagen.video_clip c WHERE c.project_id = p.id;
+	ELSIF seq < 0 THEN
+		RAISE EXCEPTION 'invalid sequence order %', seq
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a number of 0 or more, or NULL to append.';
+	ELSIF EXISTS (SELECT 1 FROM hagen.video_clip c
+				  WHERE c.project_id = p.id AND c.sequence_order = seq) THEN
+		RAISE EXCEPTION 'video project % already has a clip at sequence order %', p.id, seq
+			USING ERRCODE = 'unique_violation',
+				  HINT = 'Pick a free position, or pass NULL to append.';
+	END IF;
+
+	INSERT INTO hagen.video_clip AS c (project_id, image_id, source_image_url, end_image_url,
+			room_type, room_label, motion_prompt, duration, transition_type, sequence_order)
+	VALUES (p.id, image_id, source_image_url, end_image_url, room_type, room_label,
+			nullif(btrim(motion_prompt), ''), duration, transition_type, seq)
+	RETURNING c.id INTO new_id;
+	UPDATE hagen.video_project v SET clip_count = v.clip_count + 1 WHERE v.id = p.id;
+	RETURN new_id;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION hagen._room_key(text), hagen._room(text), hagen._room_name(text, text),
+	hagen._room_motion(text, text), hagen._transition_prompt(hagen.video_clip, hagen.video_clip) FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON hagen.room_prompt TO hagen_operator;
+ALTER FUNCTION hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+
 -- Functions created above are granted to no one, as at install
 -- (src/sql/90_privileges.sql); keep this section last.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA hagen FROM PUBLIC;

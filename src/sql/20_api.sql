@@ -131,6 +131,14 @@ BEGIN
 	END IF;
 	PERFORM hagen._check_choice('clip duration', duration, ARRAY[5, 10]::real[]);
 	PERFORM hagen._check_choice('transition type', transition_type, ARRAY['cut', 'seamless']);
+	IF length(room_type) > 100 OR length(room_label) > 200 THEN
+		RAISE EXCEPTION 'room % "%..." is % characters long',
+			CASE WHEN length(room_type) > 100 THEN 'type' ELSE 'label' END,
+			left(CASE WHEN length(room_type) > 100 THEN room_type ELSE room_label END, 40),
+			length(CASE WHEN length(room_type) > 100 THEN room_type ELSE room_label END)
+			USING ERRCODE = 'string_data_right_truncation',
+				  HINT = 'A room type has at most 100 characters and a room label at most 200; both go into the prompt.';
+	END IF;
 	IF motion_prompt IS NOT NULL AND length(motion_prompt) > 2000 THEN
 		RAISE EXCEPTION 'motion prompt is % characters long', length(motion_prompt)
 			USING ERRCODE = 'string_data_right_truncation',
