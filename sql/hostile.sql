@@ -56,10 +56,17 @@ SELECT to_regclass('hagen.job') IS NOT NULL AS job_table_still_there,
 
 -- NULL in every argument of every API function, one at a time (the others
 -- valid): each gives an error naming the argument, or uses its default.
+SELECT hagen.add_clip(:'p', 'https://img.example/null-sweep.jpg') AS c \gset
 CREATE TEMP TABLE api (f regprocedure, args text[]);
 INSERT INTO api VALUES
-	('hagen.create_project(text,text,text,boolean,uuid,real,real,jsonb,real)',
-	 ARRAY['''ws-null''', '''16:9''', '''fal''', 'false', 'NULL', '0.3', '1', '''{}''', '0.5']),
+	('hagen.create_project(text,text,text,boolean,uuid,real,real,jsonb,real,text,text)',
+	 ARRAY['''ws-null''', '''16:9''', '''fal''', 'false', 'NULL', '0.3', '1', '''{}''', '0.5', '''prop-1''', '''crop''']),
+	('hagen.update_project(uuid,text,text,boolean,uuid,real,real,jsonb,real,text,text,boolean)',
+	 ARRAY[quote_literal(:'p'), '''9:16''', '''fal''', 'false', 'NULL', '0.3', '1', '''{}''', '0.5', '''prop-2''', '''pad''', 'false']),
+	('hagen.move_clip(uuid,integer)', ARRAY[quote_literal(:'c'), '0']),
+	('hagen.remove_clip(uuid)', ARRAY['NULL']),
+	('hagen.delete_project(uuid)', ARRAY['NULL']),
+	('hagen.list_projects(text,integer,timestamptz)', ARRAY['''ws-null''', '10', 'now()']),
 	('hagen.add_clip(uuid,text,text,text,text,text,real,text,integer,text)',
 	 ARRAY[quote_literal(:'p'), '''https://img.example/n.jpg''', 'NULL', '''kitchen''', '''K''', '''slow''', '5', '''cut''', 'NULL', '''img''']),
 	('hagen.add_music_track(text,text,text,text,real)',

@@ -67,6 +67,35 @@ SET SESSION AUTHORIZATION hk_tenant_a;
 SELECT count(*) AS clips_a_sees FROM hagen.video_clip;
 RESET SESSION AUTHORIZATION;
 
+-- Managing projects goes through the same rules: a tenant changes, lists,
+-- reorders, removes and deletes in its own workspace only; another's
+-- project or clip is refused as if it were not its to see.
+SET SESSION AUTHORIZATION hk_tenant_a;
+SELECT hagen.create_project('ws-a', property_id => 'a-2') AS pa \gset
+SELECT hagen.add_clip(:'pa', 'https://img.example.com/a1.jpg', room_label => 'one') AS ca1 \gset
+SELECT hagen.add_clip(:'pa', 'https://img.example.com/a2.jpg', room_label => 'two') AS ca2 \gset
+SELECT hagen.update_project(:'pa', aspect_ratio => '9:16') -> 'changed' AS a_changes_own;
+SELECT hagen.move_clip(:'ca2', 0) -> 'clip_count' AS a_moves_own;
+SELECT room_label FROM hagen.video_clip WHERE project_id = :'pa' ORDER BY sequence_order;
+SELECT property_id, aspect_ratio FROM hagen.list_projects('ws-a') ORDER BY created_at;
+SELECT t.err($$SELECT * FROM hagen.list_projects('ws-b')$$) AS a_lists_b;
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION hk_tenant_b;
+SELECT t.err(format('SELECT hagen.update_project(%L, aspect_ratio => %L)', :'pa', '1:1')) AS b_changes_a;
+SELECT t.err(format('SELECT hagen.remove_clip(%L)', :'ca1')) AS b_removes_as_clip;
+SELECT t.err(format('SELECT hagen.move_clip(%L, 1)', :'ca1')) AS b_moves_as_clip;
+SELECT t.err(format('SELECT hagen.delete_project(%L)', :'pa')) AS b_deletes_a;
+SELECT t.err($$SELECT * FROM hagen.list_projects('ws-a')$$) AS b_lists_a;
+SELECT count(*) AS b_lists_own FROM hagen.list_projects('ws-b');
+RESET SESSION AUTHORIZATION;
+SELECT count(*) AS a_clips_after_b_tried FROM hagen.video_clip WHERE project_id = :'pa';
+SET SESSION AUTHORIZATION hk_tenant_a;
+SELECT hagen.remove_clip(:'ca1') -> 'clip_count' AS a_removes_own;
+SELECT hagen.delete_project(:'pa') ->> 'deleted' AS a_deletes_own;
+SELECT count(*) AS a_sees_it FROM hagen.video_project WHERE id = :'pa';
+RESET SESSION AUTHORIZATION;
+SELECT count(*) AS gone FROM hagen.video_project WHERE id = :'pa';
+
 -- An app role that is not a tenant may use every workspace; operators see all.
 SET SESSION AUTHORIZATION hk_app;
 SELECT hagen.create_project('ws-other') IS NOT NULL AS app_creates_anywhere;

@@ -91,4 +91,5 @@ SELECT t.err(format('SELECT hagen.add_clip(%L, %L, room_label => repeat(%L, 201)
 \pset format aligned
 \pset tuples_only off
 DELETE FROM hagen.video_project WHERE workspace_id = 'ws-rooms';
+DELETE FROM hagen.job WHERE kind = 'purge';
 DELETE FROM hagen.music_track WHERE id = :'m';

@@ -42,16 +42,25 @@ CREATE TABLE hagen.video_project (
 	progress				jsonb NOT NULL
 		DEFAULT '{"step": "created", "label": "Created", "percent": 0}',
 	metadata				jsonb NOT NULL DEFAULT '{}',
-	created_at				timestamptz NOT NULL DEFAULT now(),
+	-- The clock, not the transaction's start: projects made in one
+	-- transaction still list in order (list_projects pages by created_at).
+	created_at				timestamptz NOT NULL DEFAULT clock_timestamp(),
 	updated_at				timestamptz NOT NULL DEFAULT now(),
 	started_at				timestamptz,
 	completed_at			timestamptz,
 	-- Seconds of crossfade at every cut between clips (0: hard cuts).  Not
 	-- into or out of a seamless transition, which already joins its clips.
 	crossfade				real NOT NULL DEFAULT 0
-		CHECK (crossfade = 0 OR crossfade BETWEEN 0.1 AND 2)
+		CHECK (crossfade = 0 OR crossfade BETWEEN 0.1 AND 2),
+	-- The app's id of the property the video shows.
+	property_id				text,
+	-- How a photo is fitted to the aspect ratio before it goes to the
+	-- provider: crop (the centre, filling the frame) or pad (all of it).
+	framing					text NOT NULL DEFAULT 'crop' CHECK (framing IN ('crop', 'pad'))
 );
 CREATE INDEX video_project_workspace_idx ON hagen.video_project (workspace_id, created_at);
+CREATE INDEX video_project_property_idx ON hagen.video_project (workspace_id, property_id)
+	WHERE property_id IS NOT NULL;
 CREATE INDEX video_project_active_idx ON hagen.video_project (status)
 	WHERE status IN ('generating', 'compiling');
 
@@ -100,7 +109,8 @@ INSERT INTO hagen.pricing VALUES
 -- project's work files).  It advances through persisted steps; each claim of
 -- a job hands one effect to a worker under a lease identified by a token.
 -- A purge and a cleanup belong to no project (they outlive the project
--- they clean up); a part has its upload's job as parent, a fetch its compile.
+-- they clean up), nor does the provider cancel of a request of a deleted
+-- project; a part has its upload's job as parent, a fetch its compile.
 CREATE SEQUENCE hagen.lease_token_seq;
 CREATE TABLE hagen.job (
 	id					bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -131,7 +141,7 @@ CREATE TABLE hagen.job (
 	started_at			timestamptz,
 	finished_at			timestamptz,
 	parent_id			bigint REFERENCES hagen.job (id) ON DELETE CASCADE,
-	CONSTRAINT job_project_check CHECK (project_id IS NOT NULL OR kind IN ('purge', 'cleanup'))
+	CONSTRAINT job_project_check CHECK (project_id IS NOT NULL OR kind IN ('purge', 'cleanup', 'cancel'))
 );
 -- At most one live job of each kind per clip, and one live compile per project:
 -- this is what makes start_video idempotent even under concurrency.

@@ -42,6 +42,44 @@ BEGIN
 END;
 $$;
 
+-- Checks the settings of a project (all but its workspace), as
+-- create_project and update_project are given them.
+CREATE FUNCTION hagen._check_settings(p hagen.video_project) RETURNS void
+	LANGUAGE plpgsql STABLE AS $$
+BEGIN
+	PERFORM hagen._check_choice('aspect ratio', p.aspect_ratio, ARRAY['16:9', '9:16', '1:1']);
+	PERFORM hagen._check_choice('provider', p.provider, ARRAY['fal', 'xai']);
+	IF p.generate_native_audio IS NULL THEN
+		RAISE EXCEPTION 'generate_native_audio must not be null'
+			USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass true or false.';
+	END IF;
+	PERFORM hagen._check_volume('music volume', p.music_volume);
+	PERFORM hagen._check_volume('video volume', p.video_volume);
+	IF p.metadata IS NULL OR jsonb_typeof(p.metadata) <> 'object' THEN
+		RAISE EXCEPTION 'metadata must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass ''{}'' for none.';
+	END IF;
+	IF p.crossfade IS NULL OR NOT (p.crossfade = 0 OR p.crossfade BETWEEN 0.1 AND 2) THEN
+		RAISE EXCEPTION 'invalid crossfade %', coalesce(p.crossfade::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'The crossfade is the length in seconds of the fade at each cut between clips.',
+				  HINT = 'Pass 0 for hard cuts, or from 0.1 to 2 seconds (0.5 is a common choice).';
+	END IF;
+	IF p.music_track_id IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM hagen.music_track m WHERE m.id = p.music_track_id) THEN
+		RAISE EXCEPTION 'music track % does not exist', p.music_track_id
+			USING ERRCODE = 'foreign_key_violation',
+				  HINT = 'Create it with hagen.add_music_track() first.';
+	END IF;
+	IF length(p.property_id) > 200 OR p.property_id ~ '[[:cntrl:]]' THEN
+		RAISE EXCEPTION 'invalid property id "%"', left(p.property_id, 200)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use the app''s id of the property: at most 200 characters, no control characters.';
+	END IF;
+	PERFORM hagen._check_choice('framing', p.framing, ARRAY['crop', 'pad']);
+END;
+$$;
+
 -- Creates a video project and returns its id.
 CREATE FUNCTION hagen.create_project(workspace_id text,
 									 aspect_ratio text DEFAULT '16:9',
@@ -51,10 +89,12 @@ CREATE FUNCTION hagen.create_project(workspace_id text,
 									 music_volume real DEFAULT 0.3,
 									 video_volume real DEFAULT 1.0,
 									 metadata jsonb DEFAULT '{}',
-									 crossfade real DEFAULT 0)
+									 crossfade real DEFAULT 0,
+									 property_id text DEFAULT NULL,
+									 framing text DEFAULT 'crop')
 	RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
-	new_id uuid;
+	p hagen.video_project;
 BEGIN
 	IF workspace_id IS NULL OR workspace_id = '' OR workspace_id ~ '[/[:cntrl:]]'
 	   OR workspace_id IN ('.', '..') OR length(workspace_id) > 200 THEN
@@ -64,39 +104,26 @@ BEGIN
 				  HINT = 'Use a non-empty id of at most 200 characters without "/" or control characters.';
 	END IF;
 	PERFORM hagen._check_workspace(workspace_id);
-	PERFORM hagen._check_choice('aspect ratio', aspect_ratio, ARRAY['16:9', '9:16', '1:1']);
-	PERFORM hagen._check_choice('provider', provider, ARRAY['fal', 'xai']);
-	IF generate_native_audio IS NULL THEN
-		RAISE EXCEPTION 'generate_native_audio must not be null'
-			USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass true or false.';
-	END IF;
-	PERFORM hagen._check_volume('music volume', music_volume);
-	PERFORM hagen._check_volume('video volume', video_volume);
-	IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
-		RAISE EXCEPTION 'metadata must be a JSON object'
-			USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass ''{}'' for none.';
-	END IF;
-	IF crossfade IS NULL OR NOT (crossfade = 0 OR crossfade BETWEEN 0.1 AND 2) THEN
-		RAISE EXCEPTION 'invalid crossfade %', coalesce(crossfade::text, 'NULL')
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'The crossfade is the length in seconds of the fade at each cut between clips.',
-				  HINT = 'Pass 0 for hard cuts, or from 0.1 to 2 seconds (0.5 is a common choice).';
-	END IF;
-	IF music_track_id IS NOT NULL
-	   AND NOT EXISTS (SELECT 1 FROM hagen.music_track m WHERE m.id = music_track_id) THEN
-		RAISE EXCEPTION 'music track % does not exist', music_track_id
-			USING ERRCODE = 'foreign_key_violation',
-				  HINT = 'Create it with hagen.add_music_track() first.';
-	END IF;
+	p.workspace_id := create_project.workspace_id;
+	p.aspect_ratio := create_project.aspect_ratio;
+	p.provider := create_project.provider;
+	p.generate_native_audio := create_project.generate_native_audio;
+	p.music_track_id := create_project.music_track_id;
+	p.music_volume := create_project.music_volume;
+	p.video_volume := create_project.video_volume;
+	p.metadata := create_project.metadata;
+	p.crossfade := create_project.crossfade;
+	p.property_id := nullif(btrim(create_project.property_id), '');
+	p.framing := create_project.framing;
+	PERFORM hagen._check_settings(p);
 
-	INSERT INTO hagen.video_project AS p (workspace_id, aspect_ratio, provider,
-			generate_native_audio, music_track_id, music_volume, video_volume, metadata, crossfade)
-	VALUES (create_project.workspace_id, create_project.aspect_ratio, create_project.provider,
-			create_project.generate_native_audio, create_project.music_track_id,
-			create_project.music_volume, create_project.video_volume, create_project.metadata,
-			create_project.crossfade)
-	RETURNING p.id INTO new_id;
-	RETURN new_id;
+	INSERT INTO hagen.video_project AS v (workspace_id, aspect_ratio, provider,
+			generate_native_audio, music_track_id, music_volume, video_volume, metadata, crossfade,
+			property_id, framing)
+	VALUES (p.workspace_id, p.aspect_ratio, p.provider, p.generate_native_audio, p.music_track_id,
+			p.music_volume, p.video_volume, p.metadata, p.crossfade, p.property_id, p.framing)
+	RETURNING v.id INTO p.id;
+	RETURN p.id;
 END;
 $$;
 

@@ -30,7 +30,14 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA hagen FROM PUBLIC;
 REVOKE ALL ON SCHEMA hagen FROM PUBLIC;
 GRANT USAGE ON SCHEMA hagen TO hagen_user;
 
-ALTER FUNCTION hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb, real)
+ALTER FUNCTION hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb, real, text, text)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.update_project(uuid, text, text, boolean, uuid, real, real, jsonb, real, text, text, boolean)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.remove_clip(uuid) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.move_clip(uuid, integer) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.delete_project(uuid) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.list_projects(text, integer, timestamptz)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
@@ -50,7 +57,12 @@ ALTER FUNCTION hagen.delete_project_objects(uuid, text)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 
 GRANT EXECUTE ON FUNCTION
-	hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb, real),
+	hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb, real, text, text),
+	hagen.update_project(uuid, text, text, boolean, uuid, real, real, jsonb, real, text, text, boolean),
+	hagen.remove_clip(uuid),
+	hagen.move_clip(uuid, integer),
+	hagen.delete_project(uuid),
+	hagen.list_projects(text, integer, timestamptz),
 	hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text),
 	hagen.add_music_track(text, text, text, text, real),
 	hagen.start_video(uuid),
