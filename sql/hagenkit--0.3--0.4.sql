@@ -1605,12 +1605,13 @@ CREATE OR REPLACE FUNCTION hagen._enqueue_generation(p hagen.video_project) RETU
 DECLARE
 	c record;
 	n integer := 0;
-	model text := hagen._model(p.provider);
+	m hagen.video_model := hagen._video_model(p.provider);
 	time_limit interval := hagen._setting_interval('hagen.clip_timeout', '20 minutes');
 	common jsonb;
 	first_step text := hagen._first_step(p.provider);
 BEGIN
-	common := jsonb_build_object('model', model, 'aspect_ratio', p.aspect_ratio,
+	common := jsonb_build_object('model', m.model, 'resolution', m.resolution,
+								 'fields', hagen._model_fields(m), 'aspect_ratio', p.aspect_ratio,
 								 'negative_prompt', hagen._negative_prompt());
 	FOR c IN
 		SELECT v.*, lead(v.source_image_url) OVER w AS next_source, lead(v.id) OVER w AS next_id
@@ -1628,8 +1629,7 @@ BEGIN
 					'audio', p.generate_native_audio,
 					'key', hagen.get_video_path(p.workspace_id, p.id, c.id || '.mp4'),
 					'file', hagen._work_file(p.id, c.id || '.mp4'),
-					'cost_cents', hagen._cost_cents(p.provider, model, c.duration::numeric,
-													p.generate_native_audio)),
+					'cost_cents', hagen._cost_cents(m, c.duration::numeric, p.generate_native_audio)),
 					'http', time_limit) IS NOT NULL THEN
 				n := n + 1;
 			END IF;
@@ -1649,7 +1649,7 @@ BEGIN
 					'audio', false,
 					'key', hagen.get_video_path(p.workspace_id, p.id, 'transition_' || c.id || '.mp4'),
 					'file', hagen._work_file(p.id, 'transition_' || c.id || '.mp4'),
-					'cost_cents', hagen._cost_cents(p.provider, model, 5, false)),
+					'cost_cents', hagen._cost_cents(m, 5, false)),
 					'http', time_limit) IS NOT NULL THEN
 				n := n + 1;
 			END IF;
@@ -2153,6 +2153,481 @@ GRANT EXECUTE ON FUNCTION
 	hagen.remove_clip(uuid), hagen.move_clip(uuid, integer), hagen.delete_project(uuid),
 	hagen.list_projects(text, integer, timestamptz)
 TO hagen_user;
+
+-- ---------------------------------------------------------------------
+-- 0.4: models as data (hagen.video_model replaces hagen.pricing): each
+-- model's input field names, clip lengths, image limits and prices; the
+-- request built from them; a model without a row refused; xAI's charge
+-- from usage.cost_in_usd_ticks; a run's estimate only what it generates.
+DROP FUNCTION hagen._cost_cents(text, text, numeric, boolean);
+DROP FUNCTION hagen._fal_input(jsonb);
+DROP TABLE hagen.pricing;
+-- A provider's image-to-video model at one output resolution: the names
+-- of the input fields it takes (NULL: it takes no such input), the clip
+-- lengths it makes, the largest image it should be sent, and its price in
+-- cents per generated second, without and with sound (NULL: it makes
+-- none).  The request of a clip is built from these names, and a model
+-- with no row here is refused by start_video.  Operators may add rows.
+-- A model whose resolution is chosen by a setting (xAI: resolution_field,
+-- hagen.xai_resolution) has a row per resolution; any other has one row.
+CREATE TABLE hagen.video_model (
+	provider				text NOT NULL CHECK (provider IN ('fal', 'xai')),
+	model					text NOT NULL CHECK (model <> ''),
+	resolution				text NOT NULL CHECK (resolution ~ '^[1-9][0-9]*p$'),
+	start_image_field		text NOT NULL,
+	end_image_field			text,
+	audio_field				text,
+	cfg_scale_field			text,
+	aspect_ratio_field		text,
+	resolution_field		text,
+	negative_prompt_field	text,
+	durations				integer[] NOT NULL
+		CHECK (cardinality(durations) > 0 AND 0 < ALL (durations) AND array_position(durations, NULL) IS NULL),
+	max_image_side			integer NOT NULL CHECK (max_image_side BETWEEN 300 AND 8192),
+	max_image_bytes			integer NOT NULL CHECK (max_image_bytes > 0),
+	cents_per_second		numeric NOT NULL CHECK (cents_per_second >= 0),
+	cents_per_second_audio	numeric CHECK (cents_per_second_audio >= 0),
+	PRIMARY KEY (provider, model, resolution),
+	CONSTRAINT video_model_fields_check CHECK (concat_ws(',', start_image_field, end_image_field,
+		audio_field, cfg_scale_field, aspect_ratio_field, resolution_field, negative_prompt_field)
+		~ '^[a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*$'),
+	CONSTRAINT video_model_audio_check CHECK ((audio_field IS NULL) = (cents_per_second_audio IS NULL))
+);
+CREATE UNIQUE INDEX video_model_one_resolution ON hagen.video_model (provider, model)
+	WHERE resolution_field IS NULL;
+-- Prices from the providers' pages (../shared/specs/): Kling v2.6 pro $0.07/s
+-- silent, $0.14/s with sound; v2.5-turbo pro $0.35 per 5 s + $0.07/s; v2.1
+-- pro $0.49 per 5 s + $0.098/s; grok-imagine-video $0.05/s at 480p, $0.07/s
+-- at 720p, sound included.  Image limits: Kling takes at most 10 MB; the
+-- sides are ours (the clips are at most 1080p, a larger photo only costs
+-- upload time).
+INSERT INTO hagen.video_model VALUES
+	('fal', 'fal-ai/kling-video/v2.6/pro/image-to-video', '1080p', 'start_image_url', 'end_image_url',
+	 'generate_audio', NULL, NULL, NULL, 'negative_prompt', '{5,10}', 1920, 10485760, 7, 14),
+	('fal', 'fal-ai/kling-video/v2.5-turbo/pro/image-to-video', '1080p', 'image_url', 'tail_image_url',
+	 NULL, 'cfg_scale', NULL, NULL, 'negative_prompt', '{5,10}', 1920, 10485760, 7, NULL),
+	('fal', 'fal-ai/kling-video/v2.1/pro/image-to-video', '1080p', 'image_url', 'tail_image_url',
+	 NULL, 'cfg_scale', NULL, NULL, 'negative_prompt', '{5,10}', 1920, 10485760, 9.8, NULL),
+	('xai', 'grok-imagine-video', '480p', 'image', NULL, 'generate_audio', NULL, 'aspect_ratio',
+	 'resolution', NULL, '{1,2,3,4,5,6,7,8,9,10,11,12,13,14,15}', 1920, 10485760, 5, 5),
+	('xai', 'grok-imagine-video', '720p', 'image', NULL, 'generate_audio', NULL, 'aspect_ratio',
+	 'resolution', NULL, '{1,2,3,4,5,6,7,8,9,10,11,12,13,14,15}', 1920, 10485760, 7, 7);
+
+-- The resolution asked of a provider: xAI's is a setting; Fal's Kling
+-- models make one.
+CREATE FUNCTION hagen._resolution(provider text) RETURNS text
+	LANGUAGE sql STABLE
+	RETURN CASE provider WHEN 'xai' THEN hagen._setting('hagen.xai_resolution', '720p') END;
+
+-- The row of a provider's model (by default the one it uses now) at the
+-- resolution asked of it; NULL when there is none.
+CREATE FUNCTION hagen._video_model(provider text, model text DEFAULT NULL) RETURNS hagen.video_model
+	LANGUAGE sql STABLE AS $$
+	SELECT m FROM hagen.video_model m
+	WHERE m.provider = $1 AND m.model = coalesce($2, hagen._model($1))
+	  AND (m.resolution_field IS NULL OR m.resolution = hagen._resolution($1))
+	LIMIT 1;
+$$;
+
+-- The input field names of a model, by role.
+CREATE FUNCTION hagen._model_fields(m hagen.video_model) RETURNS jsonb
+	LANGUAGE sql IMMUTABLE
+	RETURN jsonb_strip_nulls(jsonb_build_object('start_image', m.start_image_field,
+		'end_image', m.end_image_field, 'audio', m.audio_field, 'cfg_scale', m.cfg_scale_field,
+		'aspect_ratio', m.aspect_ratio_field, 'resolution', m.resolution_field,
+		'negative_prompt', m.negative_prompt_field));
+
+-- Cents for generating seconds of video on a model, with or without sound.
+CREATE FUNCTION hagen._cost_cents(m hagen.video_model, seconds numeric, audio boolean)
+	RETURNS integer LANGUAGE sql IMMUTABLE
+	RETURN ceil(seconds * CASE WHEN audio AND m.audio_field IS NOT NULL THEN m.cents_per_second_audio
+							   ELSE m.cents_per_second END)::integer;
+
+-- The body of a generation request from a job's state, named as its model
+-- wants: Fal takes images as URLs and the duration as a string ("5"), xAI
+-- an image object and an integer.  Only the fields the model takes are
+-- sent (Fal refuses others with a 422); sound is always sent explicitly,
+-- since both providers make it by default.
+CREATE FUNCTION hagen._model_input(s jsonb, provider text) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	f jsonb := coalesce(s -> 'fields', hagen._model_fields(hagen._video_model(provider, s ->> 'model')));
+	b jsonb;
+BEGIN
+	IF f IS NULL THEN
+		RAISE EXCEPTION 'model "%" of provider "%" has no row in hagen.video_model', s ->> 'model', provider
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	b := jsonb_build_object(f ->> 'start_image', CASE provider WHEN 'xai'
+							THEN jsonb_build_object('url', s ->> 'start_image')
+							ELSE to_jsonb(s ->> 'start_image') END,
+							'prompt', s ->> 'prompt',
+							'duration', CASE provider WHEN 'xai' THEN to_jsonb((s ->> 'duration')::integer)
+										ELSE to_jsonb(s ->> 'duration') END);
+	IF f ? 'end_image' AND s ->> 'end_image' IS NOT NULL THEN
+		b := b || jsonb_build_object(f ->> 'end_image', s ->> 'end_image');
+	END IF;
+	IF f ? 'negative_prompt' AND s ->> 'negative_prompt' IS NOT NULL THEN
+		b := b || jsonb_build_object(f ->> 'negative_prompt', s ->> 'negative_prompt');
+	END IF;
+	IF f ? 'cfg_scale' THEN
+		b := b || jsonb_build_object(f ->> 'cfg_scale', 0.5);
+	END IF;
+	IF f ? 'aspect_ratio' AND s ->> 'aspect_ratio' IS NOT NULL THEN
+		b := b || jsonb_build_object(f ->> 'aspect_ratio', s ->> 'aspect_ratio');
+	END IF;
+	IF f ? 'resolution' THEN
+		b := b || jsonb_build_object(f ->> 'resolution', coalesce(s ->> 'resolution', hagen._resolution(provider)));
+	END IF;
+	IF f ? 'audio' THEN
+		b := b || jsonb_build_object(f ->> 'audio', coalesce((s ->> 'audio')::boolean, false));
+	END IF;
+	RETURN b;
+END;
+$$;
+
+-- Refuses a run the provider's model cannot make: a model without a row
+-- (its fields and price unknown), sound asked of a silent model, a clip
+-- length the model does not make.
+CREATE FUNCTION hagen._check_model(p hagen.video_project) RETURNS hagen.video_model
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	m hagen.video_model := hagen._video_model(p.provider);
+	bad record;
+BEGIN
+	IF m.model IS NULL THEN
+		RAISE EXCEPTION 'model "%" of provider "%" has no row in hagen.video_model%', hagen._model(p.provider),
+			p.provider, coalesce(' at ' || hagen._resolution(p.provider), '')
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'hagenkit builds the request from the row''s field names and estimates the cost from its price.',
+				  HINT = format('Set %s to one of: %s; or have an operator add a row for it.',
+								CASE p.provider WHEN 'fal' THEN 'hagen.fal_video_model' ELSE 'hagen.xai_video_model' END,
+								coalesce((SELECT string_agg(DISTINCT v.model || coalesce(' (' || v.resolution || ')', ''), ', ')
+										  FROM hagen.video_model v WHERE v.provider = p.provider), 'none'));
+	END IF;
+	IF p.generate_native_audio AND m.audio_field IS NULL THEN
+		RAISE EXCEPTION 'model "%" makes no sound, and video project % asks for native audio', m.model, p.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Turn generate_native_audio off with hagen.update_project(), or use a model that makes sound.';
+	END IF;
+	SELECT c.sequence_order, c.duration INTO bad FROM hagen.video_clip c
+	WHERE c.project_id = p.id AND c.status <> 'completed' AND NOT c.duration::integer = ANY (m.durations)
+	ORDER BY c.sequence_order LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'clip % of video project % lasts % s, which model "%" does not make', bad.sequence_order,
+			p.id, bad.duration, m.model
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Its clips last %s seconds.', array_to_string(m.durations, ', '));
+	END IF;
+	RETURN m;
+END;
+$$;
+
+-- The cost of what a run of the project has to generate now: its clips
+-- not completed and its seamless transitions (to a next clip) not
+-- completed, at the price of the provider's model.
+CREATE FUNCTION hagen._run_cost_cents(p hagen.video_project) RETURNS integer
+	LANGUAGE sql STABLE AS $$
+	SELECT (coalesce(sum(hagen._cost_cents(m, c.duration::numeric, p.generate_native_audio))
+						  FILTER (WHERE c.status <> 'completed'), 0)
+		   + coalesce(sum(hagen._cost_cents(m, 5, false))
+						  FILTER (WHERE c.transition_type = 'seamless' AND c.has_next
+								  AND c.transition_status IS DISTINCT FROM 'completed'), 0))::integer
+	FROM (SELECT c.*, lead(c.id) OVER (ORDER BY c.sequence_order) IS NOT NULL AS has_next
+		  FROM hagen.video_clip c WHERE c.project_id = p.id) AS c,
+		 hagen._video_model(p.provider) AS m;
+$$;
+
+-- The estimated cost of a project: what its clips and transitions cost so
+-- far plus what a run has to generate now.
+CREATE OR REPLACE FUNCTION hagen._estimate_cents(p hagen.video_project) RETURNS integer
+	LANGUAGE sql STABLE
+	RETURN (SELECT coalesce(sum(c.cost_cents), 0) FROM hagen.video_clip c WHERE c.project_id = p.id)
+		   + hagen._run_cost_cents(p);
+
+-- Queues a generation job for every clip and seamless transition of a
+-- project that is not completed and has no live job.  Returns how many.
+CREATE OR REPLACE FUNCTION hagen._enqueue_generation(p hagen.video_project) RETURNS integer
+	LANGUAGE plpgsql AS $$
+DECLARE
+	c record;
+	n integer := 0;
+	m hagen.video_model := hagen._video_model(p.provider);
+	time_limit interval := hagen._setting_interval('hagen.clip_timeout', '20 minutes');
+	common jsonb;
+	first_step text := hagen._first_step(p.provider);
+BEGIN
+	common := jsonb_build_object('model', m.model, 'resolution', m.resolution,
+								 'fields', hagen._model_fields(m), 'aspect_ratio', p.aspect_ratio,
+								 'negative_prompt', hagen._negative_prompt());
+	FOR c IN
+		SELECT v.*, lead(v.source_image_url) OVER w AS next_source, lead(v.id) OVER w AS next_id
+		FROM hagen.video_clip v WHERE v.project_id = p.id
+		WINDOW w AS (ORDER BY v.sequence_order)
+		ORDER BY v.sequence_order
+	LOOP
+		IF c.status <> 'completed' THEN
+			IF hagen._enqueue(p.id, c.id, 'clip', p.provider, first_step, common || jsonb_build_object(
+					'start_image', c.source_image_url,
+					'end_image', coalesce(c.end_image_url, c.source_image_url),
+					'images', hagen._fal_image_steps(ARRAY[c.source_image_url, c.end_image_url]),
+					'prompt', hagen._clip_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id), p),
+					'duration', c.duration::integer,
+					'audio', p.generate_native_audio,
+					'key', hagen.get_video_path(p.workspace_id, p.id, c.id || '.mp4'),
+					'file', hagen._work_file(p.id, c.id || '.mp4'),
+					'cost_cents', hagen._cost_cents(m, c.duration::numeric, p.generate_native_audio)),
+					'http', time_limit) IS NOT NULL THEN
+				n := n + 1;
+			END IF;
+			UPDATE hagen.video_clip SET status = 'processing', error_message = NULL
+			WHERE id = c.id;
+		END IF;
+		IF c.transition_type = 'seamless' AND c.next_id IS NOT NULL
+		   AND c.transition_status IS DISTINCT FROM 'completed' THEN
+			IF hagen._enqueue(p.id, c.id, 'transition', p.provider, first_step, common || jsonb_build_object(
+					'start_image', coalesce(c.end_image_url, c.source_image_url),
+					'end_image', c.next_source,
+					'images', hagen._fal_image_steps(ARRAY[coalesce(c.end_image_url, c.source_image_url), c.next_source]),
+					'next_clip_id', c.next_id,
+					'prompt', hagen._transition_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id),
+													   (SELECT v FROM hagen.video_clip v WHERE v.id = c.next_id)),
+					'duration', 5,
+					'audio', false,
+					'key', hagen.get_video_path(p.workspace_id, p.id, 'transition_' || c.id || '.mp4'),
+					'file', hagen._work_file(p.id, 'transition_' || c.id || '.mp4'),
+					'cost_cents', hagen._cost_cents(m, 5, false)),
+					'http', time_limit) IS NOT NULL THEN
+				n := n + 1;
+			END IF;
+			UPDATE hagen.video_clip SET transition_status = 'processing' WHERE id = c.id;
+		END IF;
+	END LOOP;
+	RETURN n;
+END;
+$$;
+
+-- Checks what a run needs before anything is queued: clips, credentials for
+-- the provider and for storage.
+CREATE OR REPLACE FUNCTION hagen._check_runnable(p hagen.video_project) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM hagen.video_clip c WHERE c.project_id = p.id) THEN
+		RAISE EXCEPTION 'video project % has no clips', p.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Add clips with hagen.add_clip() before starting it.';
+	END IF;
+	IF NOT hagen.provider_configured(p.provider) THEN
+		RAISE EXCEPTION 'no API key is configured for provider "%"', p.provider
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = CASE p.provider
+					WHEN 'fal' THEN 'Set hagen.fal_key in postgresql.conf (or FAL_KEY in the server''s environment) and reload.'
+					ELSE 'Set hagen.xai_key in postgresql.conf (or XAI_API_KEY in the server''s environment) and reload.' END;
+	END IF;
+	PERFORM hagen._check_model(p);
+	PERFORM hagen._s3_url('probe');
+	IF NOT hagen.provider_configured('s3') THEN
+		RAISE EXCEPTION 'no storage credentials are configured'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Set hagen.s3_access_key_id and hagen.s3_secret_access_key (or R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY) and reload.';
+	END IF;
+END;
+$$;
+
+-- Starts (or resumes) a run of a locked project: queues what is missing and
+-- moves it to generating.  Returns the status with the number of new jobs
+-- and the estimated cost of what they generate.
+CREATE OR REPLACE FUNCTION hagen._begin_run(p hagen.video_project) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	n integer;
+	run_cost integer;
+BEGIN
+	PERFORM hagen._check_runnable(p);
+	run_cost := hagen._run_cost_cents(p);
+	PERFORM hagen._cancel_cleanup(p.id);
+	UPDATE hagen.video_project v
+	SET status = 'generating', started_at = now(), completed_at = NULL, error_message = NULL,
+		final_video_url = NULL, thumbnail_url = NULL, duration = NULL,
+		progress = '{"step": "generating", "label": "Generating clips", "percent": 0}'
+	WHERE v.id = p.id
+	RETURNING * INTO p;
+	n := hagen._enqueue_generation(p);
+	UPDATE hagen.video_project v SET estimated_cost_cents = hagen._estimate_cents(p)
+	WHERE v.id = p.id;
+	PERFORM hagen._log(NULL, p.id, 'info', 'run started',
+					   jsonb_build_object('jobs', n, 'run_cost_cents', run_cost));
+	PERFORM hagen._advance_project(p.id);
+	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n, 'run_cost_cents', run_cost);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._fal_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	base text := hagen._fal_request_url(j.state ->> 'model', coalesce(j.request_id, ''));
+	url text;
+BEGIN
+	IF j.step LIKE 'image\_%' THEN
+		RETURN hagen._fal_upload_effect(j);
+	END IF;
+	CASE j.step
+	WHEN 'submit' THEN
+		RETURN hagen._http('POST', rtrim(hagen._setting('hagen.fal_queue_url', 'https://queue.fal.run'), '/')
+				|| '/' || (j.state ->> 'model'), 'fal', 'request',
+			jsonb_build_object('headers', '{"content-type": "application/json", "accept": "application/json"}'::jsonb,
+							   'body', hagen._model_input(j.state, 'fal')));
+	WHEN 'poll' THEN
+		url := coalesce(j.state ->> 'status_url', base || '/status');
+		RETURN hagen._http('GET', url || CASE WHEN url ~ '\?' THEN '&' ELSE '?' END || 'logs=0',
+			'fal', 'status', '{"headers": {"accept": "application/json"}}');
+	WHEN 'result' THEN
+		RETURN hagen._http('GET', coalesce(j.state ->> 'response_url', base), 'fal', 'request',
+			'{"headers": {"accept": "application/json"}}');
+	END CASE;
+	RAISE EXCEPTION 'unknown Fal.ai step "%"', j.step;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._xai_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	base text := rtrim(hagen._setting('hagen.xai_url', 'https://api.x.ai/v1'), '/');
+BEGIN
+	CASE j.step
+	WHEN 'submit' THEN
+		RETURN hagen._http('POST', base || '/videos/generations', 'xai', 'request', jsonb_build_object(
+			'headers', '{"content-type": "application/json", "accept": "application/json"}'::jsonb,
+			'body', jsonb_build_object('model', j.state ->> 'model') || hagen._model_input(j.state, 'xai')));
+	WHEN 'poll', 'result' THEN
+		RETURN hagen._http('GET', base || '/videos/' || hagen._uri_encode(j.request_id, false), 'xai',
+			'status', '{"headers": {"accept": "application/json"}}');
+	END CASE;
+	RAISE EXCEPTION 'unknown xAI step "%"', j.step;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._xai_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	b jsonb := o -> 'body';
+	st text;
+	poll_ms bigint := hagen._poll_delay_ms(j);
+	msg text := hagen._error_text(o);
+BEGIN
+	IF j.step = 'submit' THEN
+		IF status = 200 AND jsonb_typeof(b -> 'request_id') = 'string' AND b ->> 'request_id' <> '' THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
+				'request_id', b ->> 'request_id',
+				'log', format('submitted to xAI as request %s', b ->> 'request_id'),
+				'state', jsonb_build_object('request_id', b ->> 'request_id'));
+		ELSIF status IN (429, 503) OR (status = 0 AND o ->> 'phase' = 'connect') THEN
+			RETURN hagen._transient(o, 'submit to xAI');
+		ELSIF status BETWEEN 400 AND 499 THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('xAI refused the request (HTTP %s): %s', status, coalesce(msg, 'no detail')));
+		END IF;
+		RETURN jsonb_build_object('action', 'fail', 'unconfirmed', true,
+			'error', format('submit to xAI unconfirmed: %s. The request may have reached xAI and be billed, so it was not sent again; hagen.retry_video() sends it again.',
+							CASE WHEN status = 0 THEN coalesce(o ->> 'error', 'no answer')
+								 ELSE format('HTTP %s%s', status, coalesce(': ' || msg, '')) END));
+	END IF;
+
+	-- poll (and result, which is the same request)
+	IF status = 202 THEN
+		RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
+			'state', jsonb_strip_nulls(jsonb_build_object('provider_status', 'pending',
+				'provider_progress', b -> 'progress',
+				'polls', coalesce((j.state ->> 'polls')::integer, 0) + 1)));
+	ELSIF status = 404 THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('xAI does not know request %s (HTTP 404)', j.request_id));
+	ELSIF status <> 200 THEN
+		RETURN coalesce(hagen._transient(o, 'xAI status'),
+			jsonb_build_object('action', 'fail',
+				'error', format('xAI status of request %s failed (HTTP %s): %s', j.request_id, status,
+								coalesce(msg, 'no detail'))));
+	ELSIF jsonb_typeof(b) <> 'object' THEN
+		RETURN jsonb_build_object('action', 'retry',
+			'error', 'xAI answered with a body that is not a JSON object');
+	END IF;
+	st := coalesce(b ->> 'status', CASE WHEN b -> 'video' ->> 'url' <> '' THEN 'done' END, 'pending');
+	IF st = 'done' THEN
+		IF (b -> 'video' ->> 'respect_moderation')::boolean IS FALSE THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', 'xAI blocked the video by content moderation');
+		ELSIF coalesce(b -> 'video' ->> 'url', '') = '' THEN
+			RETURN jsonb_build_object('action', 'fail', 'error', 'xAI result has no video.url');
+		END IF;
+		-- What xAI charged, when it says (1 USD = 10^10 ticks, 1 cent = 10^8).
+		RETURN jsonb_build_object('action', 'advance', 'step', 'download',
+			'state', jsonb_strip_nulls(jsonb_build_object('video_url', b -> 'video' ->> 'url',
+				'provider_duration', b -> 'video' -> 'duration',
+				'actual_cost_cents', CASE WHEN b -> 'usage' ->> 'cost_in_usd_ticks' ~ '^[0-9]+$'
+										  THEN ceil((b -> 'usage' ->> 'cost_in_usd_ticks')::numeric / 1e8)::integer END)));
+	ELSIF st = 'failed' THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('xAI could not generate the video (%s): %s',
+							coalesce(b -> 'error' ->> 'code', 'failed'),
+							coalesce(b -> 'error' ->> 'message', 'no detail')));
+	ELSIF st = 'expired' THEN
+		RETURN jsonb_build_object('action', 'fail', 'error', format('xAI request %s expired', j.request_id));
+	END IF;
+	RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
+		'state', jsonb_build_object('provider_status', st));
+END;
+$$;
+
+-- Reads the outcome of the current step of a clip or transition job.
+CREATE OR REPLACE FUNCTION hagen._generation_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	d jsonb;
+BEGIN
+	CASE j.step
+	WHEN 'image_fetch', 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
+		CASE j.provider
+		WHEN 'fal' THEN RETURN hagen._fal_interpret(j, o);
+		WHEN 'xai' THEN RETURN hagen._xai_interpret(j, o);
+		END CASE;
+	WHEN 'download' THEN
+		IF o ->> 'error_kind' = 'guard' THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('refused to download %s: %s', j.state ->> 'video_url', o ->> 'error'));
+		ELSIF o ->> 'error_kind' = 'too_large' THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('the video at %s is larger than hagen.max_download_bytes (%s bytes)',
+								j.state ->> 'video_url', hagen._max_download_bytes()));
+		ELSIF status BETWEEN 200 AND 299 AND o ? 'file' THEN
+			RETURN jsonb_build_object('action', 'advance',
+				'step', hagen._store_step((o ->> 'bytes')::bigint),
+				'state', jsonb_build_object('bytes', o -> 'bytes'));
+		END IF;
+		RETURN coalesce(hagen._transient(o, 'download of the generated video'),
+			jsonb_build_object('action', 'fail', 'error',
+				format('download of %s failed: HTTP %s%s', j.state ->> 'video_url', status,
+					   coalesce(': ' || hagen._error_text(o), ''))));
+	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
+		d := hagen._upload_interpret(j, o);
+		IF d ->> 'action' = 'stored' THEN
+			RETURN d || jsonb_build_object('action', 'succeed',
+				'cost_cents', coalesce((j.state ->> 'actual_cost_cents')::integer,
+									   (j.state ->> 'cost_cents')::integer, 0),
+				'state', coalesce(d -> 'state', '{}') || jsonb_build_object('url', hagen._stored_url(j.state ->> 'key')));
+		END IF;
+		RETURN d;
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a % job', j.step, j.kind;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION hagen._resolution(text), hagen._video_model(text, text),
+	hagen._model_fields(hagen.video_model), hagen._cost_cents(hagen.video_model, numeric, boolean),
+	hagen._model_input(jsonb, text), hagen._check_model(hagen.video_project),
+	hagen._run_cost_cents(hagen.video_project) FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON hagen.video_model TO hagen_operator;
 
 -- Functions created above are granted to no one, as at install
 -- (src/sql/90_privileges.sql); keep this section last.

@@ -24,7 +24,7 @@ ORDER BY p.oid::regprocedure::text COLLATE "C";
 -- Operators get the rest.
 SELECT has_table_privilege('hagen_operator', 'hagen.job', 'SELECT') AS ops_read_jobs,
 	   has_table_privilege('hagen_user', 'hagen.job', 'SELECT') AS users_read_jobs,
-	   has_table_privilege('hagen_operator', 'hagen.pricing', 'UPDATE') AS ops_set_prices,
+	   has_table_privilege('hagen_operator', 'hagen.video_model', 'UPDATE') AS ops_set_prices,
 	   (SELECT bool_or(has_function_privilege('hagen_user', oid, 'EXECUTE')) FROM pg_proc
 		WHERE proname IN ('claim_jobs', 'complete_job', 'heartbeat')) AS users_run_workers;
 

@@ -90,19 +90,6 @@ CREATE TABLE hagen.video_clip (
 	UNIQUE (project_id, sequence_order)
 );
 
--- What a provider charges, in cents per generated second.
-CREATE TABLE hagen.pricing (
-	provider				text NOT NULL,
-	model					text NOT NULL,
-	cents_per_second		numeric NOT NULL CHECK (cents_per_second >= 0),
-	cents_per_second_audio	numeric NOT NULL CHECK (cents_per_second_audio >= 0),
-	PRIMARY KEY (provider, model)
-);
-INSERT INTO hagen.pricing VALUES
-	('fal', 'fal-ai/kling-video/v2.6/pro/image-to-video', 7, 14),
-	('fal', 'fal-ai/kling-video/v2.1/pro/image-to-video', 9, 9),
-	('xai', 'grok-imagine-video', 5, 5);
-
 -- A job: one unit of pipeline work (a clip, a transition, a compile, a
 -- provider-side cancel, a part of a multipart upload, the purge of a
 -- project's objects, the fetch of an input of a compile, the removal of a

@@ -1,4 +1,4 @@
--- hagenkit install script, part 40: prompts and costs.
+-- hagenkit install script, part 40: prompts.
 
 -- The room types of the app hagenkit replaces, spelled as it spells them,
 -- each with the parts of its default prompt in the app's structure (camera
@@ -138,19 +138,3 @@ CREATE FUNCTION hagen._transition_prompt(c hagen.video_clip, next hagen.video_cl
 CREATE FUNCTION hagen._negative_prompt() RETURNS text
 	LANGUAGE sql IMMUTABLE
 	RETURN 'blur, distortion, warped walls, bent lines, people, text, watermark, flicker, low quality';
-
--- Cents for generating seconds of video on a provider and model; NULL when
--- the model has no price.
-CREATE FUNCTION hagen._cost_cents(provider text, model text, seconds numeric, audio boolean)
-	RETURNS integer LANGUAGE sql STABLE
-	RETURN (SELECT ceil(seconds * CASE WHEN audio THEN cents_per_second_audio
-									   ELSE cents_per_second END)::integer
-			FROM hagen.pricing pr WHERE pr.provider = _cost_cents.provider AND pr.model = _cost_cents.model);
-
--- The model a provider uses now.
-CREATE FUNCTION hagen._model(provider text) RETURNS text
-	LANGUAGE sql STABLE
-	RETURN CASE provider
-		WHEN 'fal' THEN hagen._setting('hagen.fal_video_model', 'fal-ai/kling-video/v2.6/pro/image-to-video')
-		WHEN 'xai' THEN hagen._setting('hagen.xai_video_model', 'grok-imagine-video')
-	END;

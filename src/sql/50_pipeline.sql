@@ -81,18 +81,27 @@ BEGIN
 END;
 $$;
 
--- The estimated cost of generating what a run still has to generate.
-CREATE FUNCTION hagen._estimate_cents(p hagen.video_project) RETURNS integer
+-- The cost of what a run of the project has to generate now: its clips
+-- not completed and its seamless transitions (to a next clip) not
+-- completed, at the price of the provider's model.
+CREATE FUNCTION hagen._run_cost_cents(p hagen.video_project) RETURNS integer
 	LANGUAGE sql STABLE AS $$
-	SELECT (coalesce(sum(c.cost_cents), 0)
-		   + coalesce(sum(hagen._cost_cents(p.provider, hagen._model(p.provider),
-										c.duration::numeric, p.generate_native_audio))
+	SELECT (coalesce(sum(hagen._cost_cents(m, c.duration::numeric, p.generate_native_audio))
 						  FILTER (WHERE c.status <> 'completed'), 0)
-		   + coalesce(sum(hagen._cost_cents(p.provider, hagen._model(p.provider), 5, false))
-						  FILTER (WHERE c.transition_type = 'seamless' AND c.has_next), 0))::integer
+		   + coalesce(sum(hagen._cost_cents(m, 5, false))
+						  FILTER (WHERE c.transition_type = 'seamless' AND c.has_next
+								  AND c.transition_status IS DISTINCT FROM 'completed'), 0))::integer
 	FROM (SELECT c.*, lead(c.id) OVER (ORDER BY c.sequence_order) IS NOT NULL AS has_next
-		  FROM hagen.video_clip c WHERE c.project_id = p.id) AS c;
+		  FROM hagen.video_clip c WHERE c.project_id = p.id) AS c,
+		 hagen._video_model(p.provider) AS m;
 $$;
+
+-- The estimated cost of a project: what its clips and transitions cost so
+-- far plus what a run has to generate now.
+CREATE FUNCTION hagen._estimate_cents(p hagen.video_project) RETURNS integer
+	LANGUAGE sql STABLE
+	RETURN (SELECT coalesce(sum(c.cost_cents), 0) FROM hagen.video_clip c WHERE c.project_id = p.id)
+		   + hagen._run_cost_cents(p);
 
 -- Queues a generation job for every clip and seamless transition of a
 -- project that is not completed and has no live job.  Returns how many.
@@ -101,12 +110,13 @@ CREATE FUNCTION hagen._enqueue_generation(p hagen.video_project) RETURNS integer
 DECLARE
 	c record;
 	n integer := 0;
-	model text := hagen._model(p.provider);
+	m hagen.video_model := hagen._video_model(p.provider);
 	time_limit interval := hagen._setting_interval('hagen.clip_timeout', '20 minutes');
 	common jsonb;
 	first_step text := hagen._first_step(p.provider);
 BEGIN
-	common := jsonb_build_object('model', model, 'aspect_ratio', p.aspect_ratio,
+	common := jsonb_build_object('model', m.model, 'resolution', m.resolution,
+								 'fields', hagen._model_fields(m), 'aspect_ratio', p.aspect_ratio,
 								 'negative_prompt', hagen._negative_prompt());
 	FOR c IN
 		SELECT v.*, lead(v.source_image_url) OVER w AS next_source, lead(v.id) OVER w AS next_id
@@ -124,8 +134,7 @@ BEGIN
 					'audio', p.generate_native_audio,
 					'key', hagen.get_video_path(p.workspace_id, p.id, c.id || '.mp4'),
 					'file', hagen._work_file(p.id, c.id || '.mp4'),
-					'cost_cents', hagen._cost_cents(p.provider, model, c.duration::numeric,
-													p.generate_native_audio)),
+					'cost_cents', hagen._cost_cents(m, c.duration::numeric, p.generate_native_audio)),
 					'http', time_limit) IS NOT NULL THEN
 				n := n + 1;
 			END IF;
@@ -145,7 +154,7 @@ BEGIN
 					'audio', false,
 					'key', hagen.get_video_path(p.workspace_id, p.id, 'transition_' || c.id || '.mp4'),
 					'file', hagen._work_file(p.id, 'transition_' || c.id || '.mp4'),
-					'cost_cents', hagen._cost_cents(p.provider, model, 5, false)),
+					'cost_cents', hagen._cost_cents(m, 5, false)),
 					'http', time_limit) IS NOT NULL THEN
 				n := n + 1;
 			END IF;
@@ -173,6 +182,7 @@ BEGIN
 					WHEN 'fal' THEN 'Set hagen.fal_key in postgresql.conf (or FAL_KEY in the server''s environment) and reload.'
 					ELSE 'Set hagen.xai_key in postgresql.conf (or XAI_API_KEY in the server''s environment) and reload.' END;
 	END IF;
+	PERFORM hagen._check_model(p);
 	PERFORM hagen._s3_url('probe');
 	IF NOT hagen.provider_configured('s3') THEN
 		RAISE EXCEPTION 'no storage credentials are configured'
@@ -183,13 +193,16 @@ END;
 $$;
 
 -- Starts (or resumes) a run of a locked project: queues what is missing and
--- moves it to generating.  Returns the status with the number of new jobs.
+-- moves it to generating.  Returns the status with the number of new jobs
+-- and the estimated cost of what they generate.
 CREATE FUNCTION hagen._begin_run(p hagen.video_project) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 DECLARE
 	n integer;
+	run_cost integer;
 BEGIN
 	PERFORM hagen._check_runnable(p);
+	run_cost := hagen._run_cost_cents(p);
 	PERFORM hagen._cancel_cleanup(p.id);
 	UPDATE hagen.video_project v
 	SET status = 'generating', started_at = now(), completed_at = NULL, error_message = NULL,
@@ -200,9 +213,10 @@ BEGIN
 	n := hagen._enqueue_generation(p);
 	UPDATE hagen.video_project v SET estimated_cost_cents = hagen._estimate_cents(p)
 	WHERE v.id = p.id;
-	PERFORM hagen._log(NULL, p.id, 'info', 'run started', jsonb_build_object('jobs', n));
+	PERFORM hagen._log(NULL, p.id, 'info', 'run started',
+					   jsonb_build_object('jobs', n, 'run_cost_cents', run_cost));
 	PERFORM hagen._advance_project(p.id);
-	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n);
+	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n, 'run_cost_cents', run_cost);
 END;
 $$;
 

@@ -65,7 +65,8 @@ BEGIN
 		d := hagen._upload_interpret(j, o);
 		IF d ->> 'action' = 'stored' THEN
 			RETURN d || jsonb_build_object('action', 'succeed',
-				'cost_cents', coalesce((j.state ->> 'cost_cents')::integer, 0),
+				'cost_cents', coalesce((j.state ->> 'actual_cost_cents')::integer,
+									   (j.state ->> 'cost_cents')::integer, 0),
 				'state', coalesce(d -> 'state', '{}') || jsonb_build_object('url', hagen._stored_url(j.state ->> 'key')));
 		END IF;
 		RETURN d;

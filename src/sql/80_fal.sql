@@ -33,26 +33,6 @@ CREATE FUNCTION hagen._poll_delay_ms(j hagen.job) RETURNS bigint
 	RETURN (extract(epoch FROM hagen._setting_interval('hagen.poll_interval', '2 seconds')) * 1000
 			* least(power(2, coalesce((j.state ->> 'polls')::integer, 0) / 10), 8))::bigint;
 
--- The model input: field names follow the model version (v2.1 uses
--- image_url / tail_image_url / cfg_scale; v2.6 and later start_image_url /
--- end_image_url / generate_audio, always sent explicitly).
-CREATE FUNCTION hagen._fal_input(s jsonb) RETURNS jsonb
-	LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-	IF s ->> 'model' ~ '/v(1|2\.0|2\.1)/' THEN
-		RETURN jsonb_strip_nulls(jsonb_build_object(
-			'image_url', s ->> 'start_image', 'tail_image_url', s ->> 'end_image',
-			'prompt', s ->> 'prompt', 'duration', s ->> 'duration',
-			'negative_prompt', s ->> 'negative_prompt', 'cfg_scale', 0.5));
-	END IF;
-	RETURN jsonb_strip_nulls(jsonb_build_object(
-		'start_image_url', s ->> 'start_image', 'end_image_url', s ->> 'end_image',
-		'prompt', s ->> 'prompt', 'duration', s ->> 'duration',
-		'negative_prompt', s ->> 'negative_prompt'))
-		|| jsonb_build_object('generate_audio', coalesce((s ->> 'audio')::boolean, false));
-END;
-$$;
-
 CREATE FUNCTION hagen._fal_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -67,7 +47,7 @@ BEGIN
 		RETURN hagen._http('POST', rtrim(hagen._setting('hagen.fal_queue_url', 'https://queue.fal.run'), '/')
 				|| '/' || (j.state ->> 'model'), 'fal', 'request',
 			jsonb_build_object('headers', '{"content-type": "application/json", "accept": "application/json"}'::jsonb,
-							   'body', hagen._fal_input(j.state)));
+							   'body', hagen._model_input(j.state, 'fal')));
 	WHEN 'poll' THEN
 		url := coalesce(j.state ->> 'status_url', base || '/status');
 		RETURN hagen._http('GET', url || CASE WHEN url ~ '\?' THEN '&' ELSE '?' END || 'logs=0',

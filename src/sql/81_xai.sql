@@ -1,6 +1,7 @@
 -- hagenkit install script, part 81: the xAI adapter (grok-imagine-video).
 --
--- submit: POST {hagen.xai_url}/videos/generations -> {"request_id"}
+-- submit: POST {hagen.xai_url}/videos/generations -> {"request_id"}; the
+--         body named as the model's row in hagen.video_model says
 -- poll:   GET {hagen.xai_url}/videos/{request_id}: 202 pending (maybe with an
 --         empty body), 200 with status done / failed / expired; the older
 --         shape has no status and is done when video.url is present.
@@ -15,11 +16,7 @@ BEGIN
 	WHEN 'submit' THEN
 		RETURN hagen._http('POST', base || '/videos/generations', 'xai', 'request', jsonb_build_object(
 			'headers', '{"content-type": "application/json", "accept": "application/json"}'::jsonb,
-			'body', jsonb_build_object('model', j.state ->> 'model', 'prompt', j.state ->> 'prompt',
-				'image', jsonb_build_object('url', j.state ->> 'start_image'),
-				'duration', (j.state ->> 'duration')::integer,
-				'aspect_ratio', j.state ->> 'aspect_ratio',
-				'resolution', hagen._setting('hagen.xai_resolution', '720p'))));
+			'body', jsonb_build_object('model', j.state ->> 'model') || hagen._model_input(j.state, 'xai')));
 	WHEN 'poll', 'result' THEN
 		RETURN hagen._http('GET', base || '/videos/' || hagen._uri_encode(j.request_id, false), 'xai',
 			'status', '{"headers": {"accept": "application/json"}}');
@@ -81,9 +78,12 @@ BEGIN
 		ELSIF coalesce(b -> 'video' ->> 'url', '') = '' THEN
 			RETURN jsonb_build_object('action', 'fail', 'error', 'xAI result has no video.url');
 		END IF;
+		-- What xAI charged, when it says (1 USD = 10^10 ticks, 1 cent = 10^8).
 		RETURN jsonb_build_object('action', 'advance', 'step', 'download',
-			'state', jsonb_build_object('video_url', b -> 'video' ->> 'url',
-										'provider_duration', b -> 'video' -> 'duration'));
+			'state', jsonb_strip_nulls(jsonb_build_object('video_url', b -> 'video' ->> 'url',
+				'provider_duration', b -> 'video' -> 'duration',
+				'actual_cost_cents', CASE WHEN b -> 'usage' ->> 'cost_in_usd_ticks' ~ '^[0-9]+$'
+										  THEN ceil((b -> 'usage' ->> 'cost_in_usd_ticks')::numeric / 1e8)::integer END)));
 	ELSIF st = 'failed' THEN
 		RETURN jsonb_build_object('action', 'fail',
 			'error', format('xAI could not generate the video (%s): %s',

@@ -87,6 +87,6 @@ CREATE POLICY workspace_rows ON hagen.video_clip
 	USING (EXISTS (SELECT 1 FROM hagen.video_project p WHERE p.id = project_id));
 
 GRANT SELECT ON ALL TABLES IN SCHEMA hagen TO hagen_operator;
-GRANT INSERT, UPDATE, DELETE ON hagen.pricing, hagen.room_prompt, hagen.workspace_role TO hagen_operator;
+GRANT INSERT, UPDATE, DELETE ON hagen.video_model, hagen.room_prompt, hagen.workspace_role TO hagen_operator;
 GRANT EXECUTE ON FUNCTION hagen.purge_history(interval) TO hagen_operator;
 GRANT EXECUTE ON FUNCTION hagen.sweep_work_dir() TO hagen_operator;

@@ -3,7 +3,7 @@
 -- The rows of an extension's tables are not dumped unless the extension
 -- says so.  Projects, clips, music, jobs and their logs are user data: a
 -- dump and restore of the database must keep them, and the counters behind
--- their ids.  pricing and room_prompt hold seeded rows that CREATE EXTENSION
+-- their ids.  video_model and room_prompt hold seeded rows that CREATE EXTENSION
 -- puts back; operators who edit them should keep their edits in their own
 -- migrations.
 SELECT pg_catalog.pg_extension_config_dump('hagen.music_track', '');
