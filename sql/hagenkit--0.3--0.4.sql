@@ -1704,6 +1704,14 @@ BEGIN
 			USING ERRCODE = 'string_data_right_truncation',
 				  HINT = 'Keep it under 2000 characters; providers refuse longer prompts.';
 	END IF;
+	IF coalesce(hagen._setting('hagen.max_clips_per_project')::integer, 20) > 0
+	   AND (SELECT count(*) FROM hagen.video_clip c WHERE c.project_id = p.id)
+		   >= coalesce(hagen._setting('hagen.max_clips_per_project')::integer, 20) THEN
+		RAISE EXCEPTION 'video project % already has % clips, the most hagen.max_clips_per_project allows',
+			p.id, hagen._setting('hagen.max_clips_per_project', '20')
+			USING ERRCODE = 'program_limit_exceeded',
+				  HINT = 'Make another project for the other photos, or ask for a higher limit.';
+	END IF;
 	IF seq IS NULL THEN
 		SELECT coalesce(max(c.sequence_order) + 1, 0) INTO seq
 		FROM hagen.video_clip c WHERE c.project_id = p.id;
@@ -2445,6 +2453,7 @@ DECLARE
 BEGIN
 	PERFORM hagen._check_runnable(p);
 	run_cost := hagen._run_cost_cents(p);
+	PERFORM hagen._check_budget(p, run_cost);
 	PERFORM hagen._cancel_cleanup(p.id);
 	UPDATE hagen.video_project v
 	SET status = 'generating', started_at = now(), completed_at = NULL, error_message = NULL,
@@ -2628,6 +2637,250 @@ REVOKE ALL ON FUNCTION hagen._resolution(text), hagen._video_model(text, text),
 	hagen._model_input(jsonb, text), hagen._check_model(hagen.video_project),
 	hagen._run_cost_cents(hagen.video_project) FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON hagen.video_model TO hagen_operator;
+
+-- ---------------------------------------------------------------------
+-- 0.4: budgets: hagen.max_clips_per_project and hagen.max_project_cents
+-- (settings), a workspace's cents per day, the spending of each day.
+-- A workspace's limit of cents per day (UTC days): what it spends plus what
+-- its runs in flight are estimated to spend may not pass it.  No row: no
+-- limit.  Operators set them.
+CREATE TABLE hagen.workspace_budget (
+	workspace_id	text PRIMARY KEY CHECK (workspace_id <> ''),
+	cents_per_day	integer NOT NULL CHECK (cents_per_day >= 0)
+);
+
+-- What each workspace was charged each day (UTC): the cost of every clip
+-- and transition generated, added when it is stored.  Kept when projects
+-- are deleted, so deleting a project gives no money back.
+CREATE TABLE hagen.workspace_spending (
+	workspace_id	text NOT NULL,
+	day				date NOT NULL,
+	cents			bigint NOT NULL DEFAULT 0 CHECK (cents >= 0),
+	PRIMARY KEY (workspace_id, day)
+);
+
+-- Today, as budgets count days.
+CREATE FUNCTION hagen._today() RETURNS date
+	LANGUAGE sql STABLE RETURN (now() AT TIME ZONE 'UTC')::date;
+
+-- Adds the cost of a generated clip or transition to its workspace's day.
+CREATE FUNCTION hagen._record_spending() RETURNS trigger
+	LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO hagen.workspace_spending AS s (workspace_id, day, cents)
+	SELECT p.workspace_id, hagen._today(), NEW.cost_cents
+	FROM hagen.video_project p WHERE p.id = NEW.project_id
+	ON CONFLICT (workspace_id, day) DO UPDATE SET cents = s.cents + EXCLUDED.cents;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER job_spending AFTER UPDATE OF status ON hagen.job
+	FOR EACH ROW WHEN (NEW.status = 'succeeded' AND OLD.status <> 'succeeded'
+					   AND NEW.kind IN ('clip', 'transition') AND NEW.cost_cents > 0)
+	EXECUTE FUNCTION hagen._record_spending();
+
+-- What a workspace has spent today and what its generations in flight are
+-- estimated to cost (they are paid for as they complete).
+CREATE FUNCTION hagen._spent_today(workspace text) RETURNS bigint
+	LANGUAGE sql STABLE
+	RETURN coalesce((SELECT s.cents FROM hagen.workspace_spending s
+					 WHERE s.workspace_id = workspace AND s.day = hagen._today()), 0)
+		 + coalesce((SELECT sum((j.state ->> 'cost_cents')::integer)
+					 FROM hagen.job j JOIN hagen.video_project p ON p.id = j.project_id
+					 WHERE p.workspace_id = workspace AND j.status IN ('queued', 'running')
+					   AND j.kind IN ('clip', 'transition')), 0);
+
+-- Refuses a run of a locked project that would pass a limit: run_cost is
+-- what the run generates, the project's estimate what it cost so far plus
+-- that.  A limit exactly reached is not passed.  Runs of one workspace are
+-- checked one at a time, so two cannot both take the last of its day.
+CREATE FUNCTION hagen._check_budget(p hagen.video_project, run_cost integer) RETURNS void
+	LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+	max_clips integer := coalesce(hagen._setting('hagen.max_clips_per_project')::integer, 20);
+	max_cents integer := coalesce(hagen._setting('hagen.max_project_cents')::integer, 0);
+	per_day integer;
+	clips integer;
+	spent bigint;
+	estimate integer;
+	numbers text;
+BEGIN
+	SELECT b.cents_per_day INTO per_day FROM hagen.workspace_budget b WHERE b.workspace_id = p.workspace_id;
+	IF per_day IS NOT NULL THEN
+		PERFORM pg_advisory_xact_lock(hashtextextended('hagen.workspace_budget ' || p.workspace_id, 0));
+	END IF;
+	SELECT count(*) INTO clips FROM hagen.video_clip c WHERE c.project_id = p.id;
+	spent := hagen._spent_today(p.workspace_id);
+	estimate := (SELECT coalesce(sum(c.cost_cents), 0) FROM hagen.video_clip c WHERE c.project_id = p.id)
+				+ run_cost;
+	numbers := format('The run is estimated at %s cents (the project at %s); workspace "%s" has spent %s cents today (UTC)%s.',
+					  run_cost, estimate, p.workspace_id, spent,
+					  CASE WHEN per_day IS NOT NULL THEN format(' of its %s cents per day', per_day) ELSE '' END);
+	IF max_clips > 0 AND clips > max_clips THEN
+		RAISE EXCEPTION 'video project % has % clips, more than hagen.max_clips_per_project (%)', p.id, clips, max_clips
+			USING ERRCODE = 'program_limit_exceeded', DETAIL = numbers,
+				  HINT = format('Remove %s clip%s with hagen.remove_clip(), or ask for a higher limit.',
+								clips - max_clips, CASE WHEN clips - max_clips = 1 THEN '' ELSE 's' END);
+	END IF;
+	IF max_cents > 0 AND estimate > max_cents THEN
+		RAISE EXCEPTION 'video project % is estimated at % cents, over hagen.max_project_cents (%); workspace "%" has spent % cents today',
+			p.id, estimate, max_cents, p.workspace_id, spent
+			USING ERRCODE = 'program_limit_exceeded', DETAIL = numbers,
+				  HINT = 'Use fewer or shorter clips, turn native audio off, or ask for a higher limit.';
+	END IF;
+	IF per_day IS NOT NULL AND spent + run_cost > per_day THEN
+		RAISE EXCEPTION 'a run of video project % is estimated at % cents; workspace "%" has spent % of its % cents today',
+			p.id, run_cost, p.workspace_id, spent, per_day
+			USING ERRCODE = 'program_limit_exceeded', DETAIL = numbers,
+				  HINT = format('%s cents are left today (UTC); start it tomorrow, make it smaller, or ask an operator to raise hagen.workspace_budget.',
+								greatest(per_day - spent, 0));
+	END IF;
+END;
+$$;
+
+-- A workspace's budget today: its limit (NULL: none), what it has spent,
+-- what its runs in flight are estimated to cost, and what is left.
+CREATE FUNCTION hagen.workspace_budget_status(workspace_id text) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	per_day integer;
+	spent bigint;
+	committed bigint;
+BEGIN
+	IF workspace_id IS NULL OR workspace_id = '' THEN
+		RAISE EXCEPTION 'workspace id must not be empty'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the workspace whose budget to show.';
+	END IF;
+	PERFORM hagen._check_workspace(workspace_id);
+	SELECT b.cents_per_day INTO per_day FROM hagen.workspace_budget b
+	WHERE b.workspace_id = workspace_budget_status.workspace_id;
+	SELECT coalesce(sum(s.cents), 0) INTO spent FROM hagen.workspace_spending s
+	WHERE s.workspace_id = workspace_budget_status.workspace_id AND s.day = hagen._today();
+	committed := hagen._spent_today(workspace_id) - spent;
+	RETURN jsonb_build_object('workspace_id', workspace_id, 'day', hagen._today(),
+		'cents_per_day', per_day, 'spent_cents', spent, 'in_flight_cents', committed,
+		'left_cents', CASE WHEN per_day IS NOT NULL THEN greatest(per_day - spent - committed, 0) END,
+		'max_project_cents', nullif(coalesce(hagen._setting('hagen.max_project_cents')::integer, 0), 0),
+		'max_clips_per_project', nullif(coalesce(hagen._setting('hagen.max_clips_per_project')::integer, 20), 0));
+END;
+$$;
+
+-- Starts (or resumes) a run of a locked project: queues what is missing and
+-- moves it to generating.  Returns the status with the number of new jobs
+-- and the estimated cost of what they generate.
+CREATE OR REPLACE FUNCTION hagen._begin_run(p hagen.video_project) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	n integer;
+	run_cost integer;
+BEGIN
+	PERFORM hagen._check_runnable(p);
+	run_cost := hagen._run_cost_cents(p);
+	PERFORM hagen._check_budget(p, run_cost);
+	PERFORM hagen._cancel_cleanup(p.id);
+	UPDATE hagen.video_project v
+	SET status = 'generating', started_at = now(), completed_at = NULL, error_message = NULL,
+		final_video_url = NULL, thumbnail_url = NULL, duration = NULL,
+		progress = '{"step": "generating", "label": "Generating clips", "percent": 0}'
+	WHERE v.id = p.id
+	RETURNING * INTO p;
+	n := hagen._enqueue_generation(p);
+	UPDATE hagen.video_project v SET estimated_cost_cents = hagen._estimate_cents(p)
+	WHERE v.id = p.id;
+	PERFORM hagen._log(NULL, p.id, 'info', 'run started',
+					   jsonb_build_object('jobs', n, 'run_cost_cents', run_cost));
+	PERFORM hagen._advance_project(p.id);
+	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n, 'run_cost_cents', run_cost);
+END;
+$$;
+
+-- Adds a clip to a project that has not started yet and returns its id.
+-- A NULL sequence_order appends the clip after the last one.
+CREATE OR REPLACE FUNCTION hagen.add_clip(project_id uuid,
+							   source_image_url text,
+							   end_image_url text DEFAULT NULL,
+							   room_type text DEFAULT NULL,
+							   room_label text DEFAULT NULL,
+							   motion_prompt text DEFAULT NULL,
+							   duration real DEFAULT 5,
+							   transition_type text DEFAULT 'cut',
+							   sequence_order integer DEFAULT NULL,
+							   image_id text DEFAULT NULL)
+	RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project;
+	seq integer := sequence_order;
+	new_id uuid;
+BEGIN
+	p := hagen._project(project_id);
+	PERFORM 1 FROM hagen.video_project v WHERE v.id = p.id FOR UPDATE;
+	IF p.status NOT IN ('pending', 'failed', 'canceled', 'completed') THEN
+		RAISE EXCEPTION 'cannot add a clip to video project % while it is %', p.id, p.status
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Wait until the project has finished, or cancel it with hagen.cancel_video().';
+	END IF;
+	PERFORM hagen._check_url('source image URL', source_image_url);
+	IF end_image_url IS NOT NULL THEN
+		PERFORM hagen._check_url('end image URL', end_image_url);
+	END IF;
+	PERFORM hagen._check_choice('clip duration', duration, ARRAY[5, 10]::real[]);
+	PERFORM hagen._check_choice('transition type', transition_type, ARRAY['cut', 'seamless']);
+	IF length(room_type) > 100 OR length(room_label) > 200 THEN
+		RAISE EXCEPTION 'room % "%..." is % characters long',
+			CASE WHEN length(room_type) > 100 THEN 'type' ELSE 'label' END,
+			left(CASE WHEN length(room_type) > 100 THEN room_type ELSE room_label END, 40),
+			length(CASE WHEN length(room_type) > 100 THEN room_type ELSE room_label END)
+			USING ERRCODE = 'string_data_right_truncation',
+				  HINT = 'A room type has at most 100 characters and a room label at most 200; both go into the prompt.';
+	END IF;
+	IF motion_prompt IS NOT NULL AND length(motion_prompt) > 2000 THEN
+		RAISE EXCEPTION 'motion prompt is % characters long', length(motion_prompt)
+			USING ERRCODE = 'string_data_right_truncation',
+				  HINT = 'Keep it under 2000 characters; providers refuse longer prompts.';
+	END IF;
+	IF coalesce(hagen._setting('hagen.max_clips_per_project')::integer, 20) > 0
+	   AND (SELECT count(*) FROM hagen.video_clip c WHERE c.project_id = p.id)
+		   >= coalesce(hagen._setting('hagen.max_clips_per_project')::integer, 20) THEN
+		RAISE EXCEPTION 'video project % already has % clips, the most hagen.max_clips_per_project allows',
+			p.id, hagen._setting('hagen.max_clips_per_project', '20')
+			USING ERRCODE = 'program_limit_exceeded',
+				  HINT = 'Make another project for the other photos, or ask for a higher limit.';
+	END IF;
+	IF seq IS NULL THEN
+		SELECT coalesce(max(c.sequence_order) + 1, 0) INTO seq
+		FROM hagen.video_clip c WHERE c.project_id = p.id;
+	ELSIF seq < 0 THEN
+		RAISE EXCEPTION 'invalid sequence order %', seq
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a number of 0 or more, or NULL to append.';
+	ELSIF EXISTS (SELECT 1 FROM hagen.video_clip c
+				  WHERE c.project_id = p.id AND c.sequence_order = seq) THEN
+		RAISE EXCEPTION 'video project % already has a clip at sequence order %', p.id, seq
+			USING ERRCODE = 'unique_violation',
+				  HINT = 'Pick a free position, or pass NULL to append.';
+	END IF;
+
+	INSERT INTO hagen.video_clip AS c (project_id, image_id, source_image_url, end_image_url,
+			room_type, room_label, motion_prompt, duration, transition_type, sequence_order)
+	VALUES (p.id, image_id, source_image_url, end_image_url, room_type, room_label,
+			nullif(btrim(motion_prompt), ''), duration, transition_type, seq)
+	RETURNING c.id INTO new_id;
+	UPDATE hagen.video_project v SET clip_count = v.clip_count + 1 WHERE v.id = p.id;
+	RETURN new_id;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION hagen._today(), hagen._record_spending(), hagen._spent_today(text),
+	hagen._check_budget(hagen.video_project, integer), hagen.workspace_budget_status(text) FROM PUBLIC;
+ALTER FUNCTION hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.workspace_budget_status(text)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+GRANT EXECUTE ON FUNCTION hagen.workspace_budget_status(text) TO hagen_user;
+GRANT SELECT, INSERT, UPDATE, DELETE ON hagen.workspace_budget TO hagen_operator;
+GRANT SELECT ON hagen.workspace_spending TO hagen_operator;
+SELECT pg_catalog.pg_extension_config_dump('hagen.workspace_budget', '');
+SELECT pg_catalog.pg_extension_config_dump('hagen.workspace_spending', '');
 
 -- Functions created above are granted to no one, as at install
 -- (src/sql/90_privileges.sql); keep this section last.

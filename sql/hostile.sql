@@ -67,6 +67,7 @@ INSERT INTO api VALUES
 	('hagen.remove_clip(uuid)', ARRAY['NULL']),
 	('hagen.delete_project(uuid)', ARRAY['NULL']),
 	('hagen.list_projects(text,integer,timestamptz)', ARRAY['''ws-null''', '10', 'now()']),
+	('hagen.workspace_budget_status(text)', ARRAY['''ws-null''']),
 	('hagen.add_clip(uuid,text,text,text,text,text,real,text,integer,text)',
 	 ARRAY[quote_literal(:'p'), '''https://img.example/n.jpg''', 'NULL', '''kitchen''', '''K''', '''slow''', '5', '''cut''', 'NULL', '''img''']),
 	('hagen.add_music_track(text,text,text,text,real)',

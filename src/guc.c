@@ -49,6 +49,9 @@ static int	hagen_log_retention_min = 14 * 24 * 60;
 static int	hagen_work_retention_s = 86400;
 static int	hagen_max_attempts = 8;
 static bool hagen_resubmit_unconfirmed = false;
+/* Budgets, read by SQL (start_video, retry_video, add_clip). */
+static int	hagen_max_clips_per_project = 20;
+static int	hagen_max_project_cents = 0;
 static char *hagen_xai_resolution = NULL;
 static int	hagen_fal_image_mode = 0;
 static int	hagen_s3_multipart_threshold_kb = 64 * 1024;
@@ -388,6 +391,19 @@ hagen_define_gucs(void)
 							 "Send a provider request again when the answer to the first was lost (may bill twice).",
 							 NULL, &hagen_resubmit_unconfirmed, false,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	/*
+	 * Budgets: superuser-only, so a tenant cannot lift its own limit, but
+	 * settable per role or database (ALTER ROLE ... SET) for a superuser.
+	 */
+	DefineCustomIntVariable("hagen.max_clips_per_project",
+							"Most clips a project may have (0: no limit).",
+							NULL, &hagen_max_clips_per_project, 20, 0, 100000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.max_project_cents",
+							"Most a project's video may cost, in cents (0: no limit).",
+							NULL, &hagen_max_project_cents, 0, 0, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("hagen");
 }

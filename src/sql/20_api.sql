@@ -171,6 +171,14 @@ BEGIN
 			USING ERRCODE = 'string_data_right_truncation',
 				  HINT = 'Keep it under 2000 characters; providers refuse longer prompts.';
 	END IF;
+	IF coalesce(hagen._setting('hagen.max_clips_per_project')::integer, 20) > 0
+	   AND (SELECT count(*) FROM hagen.video_clip c WHERE c.project_id = p.id)
+		   >= coalesce(hagen._setting('hagen.max_clips_per_project')::integer, 20) THEN
+		RAISE EXCEPTION 'video project % already has % clips, the most hagen.max_clips_per_project allows',
+			p.id, hagen._setting('hagen.max_clips_per_project', '20')
+			USING ERRCODE = 'program_limit_exceeded',
+				  HINT = 'Make another project for the other photos, or ask for a higher limit.';
+	END IF;
 	IF seq IS NULL THEN
 		SELECT coalesce(max(c.sequence_order) + 1, 0) INTO seq
 		FROM hagen.video_clip c WHERE c.project_id = p.id;

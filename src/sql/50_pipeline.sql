@@ -203,6 +203,7 @@ DECLARE
 BEGIN
 	PERFORM hagen._check_runnable(p);
 	run_cost := hagen._run_cost_cents(p);
+	PERFORM hagen._check_budget(p, run_cost);
 	PERFORM hagen._cancel_cleanup(p.id);
 	UPDATE hagen.video_project v
 	SET status = 'generating', started_at = now(), completed_at = NULL, error_message = NULL,

@@ -4,7 +4,8 @@
 --   hagen_user      apps: the public API (create, start, cancel, retry,
 --                   status, URLs) and reading their own projects and clips
 --   hagen_operator  operators: also every table and view, history purges,
---                   prices, room prompts and the workspace/role map
+--                   models and prices, room prompts, the workspace/role map
+--                   and workspace budgets
 -- The API functions run as the extension's owner (SECURITY DEFINER) with a
 -- fixed search_path, so callers need no table privileges.  Internal tables
 -- and the worker protocol are granted to no one.  Projects and clips have
@@ -39,6 +40,8 @@ ALTER FUNCTION hagen.move_clip(uuid, integer) SECURITY DEFINER SET search_path =
 ALTER FUNCTION hagen.delete_project(uuid) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.list_projects(text, integer, timestamptz)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+ALTER FUNCTION hagen.workspace_budget_status(text)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.add_music_track(text, text, text, text, real)
@@ -63,6 +66,7 @@ GRANT EXECUTE ON FUNCTION
 	hagen.move_clip(uuid, integer),
 	hagen.delete_project(uuid),
 	hagen.list_projects(text, integer, timestamptz),
+	hagen.workspace_budget_status(text),
 	hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text),
 	hagen.add_music_track(text, text, text, text, real),
 	hagen.start_video(uuid),
@@ -87,6 +91,7 @@ CREATE POLICY workspace_rows ON hagen.video_clip
 	USING (EXISTS (SELECT 1 FROM hagen.video_project p WHERE p.id = project_id));
 
 GRANT SELECT ON ALL TABLES IN SCHEMA hagen TO hagen_operator;
-GRANT INSERT, UPDATE, DELETE ON hagen.video_model, hagen.room_prompt, hagen.workspace_role TO hagen_operator;
+GRANT INSERT, UPDATE, DELETE ON hagen.video_model, hagen.room_prompt, hagen.workspace_role,
+	hagen.workspace_budget TO hagen_operator;
 GRANT EXECUTE ON FUNCTION hagen.purge_history(interval) TO hagen_operator;
 GRANT EXECUTE ON FUNCTION hagen.sweep_work_dir() TO hagen_operator;

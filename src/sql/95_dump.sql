@@ -15,3 +15,5 @@ SELECT pg_catalog.pg_extension_config_dump('hagen.lease_token_seq', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('hagen.job', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('hagen.job_log', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('hagen.workspace_role', '');
+SELECT pg_catalog.pg_extension_config_dump('hagen.workspace_budget', '');
+SELECT pg_catalog.pg_extension_config_dump('hagen.workspace_spending', '');

@@ -120,7 +120,10 @@ my @want = sort(map({ "ws-xai/videos/$p/$_.mp4" } @clips), "ws-xai/videos/$p/tra
 	"ws-xai/videos/$p/final.mp4", "ws-xai/videos/$p/thumbnail.jpg", "ws-xai/videos/$p/music_$track");
 is(join(' ', @keys), join(' ', @want), 'every object is in the bucket under the fixed layout, and nothing else');
 my $cost = $node->safe_psql('postgres', "SELECT actual_cost_cents FROM hagen.video_project WHERE id = '$p'");
-is($cost, 20 * 7, 'the cost is what xAI charged (its usage.cost_in_usd_ticks): 20 s at 7 cents, 720p');
+my @charged = @{ decode_json(sim($xai, 'ledger')) }[$xai_before .. ledger_count($xai) - 1];
+my $charged = 0;
+$charged += $_->{cents} for @charged;
+is($cost, $charged, "the cost is what xAI charged, read from its usage.cost_in_usd_ticks ($charged cents for 20 s)");
 
 # 3. One clip's model call fails: the video is made from the rest and the
 # project says which clip was left out.
