@@ -13,7 +13,7 @@ SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'hagen' AND relkind = 'r' ORDER BY 1;
 
 -- A music track and a project.
-SELECT hagen.add_music_track('Calm piano', 'https://music.example.com/calm.mp3', 'piano', 'calm', 62.5) IS NOT NULL AS track_made;
+SELECT hagen.add_music_track('Calm piano', 'https://music.example.com/calm.mp3', 'classical', 'calm', 62.5) IS NOT NULL AS track_made;
 SELECT id AS track FROM hagen.music_track \gset
 SELECT hagen.create_project('ws-1', '9:16', 'fal', true, :'track', 0.25, 0.9, '{"listing": 42}') AS project \gset
 SELECT workspace_id, status, aspect_ratio, provider, generate_native_audio, music_volume,

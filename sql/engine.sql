@@ -159,7 +159,7 @@ $$;
 -- A project of three clips (the second with a seamless transition) and music.
 CREATE FUNCTION t.project(ws text, provider text DEFAULT 'fal') RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
-	m uuid := hagen.add_music_track('Bright', 'https://music.example.com/bright.mp3', 'acoustic', 'uplifting');
+	m uuid := hagen.add_music_track('Bright', 'https://music.example.com/bright.mp3', 'upbeat', 'uplifting');
 	p uuid := hagen.create_project(ws, '16:9', provider, false, m, 0.3, 1.0);
 BEGIN
 	PERFORM hagen.add_clip(p, 'https://img.example.com/1.jpg', room_type => 'exterior');

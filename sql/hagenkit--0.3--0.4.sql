@@ -1783,11 +1783,13 @@ BEGIN
 				  DETAIL = 'The crossfade is the length in seconds of the fade at each cut between clips.',
 				  HINT = 'Pass 0 for hard cuts, or from 0.1 to 2 seconds (0.5 is a common choice).';
 	END IF;
+	-- A track of another workspace is not there as far as this one knows.
 	IF p.music_track_id IS NOT NULL
-	   AND NOT EXISTS (SELECT 1 FROM hagen.music_track m WHERE m.id = p.music_track_id) THEN
+	   AND NOT EXISTS (SELECT 1 FROM hagen.music_track m WHERE m.id = p.music_track_id
+					   AND (m.workspace_id IS NULL OR m.workspace_id = p.workspace_id)) THEN
 		RAISE EXCEPTION 'music track % does not exist', p.music_track_id
 			USING ERRCODE = 'foreign_key_violation',
-				  HINT = 'Create it with hagen.add_music_track() first.';
+				  HINT = 'Create it with hagen.add_music_track() first, shared or in the project''s workspace.';
 	END IF;
 	IF length(p.property_id) > 200 OR p.property_id ~ '[[:cntrl:]]' THEN
 		RAISE EXCEPTION 'invalid property id "%"', left(p.property_id, 200)
@@ -2881,6 +2883,139 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON hagen.workspace_budget TO hagen_operator
 GRANT SELECT ON hagen.workspace_spending TO hagen_operator;
 SELECT pg_catalog.pg_extension_config_dump('hagen.workspace_budget', '');
 SELECT pg_catalog.pg_extension_config_dump('hagen.workspace_spending', '');
+
+-- ---------------------------------------------------------------------
+-- 0.4: music per tenant: a track belongs to a workspace or (NULL) is shared,
+-- under the tenant rules and row-level security; the app's categories; a
+-- URL that can never be fetched refused when the track is added.
+ALTER TABLE hagen.music_track
+	-- The workspace whose track it is; NULL: shared with every workspace.
+	ADD COLUMN workspace_id text CHECK (workspace_id <> '');
+CREATE INDEX music_track_workspace_idx ON hagen.music_track (workspace_id);
+
+DROP FUNCTION hagen.add_music_track(text, text, text, text, real);
+-- Why a URL given by a user can never be fetched: not http(s), or its host
+-- an address the network guard refuses (in any spelling) or a name that
+-- always means this machine or the metadata service, unless it is the host
+-- of a configured endpoint or listed in hagen.trusted_hosts; NULL when it
+-- may be fetched (src/url_check.c).
+CREATE FUNCTION hagen._url_refusal(url text) RETURNS text
+	LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'hagen_url_refusal';
+
+-- The music categories of the app hagenkit replaces.
+CREATE FUNCTION hagen._music_categories() RETURNS text[]
+	LANGUAGE sql IMMUTABLE RETURN ARRAY['modern', 'classical', 'upbeat', 'calm', 'cinematic'];
+
+-- Is a role limited to some workspaces (listed in hagen.workspace_role)?
+CREATE FUNCTION hagen._is_tenant(who name) RETURNS boolean
+	LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+	RETURN NOT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = who), false)
+		AND NOT pg_has_role(who, 'hagen_operator', 'USAGE')
+		AND EXISTS (SELECT 1 FROM hagen.workspace_role r JOIN pg_roles g ON g.rolname = r.role_name
+					WHERE pg_has_role(who, g.oid, 'USAGE'));
+
+-- Adds a music track and returns its id: a workspace's own, or with no
+-- workspace one shared by every workspace (not for tenant roles).  The URL
+-- must be one that can be fetched.
+CREATE FUNCTION hagen.add_music_track(name text, audio_url text,
+									  category text DEFAULT NULL,
+									  mood text DEFAULT NULL,
+									  duration real DEFAULT NULL,
+									  workspace_id text DEFAULT NULL)
+	RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+	new_id uuid;
+	why text;
+BEGIN
+	IF name IS NULL OR btrim(name) = '' THEN
+		RAISE EXCEPTION 'music track name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the track a name.';
+	END IF;
+	IF workspace_id IS NOT NULL THEN
+		IF workspace_id = '' OR workspace_id ~ '[/[:cntrl:]]' OR workspace_id IN ('.', '..')
+		   OR length(workspace_id) > 200 THEN
+			RAISE EXCEPTION 'invalid workspace id "%"', left(workspace_id, 200)
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Use a non-empty id of at most 200 characters without "/" or control characters, or NULL for a track every workspace may use.';
+		END IF;
+		PERFORM hagen._check_workspace(workspace_id);
+	ELSIF hagen._is_tenant(session_user) THEN
+		RAISE EXCEPTION 'role % may not add music shared by every workspace', session_user
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'Pass workspace_id => one of its workspaces; shared tracks are added by operators.';
+	END IF;
+	PERFORM hagen._check_url('music track URL', audio_url);
+	why := hagen._url_refusal(audio_url);
+	IF why IS NOT NULL THEN
+		RAISE EXCEPTION 'music track URL "%" can never be fetched: %', left(audio_url, 200), why
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Music is fetched from public addresses only: put the file on public storage, or have an operator list its host in hagen.trusted_hosts.';
+	END IF;
+	IF category IS NOT NULL THEN
+		PERFORM hagen._check_choice('music category', lower(btrim(category)), hagen._music_categories());
+	END IF;
+	IF duration IS NOT NULL AND NOT (duration > 0 AND duration < 86400) THEN
+		RAISE EXCEPTION 'invalid music track duration %', duration
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give the length in seconds, or NULL when unknown.';
+	END IF;
+	INSERT INTO hagen.music_track AS m (name, audio_url, category, mood, duration, workspace_id)
+	VALUES (add_music_track.name, audio_url, lower(btrim(category)), mood, add_music_track.duration,
+			add_music_track.workspace_id)
+	RETURNING m.id INTO new_id;
+	RETURN new_id;
+END;
+$$;
+
+-- Checks the settings of a project (all but its workspace), as
+-- create_project and update_project are given them.
+CREATE OR REPLACE FUNCTION hagen._check_settings(p hagen.video_project) RETURNS void
+	LANGUAGE plpgsql STABLE AS $$
+BEGIN
+	PERFORM hagen._check_choice('aspect ratio', p.aspect_ratio, ARRAY['16:9', '9:16', '1:1']);
+	PERFORM hagen._check_choice('provider', p.provider, ARRAY['fal', 'xai']);
+	IF p.generate_native_audio IS NULL THEN
+		RAISE EXCEPTION 'generate_native_audio must not be null'
+			USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass true or false.';
+	END IF;
+	PERFORM hagen._check_volume('music volume', p.music_volume);
+	PERFORM hagen._check_volume('video volume', p.video_volume);
+	IF p.metadata IS NULL OR jsonb_typeof(p.metadata) <> 'object' THEN
+		RAISE EXCEPTION 'metadata must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass ''{}'' for none.';
+	END IF;
+	IF p.crossfade IS NULL OR NOT (p.crossfade = 0 OR p.crossfade BETWEEN 0.1 AND 2) THEN
+		RAISE EXCEPTION 'invalid crossfade %', coalesce(p.crossfade::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'The crossfade is the length in seconds of the fade at each cut between clips.',
+				  HINT = 'Pass 0 for hard cuts, or from 0.1 to 2 seconds (0.5 is a common choice).';
+	END IF;
+	-- A track of another workspace is not there as far as this one knows.
+	IF p.music_track_id IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM hagen.music_track m WHERE m.id = p.music_track_id
+					   AND (m.workspace_id IS NULL OR m.workspace_id = p.workspace_id)) THEN
+		RAISE EXCEPTION 'music track % does not exist', p.music_track_id
+			USING ERRCODE = 'foreign_key_violation',
+				  HINT = 'Create it with hagen.add_music_track() first, shared or in the project''s workspace.';
+	END IF;
+	IF length(p.property_id) > 200 OR p.property_id ~ '[[:cntrl:]]' THEN
+		RAISE EXCEPTION 'invalid property id "%"', left(p.property_id, 200)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use the app''s id of the property: at most 200 characters, no control characters.';
+	END IF;
+	PERFORM hagen._check_choice('framing', p.framing, ARRAY['crop', 'pad']);
+END;
+$$;
+
+REVOKE ALL ON FUNCTION hagen._url_refusal(text), hagen._music_categories(), hagen._is_tenant(name),
+	hagen.add_music_track(text, text, text, text, real, text) FROM PUBLIC;
+ALTER FUNCTION hagen.add_music_track(text, text, text, text, real, text)
+	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+GRANT EXECUTE ON FUNCTION hagen.add_music_track(text, text, text, text, real, text) TO hagen_user;
+-- Music: the shared tracks and those of the workspaces the role may use.
+ALTER TABLE hagen.music_track ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_rows ON hagen.music_track
+	USING (workspace_id IS NULL OR hagen._workspace_allowed(workspace_id, current_user));
 
 -- Functions created above are granted to no one, as at install
 -- (src/sql/90_privileges.sql); keep this section last.

@@ -70,8 +70,8 @@ INSERT INTO api VALUES
 	('hagen.workspace_budget_status(text)', ARRAY['''ws-null''']),
 	('hagen.add_clip(uuid,text,text,text,text,text,real,text,integer,text)',
 	 ARRAY[quote_literal(:'p'), '''https://img.example/n.jpg''', 'NULL', '''kitchen''', '''K''', '''slow''', '5', '''cut''', 'NULL', '''img''']),
-	('hagen.add_music_track(text,text,text,text,real)',
-	 ARRAY['''Song''', '''https://m.example/s.mp3''', '''pop''', '''calm''', '60']),
+	('hagen.add_music_track(text,text,text,text,real,text)',
+	 ARRAY['''Song''', '''https://m.example/s.mp3''', '''modern''', '''calm''', '60', '''ws-null''']),
 	('hagen.start_video(uuid)', ARRAY['NULL']),
 	('hagen.cancel_video(uuid)', ARRAY['NULL']),
 	('hagen.retry_video(uuid)', ARRAY['NULL']),
@@ -86,12 +86,12 @@ FROM api a, generate_subscripts(a.args, 1) i
 ORDER BY i, a.f::regproc::text COLLATE "C";
 
 -- Nothing stored before was lost: the rows outside this test's projects
--- are exactly those of before (the NULL sweep added three music tracks).
+-- are exactly those of before (the NULL sweep added four music tracks).
 SELECT (SELECT count(*) FROM hagen.video_project
 		WHERE workspace_id NOT IN ('ws-hostile', 'ws-null')) = b.projects AS projects_kept,
 	   (SELECT count(*) FROM hagen.video_clip c JOIN hagen.video_project v ON v.id = c.project_id
 		WHERE v.workspace_id NOT IN ('ws-hostile', 'ws-null')) = b.clips AS clips_kept,
-	   (SELECT count(*) FROM hagen.music_track) = b.tracks + 3 AS tracks_kept
+	   (SELECT count(*) FROM hagen.music_track) = b.tracks + 4 AS tracks_kept
 FROM before b;
 DELETE FROM hagen.music_track WHERE name = 'Song';
 DELETE FROM hagen.video_project WHERE workspace_id IN ('ws-hostile', 'ws-null');

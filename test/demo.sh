@@ -137,7 +137,7 @@ psql_() { su postgres -c "psql -h '$work' -p $port -d postgres -X -q -At -v ON_E
 psql_ "-c 'CREATE EXTENSION hagenkit'"
 
 project=$(psql_ "-c \"
-	SELECT p FROM hagen.add_music_track('Warm acoustic', '$image_base/$(basename "$music_file")', 'acoustic', 'warm') m,
+	SELECT p FROM hagen.add_music_track('Warm acoustic', '$image_base/$(basename "$music_file")', 'calm', 'warm') m,
 		LATERAL hagen.create_project('demo-workspace', '16:9', 'fal', $native_audio, m, 0.3, 1.0, '{\\\"listing\\\": \\\"12 Demo Street\\\"}', $crossfade) p\"")
 for i in "${!names[@]}"; do
 	transition=cut

@@ -6,7 +6,8 @@
 
 \echo Use "CREATE EXTENSION hagenkit" to load this file. \quit
 
--- A music track that projects may lay under their clips.
+-- A music track that projects may lay under their clips: a workspace's own,
+-- or shared by all.
 CREATE TABLE hagen.music_track (
 	id			uuid PRIMARY KEY DEFAULT gen_random_uuid(),
 	name		text NOT NULL CHECK (name <> ''),
@@ -14,8 +15,11 @@ CREATE TABLE hagen.music_track (
 	category	text,
 	mood		text,
 	duration	real CHECK (duration IS NULL OR duration > 0),
-	created_at	timestamptz NOT NULL DEFAULT now()
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	-- The workspace whose track it is; NULL: shared with every workspace.
+	workspace_id	text CHECK (workspace_id <> '')
 );
+CREATE INDEX music_track_workspace_idx ON hagen.music_track (workspace_id);
 
 -- A video project: an ordered list of clips plus the settings of the video.
 CREATE TABLE hagen.video_project (

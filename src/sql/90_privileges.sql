@@ -44,7 +44,7 @@ ALTER FUNCTION hagen.workspace_budget_status(text)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
-ALTER FUNCTION hagen.add_music_track(text, text, text, text, real)
+ALTER FUNCTION hagen.add_music_track(text, text, text, text, real, text)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.start_video(uuid) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.cancel_video(uuid) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
@@ -68,7 +68,7 @@ GRANT EXECUTE ON FUNCTION
 	hagen.list_projects(text, integer, timestamptz),
 	hagen.workspace_budget_status(text),
 	hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text),
-	hagen.add_music_track(text, text, text, text, real),
+	hagen.add_music_track(text, text, text, text, real, text),
 	hagen.start_video(uuid),
 	hagen.cancel_video(uuid),
 	hagen.retry_video(uuid),
@@ -89,6 +89,10 @@ CREATE POLICY workspace_rows ON hagen.video_project
 	USING (hagen._workspace_allowed(workspace_id, current_user));
 CREATE POLICY workspace_rows ON hagen.video_clip
 	USING (EXISTS (SELECT 1 FROM hagen.video_project p WHERE p.id = project_id));
+-- Music: the shared tracks and those of the workspaces the role may use.
+ALTER TABLE hagen.music_track ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_rows ON hagen.music_track
+	USING (workspace_id IS NULL OR hagen._workspace_allowed(workspace_id, current_user));
 
 GRANT SELECT ON ALL TABLES IN SCHEMA hagen TO hagen_operator;
 GRANT INSERT, UPDATE, DELETE ON hagen.video_model, hagen.room_prompt, hagen.workspace_role,

@@ -69,9 +69,18 @@ for my $c (@cases)
 	$node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
 	$project{$what} = $p;
 }
-# And a music track on the metadata service for a project whose clip is fine.
+# And a music track on the metadata service for a project whose clip is
+# fine.  add_music_track refuses such a URL at once; a row stored before it
+# did (or by hand) is still refused by the guard when fetched.
+my $refused;
+$node->psql('postgres', q{SELECT hagen.add_music_track('Bad', 'http://169.254.169.254/music.mp3')},
+	on_error_stop => 0, stderr => \$refused);
+like($refused, qr/can never be fetched: cloud metadata address/,
+	'add_music_track refuses a URL on the metadata service at once');
+$node->safe_psql('postgres', q{INSERT INTO hagen.music_track (name, audio_url)
+	VALUES ('Bad', 'http://169.254.169.254/music.mp3')});
 my $mp = $node->safe_psql('postgres', q{SELECT hagen.create_project('ws-hostile',
-	music_track_id => hagen.add_music_track('Bad', 'http://169.254.169.254/music.mp3'))});
+	music_track_id => (SELECT id FROM hagen.music_track WHERE name = 'Bad'))});
 $node->safe_psql('postgres', "SELECT hagen.add_clip('$mp', '$ok_photo')");
 $node->safe_psql('postgres', "SELECT hagen.start_video('$mp')");
 
