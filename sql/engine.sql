@@ -30,6 +30,11 @@ BEGIN
 	WHEN 'image_fetch' THEN
 		RETURN jsonb_build_object('status', 200, 'headers', '{"content-type": "image/jpeg"}'::jsonb,
 								  'file', eff ->> 'save_to', 'bytes', 48000);
+	WHEN 'image_frame' THEN
+		RETURN jsonb_build_object('status', 'ok', 'result', jsonb_build_object('width', 1080, 'height', 1920,
+			'bytes', 250000, 'source', '{"width": 1600, "height": 900, "orientation": 1}'::jsonb));
+	WHEN 'image_store' THEN
+		RETURN '{"status": 200}';
 	WHEN 'image_initiate' THEN
 		RETURN jsonb_build_object('status', 200, 'body_text', jsonb_build_object(
 			'upload_url', format('http://fal.test/cdn/upload/%s-%s', req, j.state ->> 'image_index'),
@@ -160,7 +165,7 @@ $$;
 CREATE FUNCTION t.project(ws text, provider text DEFAULT 'fal') RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
 	m uuid := hagen.add_music_track('Bright', 'https://music.example.com/bright.mp3', 'upbeat', 'uplifting');
-	p uuid := hagen.create_project(ws, '16:9', provider, false, m, 0.3, 1.0);
+	p uuid := hagen.create_project(ws, '16:9', provider, false, m, 0.3, 1.0, framing => 'none');
 BEGIN
 	PERFORM hagen.add_clip(p, 'https://img.example.com/1.jpg', room_type => 'exterior');
 	PERFORM hagen.add_clip(p, 'https://img.example.com/2.jpg', 'https://img.example.com/2-end.jpg',

@@ -1608,11 +1608,13 @@ DECLARE
 	m hagen.video_model := hagen._video_model(p.provider);
 	time_limit interval := hagen._setting_interval('hagen.clip_timeout', '20 minutes');
 	common jsonb;
-	first_step text := hagen._first_step(p.provider);
+	first_step text := hagen._first_step(p.provider, p.framing);
 BEGIN
 	common := jsonb_build_object('model', m.model, 'resolution', m.resolution,
 								 'fields', hagen._model_fields(m), 'aspect_ratio', p.aspect_ratio,
-								 'negative_prompt', hagen._negative_prompt());
+								 'negative_prompt', hagen._negative_prompt(),
+								 'framing', p.framing, 'image_route', hagen._image_route(p.provider),
+								 'max_image_side', m.max_image_side, 'max_image_bytes', m.max_image_bytes);
 	FOR c IN
 		SELECT v.*, lead(v.source_image_url) OVER w AS next_source, lead(v.id) OVER w AS next_id
 		FROM hagen.video_clip v WHERE v.project_id = p.id
@@ -1623,7 +1625,8 @@ BEGIN
 			IF hagen._enqueue(p.id, c.id, 'clip', p.provider, first_step, common || jsonb_build_object(
 					'start_image', c.source_image_url,
 					'end_image', coalesce(c.end_image_url, c.source_image_url),
-					'images', hagen._fal_image_steps(ARRAY[c.source_image_url, c.end_image_url]),
+					'images', hagen._fal_image_steps(ARRAY[c.source_image_url,
+						CASE WHEN m.end_image_field IS NOT NULL THEN c.end_image_url END]),
 					'prompt', hagen._clip_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id), p),
 					'duration', c.duration::integer,
 					'audio', p.generate_native_audio,
@@ -1641,7 +1644,8 @@ BEGIN
 			IF hagen._enqueue(p.id, c.id, 'transition', p.provider, first_step, common || jsonb_build_object(
 					'start_image', coalesce(c.end_image_url, c.source_image_url),
 					'end_image', c.next_source,
-					'images', hagen._fal_image_steps(ARRAY[coalesce(c.end_image_url, c.source_image_url), c.next_source]),
+					'images', hagen._fal_image_steps(ARRAY[coalesce(c.end_image_url, c.source_image_url),
+						CASE WHEN m.end_image_field IS NOT NULL THEN c.next_source END]),
 					'next_clip_id', c.next_id,
 					'prompt', hagen._transition_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id),
 													   (SELECT v FROM hagen.video_clip v WHERE v.id = c.next_id)),
@@ -1796,7 +1800,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use the app''s id of the property: at most 200 characters, no control characters.';
 	END IF;
-	PERFORM hagen._check_choice('framing', p.framing, ARRAY['crop', 'pad']);
+	PERFORM hagen._check_choice('framing', p.framing, ARRAY['crop', 'pad', 'none']);
 END;
 $$;
 
@@ -2365,11 +2369,13 @@ DECLARE
 	m hagen.video_model := hagen._video_model(p.provider);
 	time_limit interval := hagen._setting_interval('hagen.clip_timeout', '20 minutes');
 	common jsonb;
-	first_step text := hagen._first_step(p.provider);
+	first_step text := hagen._first_step(p.provider, p.framing);
 BEGIN
 	common := jsonb_build_object('model', m.model, 'resolution', m.resolution,
 								 'fields', hagen._model_fields(m), 'aspect_ratio', p.aspect_ratio,
-								 'negative_prompt', hagen._negative_prompt());
+								 'negative_prompt', hagen._negative_prompt(),
+								 'framing', p.framing, 'image_route', hagen._image_route(p.provider),
+								 'max_image_side', m.max_image_side, 'max_image_bytes', m.max_image_bytes);
 	FOR c IN
 		SELECT v.*, lead(v.source_image_url) OVER w AS next_source, lead(v.id) OVER w AS next_id
 		FROM hagen.video_clip v WHERE v.project_id = p.id
@@ -2380,7 +2386,8 @@ BEGIN
 			IF hagen._enqueue(p.id, c.id, 'clip', p.provider, first_step, common || jsonb_build_object(
 					'start_image', c.source_image_url,
 					'end_image', coalesce(c.end_image_url, c.source_image_url),
-					'images', hagen._fal_image_steps(ARRAY[c.source_image_url, c.end_image_url]),
+					'images', hagen._fal_image_steps(ARRAY[c.source_image_url,
+						CASE WHEN m.end_image_field IS NOT NULL THEN c.end_image_url END]),
 					'prompt', hagen._clip_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id), p),
 					'duration', c.duration::integer,
 					'audio', p.generate_native_audio,
@@ -2398,7 +2405,8 @@ BEGIN
 			IF hagen._enqueue(p.id, c.id, 'transition', p.provider, first_step, common || jsonb_build_object(
 					'start_image', coalesce(c.end_image_url, c.source_image_url),
 					'end_image', c.next_source,
-					'images', hagen._fal_image_steps(ARRAY[coalesce(c.end_image_url, c.source_image_url), c.next_source]),
+					'images', hagen._fal_image_steps(ARRAY[coalesce(c.end_image_url, c.source_image_url),
+						CASE WHEN m.end_image_field IS NOT NULL THEN c.next_source END]),
 					'next_clip_id', c.next_id,
 					'prompt', hagen._transition_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id),
 													   (SELECT v FROM hagen.video_clip v WHERE v.id = c.next_id)),
@@ -2594,11 +2602,14 @@ $$;
 CREATE OR REPLACE FUNCTION hagen._generation_interpret(j hagen.job, o jsonb) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 DECLARE
-	status integer := coalesce((o ->> 'status')::integer, 0);
+	-- An HTTP status (an image effect's outcome says "ok" or "error" instead).
+	status integer := CASE WHEN o ->> 'status' ~ '^[0-9]{1,4}$' THEN (o ->> 'status')::integer ELSE 0 END;
 	d jsonb;
 BEGIN
 	CASE j.step
-	WHEN 'image_fetch', 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
+	WHEN 'image_fetch', 'image_frame', 'image_store' THEN
+		RETURN hagen._image_step_interpret(j, o);
+	WHEN 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
 		CASE j.provider
 		WHEN 'fal' THEN RETURN hagen._fal_interpret(j, o);
 		WHEN 'xai' THEN RETURN hagen._xai_interpret(j, o);
@@ -3003,7 +3014,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use the app''s id of the property: at most 200 characters, no control characters.';
 	END IF;
-	PERFORM hagen._check_choice('framing', p.framing, ARRAY['crop', 'pad']);
+	PERFORM hagen._check_choice('framing', p.framing, ARRAY['crop', 'pad', 'none']);
 END;
 $$;
 
@@ -3016,6 +3027,399 @@ GRANT EXECUTE ON FUNCTION hagen.add_music_track(text, text, text, text, real, te
 ALTER TABLE hagen.music_track ENABLE ROW LEVEL SECURITY;
 CREATE POLICY workspace_rows ON hagen.music_track
 	USING (workspace_id IS NULL OR hagen._workspace_allowed(workspace_id, current_user));
+
+-- ---------------------------------------------------------------------
+-- 0.4: framing: each photo fitted to the project's aspect ratio by
+-- hagen-compile (image effects, on the compile lane) before it goes to the
+-- provider; fitted photos for xAI (and Fal in url mode) stored in the
+-- bucket behind a presigned URL.
+DROP FUNCTION hagen._first_step(text);
+-- Which workers carry out a step of a job: the compile workers run
+-- hagen-compile ("compile" lane), the dispatcher everything else ("http").
+-- A job changes lanes as it moves from step to step.
+CREATE OR REPLACE FUNCTION hagen._step_lane(kind text, step text) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN CASE WHEN (kind = 'compile' AND step = 'compile') OR step = 'image_frame' THEN 'compile'
+				ELSE 'http' END;
+
+-- An image effect (compile lane): hagen-compile fits the photo in the work
+-- file input to an aspect ratio ("9:16") by fit (crop or pad), at most
+-- max_side pixels on its longer side and max_bytes as a JPEG, into output.
+CREATE FUNCTION hagen._image_effect(input text, output text, aspect text, fit text,
+									max_side integer, max_bytes integer) RETURNS jsonb
+	LANGUAGE sql IMMUTABLE
+	RETURN jsonb_build_object('type', 'image', 'input', input, 'output', output, 'aspect', aspect,
+		'fit', fit, 'max_side', max_side, 'min_side', least(300, max_side), 'max_bytes', max_bytes,
+		'timeout_ms', 60000);
+
+-- The first step of a generation job of a project.
+CREATE FUNCTION hagen._first_step(provider text, framing text) RETURNS text
+	LANGUAGE sql STABLE
+	RETURN CASE WHEN framing <> 'none'
+				  OR (provider = 'fal' AND hagen._setting('hagen.fal_image_mode', 'upload') = 'upload')
+				THEN 'image_fetch' ELSE 'submit' END;
+
+-- How a job's fetched (and fitted) photos reach its provider: 'fal'
+-- (Fal storage) or 's3' (the bucket, by a presigned URL).
+CREATE FUNCTION hagen._image_route(provider text) RETURNS text
+	LANGUAGE sql STABLE
+	RETURN CASE WHEN provider = 'fal' AND hagen._setting('hagen.fal_image_mode', 'upload') = 'upload'
+				THEN 'fal' ELSE 's3' END;
+
+-- The storage key of a fitted photo: beside the job's video, in the
+-- project's prefix.
+CREATE FUNCTION hagen._image_key(j hagen.job, i integer) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN regexp_replace(j.state ->> 'key', '[^/]*$', '') || format('image_%s_%s.jpg', j.id, i);
+
+-- The effect of an image step.
+CREATE FUNCTION hagen._image_step_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	i integer := coalesce((j.state ->> 'image_index')::integer, 0);
+	img jsonb := j.state -> 'images' -> i;
+	framed boolean := coalesce(j.state ->> 'framing', 'none') <> 'none';
+BEGIN
+	CASE j.step
+	WHEN 'image_fetch' THEN
+		-- A photo that is fitted may be larger than the model takes: it is
+		-- written again, smaller.
+		RETURN hagen._http('GET', img ->> 'url', 'none', 'image', jsonb_build_object(
+			'guard', true, 'follow_redirects', true,
+			'save_to', hagen._work_file(j.project_id, format('images/%s_%s', j.id, i)),
+			'max_bytes', CASE WHEN framed THEN 50 * 1024 * 1024
+							  ELSE coalesce((j.state ->> 'max_image_bytes')::integer, 10 * 1024 * 1024) END));
+	WHEN 'image_frame' THEN
+		RETURN hagen._image_effect(img ->> 'file',
+			hagen._work_file(j.project_id, format('images/%s_%s.jpg', j.id, i)),
+			j.state ->> 'aspect_ratio', j.state ->> 'framing',
+			coalesce((j.state ->> 'max_image_side')::integer, 1920),
+			coalesce((j.state ->> 'max_image_bytes')::integer, 10 * 1024 * 1024));
+	WHEN 'image_store' THEN
+		RETURN hagen._http('PUT', hagen._s3_url(hagen._image_key(j, i)), 's3', 'image', jsonb_build_object(
+			'body_file', img ->> 'file', 'headers', jsonb_build_object('content-type', img ->> 'content_type')));
+	END CASE;
+	RAISE EXCEPTION 'unknown image step "%"', j.step;
+END;
+$$;
+
+-- After the image at image_index has reached the provider as url: the next
+-- image, or the submit with the start and end images as the provider sees
+-- them.
+CREATE FUNCTION hagen._image_done(j hagen.job, url text) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	i integer := coalesce((j.state ->> 'image_index')::integer, 0);
+	images jsonb := jsonb_set(j.state -> 'images', ARRAY[i::text],
+							  (j.state -> 'images' -> i) || jsonb_build_object('file_url', url));
+	start_url text;
+	end_url text;
+BEGIN
+	IF i + 1 < jsonb_array_length(images) THEN
+		RETURN jsonb_build_object('action', 'advance', 'step', 'image_fetch',
+			'state', jsonb_build_object('images', images, 'image_index', i + 1));
+	END IF;
+	SELECT x ->> 'file_url' INTO start_url FROM jsonb_array_elements(images) x
+	WHERE x ->> 'url' = j.state ->> 'start_image';
+	SELECT x ->> 'file_url' INTO end_url FROM jsonb_array_elements(images) x
+	WHERE x ->> 'url' = j.state ->> 'end_image';
+	RETURN jsonb_build_object('action', 'advance', 'step', 'submit',
+		'log', format('%s image(s) %s', jsonb_array_length(images),
+					  CASE WHEN j.state ->> 'image_route' = 's3' THEN 'stored for the provider'
+						   ELSE 'uploaded to Fal storage' END),
+		'state', jsonb_build_object('images', images,
+									'source_start_image', j.state ->> 'start_image',
+									'source_end_image', j.state ->> 'end_image',
+									'start_image', start_url, 'end_image', end_url));
+END;
+$$;
+
+-- Reads the outcome of an image step.
+CREATE FUNCTION hagen._image_step_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	-- An HTTP status; an image effect's outcome says "ok" or "error".
+	status integer := CASE WHEN o ->> 'status' ~ '^[0-9]{1,4}$' THEN (o ->> 'status')::integer ELSE 0 END;
+	i integer := coalesce((j.state ->> 'image_index')::integer, 0);
+	images jsonb := j.state -> 'images';
+	img jsonb := images -> i;
+	framed boolean := coalesce(j.state ->> 'framing', 'none') <> 'none';
+	via_fal boolean := coalesce(j.state ->> 'image_route', hagen._image_route(j.provider)) = 'fal';
+	ctype text;
+	name text;
+	r jsonb := o -> 'result';
+BEGIN
+	CASE j.step
+	WHEN 'image_fetch' THEN
+		IF o ->> 'error_kind' = 'guard' THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('refused to fetch image %s: %s', img ->> 'url', o ->> 'error'));
+		ELSIF o ->> 'error_kind' = 'too_large' THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', CASE WHEN framed THEN format('image %s is larger than 50 MB', img ->> 'url')
+							  ELSE format('image %s is larger than %s, the most the model takes', img ->> 'url',
+										  pg_size_pretty(coalesce((j.state ->> 'max_image_bytes')::bigint, 10485760))) END);
+		ELSIF status BETWEEN 200 AND 299 AND o ? 'file' THEN
+			ctype := lower(split_part(coalesce(o -> 'headers' ->> 'content-type', ''), ';', 1));
+			IF ctype NOT IN ('image/jpeg', 'image/jpg', 'image/png', 'image/webp', 'image/gif', 'image/avif') THEN
+				RETURN jsonb_build_object('action', 'fail',
+					'error', format('%s is not a JPEG, PNG, WebP, GIF or AVIF image (Content-Type "%s")',
+									img ->> 'url', ctype));
+			END IF;
+			name := coalesce(nullif(regexp_replace(split_part(split_part(img ->> 'url', '?', 1), '#', 1),
+												   '^.*/', ''), ''), 'image');
+			RETURN jsonb_build_object('action', 'advance',
+				'step', CASE WHEN framed THEN 'image_frame' WHEN via_fal THEN 'image_initiate' ELSE 'image_store' END,
+				'state', jsonb_build_object('images', jsonb_set(images, ARRAY[i::text],
+					img || jsonb_build_object('file', o ->> 'file', 'content_type', ctype,
+											  'file_name', left(name, 200)))));
+		END IF;
+		RETURN coalesce(hagen._transient(o, format('fetch of image %s', img ->> 'url')),
+			jsonb_build_object('action', 'fail', 'error',
+				format('could not fetch image %s: HTTP %s', img ->> 'url', status)));
+	WHEN 'image_frame' THEN
+		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' THEN
+			RETURN jsonb_build_object('action', 'advance',
+				'step', CASE WHEN via_fal THEN 'image_initiate' ELSE 'image_store' END,
+				'log', format('image %s fitted to %s (%s): %sx%s from %sx%s%s, %s bytes', img ->> 'url',
+							  j.state ->> 'aspect_ratio', j.state ->> 'framing', r ->> 'width', r ->> 'height',
+							  r -> 'source' ->> 'width', r -> 'source' ->> 'height',
+							  CASE WHEN (r -> 'source' ->> 'orientation') NOT IN ('1', '')
+								   THEN ' turned upright (EXIF orientation ' || (r -> 'source' ->> 'orientation') || ')'
+								   ELSE '' END,
+							  r ->> 'bytes'),
+				'state', jsonb_build_object('images', jsonb_set(images, ARRAY[i::text],
+					img || jsonb_build_object('file', hagen._work_file(j.project_id, format('images/%s_%s.jpg', j.id, i)),
+											  'content_type', 'image/jpeg',
+						'file_name', left(regexp_replace(img ->> 'file_name', '\.[A-Za-z0-9]{1,5}$', ''), 195) || '.jpg',
+						'width', r -> 'width', 'height', r -> 'height'))));
+		ELSIF o ->> 'kind' = 'input' THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('could not fit image %s to %s: %s', img ->> 'url', j.state ->> 'aspect_ratio',
+								coalesce(o ->> 'error', 'no detail')));
+		END IF;
+		RETURN jsonb_build_object('action', 'retry', 'max_attempts', 3,
+			'error', format('fitting image %s failed: %s', img ->> 'url', coalesce(o ->> 'error', 'no result')));
+	WHEN 'image_store' THEN
+		IF status BETWEEN 200 AND 299 THEN
+			RETURN hagen._image_done(j, hagen.presign_url(hagen._image_key(j, i), 'GET',
+				least(hagen._setting_interval('hagen.clip_timeout', '20 minutes') + interval '1 hour',
+					  interval '7 days')));
+		END IF;
+		RETURN coalesce(hagen._transient(o, 'store of a fitted image'),
+			jsonb_build_object('action', 'fail', 'error',
+				format('could not store the fitted image %s: HTTP %s%s', hagen._image_key(j, i), status,
+					   coalesce(': ' || hagen._error_text(o), ''))));
+	END CASE;
+	RAISE EXCEPTION 'unknown image step "%"', j.step;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._fal_upload_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	i integer := coalesce((j.state ->> 'image_index')::integer, 0);
+	img jsonb := j.state -> 'images' -> i;
+BEGIN
+	CASE j.step
+	WHEN 'image_initiate' THEN
+		RETURN hagen._http('POST', rtrim(hagen._setting('hagen.fal_rest_url', 'https://rest.fal.ai'), '/')
+				|| '/storage/upload/initiate?storage_type=fal-cdn-v3', 'fal', 'status', jsonb_build_object(
+			'headers', '{"content-type": "application/json", "accept": "application/json"}'::jsonb,
+			'body', jsonb_build_object('content_type', img ->> 'content_type',
+									   'file_name', img ->> 'file_name')));
+	WHEN 'image_put' THEN
+		RETURN hagen._http('PUT', img ->> 'upload_url', 'none', 'image', jsonb_build_object(
+			'guard', true, 'body_file', img ->> 'file',
+			'headers', jsonb_build_object('content-type', img ->> 'content_type')));
+	END CASE;
+	RAISE EXCEPTION 'unknown Fal.ai upload step "%"', j.step;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._fal_upload_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	i integer := coalesce((j.state ->> 'image_index')::integer, 0);
+	images jsonb := j.state -> 'images';
+	img jsonb := images -> i;
+	b jsonb := o -> 'body';
+BEGIN
+	CASE j.step
+	WHEN 'image_initiate' THEN
+		IF status BETWEEN 200 AND 299 AND jsonb_typeof(b -> 'upload_url') = 'string'
+		   AND jsonb_typeof(b -> 'file_url') = 'string' THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'image_put',
+				'state', jsonb_build_object('images', jsonb_set(images, ARRAY[i::text],
+					img || jsonb_build_object('upload_url', b ->> 'upload_url', 'file_url', b ->> 'file_url'))));
+		ELSIF status BETWEEN 200 AND 299 THEN
+			RETURN jsonb_build_object('action', 'retry',
+				'error', 'Fal.ai storage answered without upload_url and file_url');
+		ELSIF status BETWEEN 400 AND 499 AND status <> 429 THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('Fal.ai storage refused the upload (HTTP %s): %s', status,
+								coalesce(hagen._error_text(o), 'no detail')));
+		END IF;
+		RETURN hagen._transient(o, 'Fal.ai storage initiate');
+	WHEN 'image_put' THEN
+		IF status BETWEEN 200 AND 299 THEN
+			RETURN hagen._image_done(j, img ->> 'file_url');
+		ELSIF status = 403 THEN
+			-- The signed upload URL expired or was used: ask for a new one.
+			RETURN jsonb_build_object('action', 'advance', 'step', 'image_initiate', 'keep_attempts', true,
+				'log', 'Fal storage upload URL refused (HTTP 403); asking for a new one');
+		END IF;
+		RETURN coalesce(hagen._transient(o, 'upload to Fal storage'),
+			jsonb_build_object('action', 'fail', 'error',
+				format('upload to Fal storage failed: HTTP %s%s', status,
+					   coalesce(': ' || hagen._error_text(o), ''))));
+	END CASE;
+	RAISE EXCEPTION 'unknown Fal.ai upload step "%"', j.step;
+END;
+$$;
+
+-- The effect of the current step of a clip or transition job.
+CREATE OR REPLACE FUNCTION hagen._generation_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+BEGIN
+	CASE j.step
+	WHEN 'image_fetch', 'image_frame', 'image_store' THEN
+		RETURN hagen._image_step_effect(j);
+	WHEN 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
+		CASE j.provider
+		WHEN 'fal' THEN RETURN hagen._fal_effect(j);
+		WHEN 'xai' THEN RETURN hagen._xai_effect(j);
+		END CASE;
+		RAISE EXCEPTION 'unknown provider "%"', j.provider;
+	WHEN 'download' THEN
+		RETURN hagen._http('GET', j.state ->> 'video_url', 'none', 'media',
+			jsonb_build_object('guard', true, 'follow_redirects', true, 'save_to', j.state ->> 'file',
+							   'max_bytes', hagen._max_download_bytes()));
+	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
+		RETURN hagen._upload_effect(j);
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a % job', j.step, j.kind;
+END;
+$$;
+
+-- Reads the outcome of the current step of a clip or transition job.
+CREATE OR REPLACE FUNCTION hagen._generation_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	-- An HTTP status (an image effect's outcome says "ok" or "error" instead).
+	status integer := CASE WHEN o ->> 'status' ~ '^[0-9]{1,4}$' THEN (o ->> 'status')::integer ELSE 0 END;
+	d jsonb;
+BEGIN
+	CASE j.step
+	WHEN 'image_fetch', 'image_frame', 'image_store' THEN
+		RETURN hagen._image_step_interpret(j, o);
+	WHEN 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
+		CASE j.provider
+		WHEN 'fal' THEN RETURN hagen._fal_interpret(j, o);
+		WHEN 'xai' THEN RETURN hagen._xai_interpret(j, o);
+		END CASE;
+	WHEN 'download' THEN
+		IF o ->> 'error_kind' = 'guard' THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('refused to download %s: %s', j.state ->> 'video_url', o ->> 'error'));
+		ELSIF o ->> 'error_kind' = 'too_large' THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('the video at %s is larger than hagen.max_download_bytes (%s bytes)',
+								j.state ->> 'video_url', hagen._max_download_bytes()));
+		ELSIF status BETWEEN 200 AND 299 AND o ? 'file' THEN
+			RETURN jsonb_build_object('action', 'advance',
+				'step', hagen._store_step((o ->> 'bytes')::bigint),
+				'state', jsonb_build_object('bytes', o -> 'bytes'));
+		END IF;
+		RETURN coalesce(hagen._transient(o, 'download of the generated video'),
+			jsonb_build_object('action', 'fail', 'error',
+				format('download of %s failed: HTTP %s%s', j.state ->> 'video_url', status,
+					   coalesce(': ' || hagen._error_text(o), ''))));
+	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
+		d := hagen._upload_interpret(j, o);
+		IF d ->> 'action' = 'stored' THEN
+			RETURN d || jsonb_build_object('action', 'succeed',
+				'cost_cents', coalesce((j.state ->> 'actual_cost_cents')::integer,
+									   (j.state ->> 'cost_cents')::integer, 0),
+				'state', coalesce(d -> 'state', '{}') || jsonb_build_object('url', hagen._stored_url(j.state ->> 'key')));
+		END IF;
+		RETURN d;
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a % job', j.step, j.kind;
+END;
+$$;
+
+-- Queues a generation job for every clip and seamless transition of a
+-- project that is not completed and has no live job.  Returns how many.
+CREATE OR REPLACE FUNCTION hagen._enqueue_generation(p hagen.video_project) RETURNS integer
+	LANGUAGE plpgsql AS $$
+DECLARE
+	c record;
+	n integer := 0;
+	m hagen.video_model := hagen._video_model(p.provider);
+	time_limit interval := hagen._setting_interval('hagen.clip_timeout', '20 minutes');
+	common jsonb;
+	first_step text := hagen._first_step(p.provider, p.framing);
+BEGIN
+	common := jsonb_build_object('model', m.model, 'resolution', m.resolution,
+								 'fields', hagen._model_fields(m), 'aspect_ratio', p.aspect_ratio,
+								 'negative_prompt', hagen._negative_prompt(),
+								 'framing', p.framing, 'image_route', hagen._image_route(p.provider),
+								 'max_image_side', m.max_image_side, 'max_image_bytes', m.max_image_bytes);
+	FOR c IN
+		SELECT v.*, lead(v.source_image_url) OVER w AS next_source, lead(v.id) OVER w AS next_id
+		FROM hagen.video_clip v WHERE v.project_id = p.id
+		WINDOW w AS (ORDER BY v.sequence_order)
+		ORDER BY v.sequence_order
+	LOOP
+		IF c.status <> 'completed' THEN
+			IF hagen._enqueue(p.id, c.id, 'clip', p.provider, first_step, common || jsonb_build_object(
+					'start_image', c.source_image_url,
+					'end_image', coalesce(c.end_image_url, c.source_image_url),
+					'images', hagen._fal_image_steps(ARRAY[c.source_image_url,
+						CASE WHEN m.end_image_field IS NOT NULL THEN c.end_image_url END]),
+					'prompt', hagen._clip_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id), p),
+					'duration', c.duration::integer,
+					'audio', p.generate_native_audio,
+					'key', hagen.get_video_path(p.workspace_id, p.id, c.id || '.mp4'),
+					'file', hagen._work_file(p.id, c.id || '.mp4'),
+					'cost_cents', hagen._cost_cents(m, c.duration::numeric, p.generate_native_audio)),
+					'http', time_limit) IS NOT NULL THEN
+				n := n + 1;
+			END IF;
+			UPDATE hagen.video_clip SET status = 'processing', error_message = NULL
+			WHERE id = c.id;
+		END IF;
+		IF c.transition_type = 'seamless' AND c.next_id IS NOT NULL
+		   AND c.transition_status IS DISTINCT FROM 'completed' THEN
+			IF hagen._enqueue(p.id, c.id, 'transition', p.provider, first_step, common || jsonb_build_object(
+					'start_image', coalesce(c.end_image_url, c.source_image_url),
+					'end_image', c.next_source,
+					'images', hagen._fal_image_steps(ARRAY[coalesce(c.end_image_url, c.source_image_url),
+						CASE WHEN m.end_image_field IS NOT NULL THEN c.next_source END]),
+					'next_clip_id', c.next_id,
+					'prompt', hagen._transition_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id),
+													   (SELECT v FROM hagen.video_clip v WHERE v.id = c.next_id)),
+					'duration', 5,
+					'audio', false,
+					'key', hagen.get_video_path(p.workspace_id, p.id, 'transition_' || c.id || '.mp4'),
+					'file', hagen._work_file(p.id, 'transition_' || c.id || '.mp4'),
+					'cost_cents', hagen._cost_cents(m, 5, false)),
+					'http', time_limit) IS NOT NULL THEN
+				n := n + 1;
+			END IF;
+			UPDATE hagen.video_clip SET transition_status = 'processing' WHERE id = c.id;
+		END IF;
+	END LOOP;
+	RETURN n;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION hagen._image_effect(text, text, text, text, integer, integer),
+	hagen._first_step(text, text), hagen._image_route(text), hagen._image_key(hagen.job, integer),
+	hagen._image_step_effect(hagen.job), hagen._image_done(hagen.job, text),
+	hagen._image_step_interpret(hagen.job, jsonb) FROM PUBLIC;
 
 -- Functions created above are granted to no one, as at install
 -- (src/sql/90_privileges.sql); keep this section last.

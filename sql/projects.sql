@@ -108,7 +108,7 @@ SELECT * FROM t.clips(:'p3');
 -- The next run makes only the transition that now leads elsewhere, then compiles.
 SELECT hagen.start_video(:'p3') -> 'enqueued_jobs' AS jobs;
 SELECT c.room_label, j.kind FROM hagen.job j JOIN hagen.video_clip c ON c.id = j.clip_id
-WHERE j.project_id = :'p3' AND j.status = 'queued';
+WHERE j.project_id = :'p3' AND j.status = 'queued' ORDER BY 1, 2;
 SELECT t.run() > 0 AS ran;
 SELECT status, clip_count, completed_clips FROM hagen.video_project WHERE id = :'p3';
 -- Sequence orders with gaps and large numbers are put in order too.

@@ -4,12 +4,13 @@
 -- clip and transition prompts.
 \pset null '(null)'
 -- A project of clips given as JSON objects of add_clip's arguments (the
--- image is made up from the position).
+-- image is made up from the position); its photos are not fitted unless
+-- framing says so (sql/framing.sql is about that).
 CREATE OR REPLACE FUNCTION t.project_with(ws text, clips jsonb[], provider text DEFAULT 'fal',
-										  audio boolean DEFAULT false) RETURNS uuid
+										  audio boolean DEFAULT false, framing text DEFAULT 'none') RETURNS uuid
 LANGUAGE plpgsql AS $f$
 DECLARE
-	p uuid := hagen.create_project(ws, provider => provider, generate_native_audio => audio);
+	p uuid := hagen.create_project(ws, provider => provider, generate_native_audio => audio, framing => framing);
 	c jsonb;
 	i integer := 0;
 BEGIN

@@ -2,7 +2,8 @@
  *
  * compile_worker.c
  *	  A compile worker: claims jobs of the "compile" lane and carries out
- *	  their "compile" effects by running hagen-compile.
+ *	  their "compile" effects by running hagen-compile (and their "image"
+ *	  effects, a photo fitted to a project's shape: image.c).
  *
  * The effect names a directory of the work directory for this attempt and
  * carries the manifest exactly as SQL emitted it.  The worker writes the
@@ -22,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "image.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "supervise.h"
@@ -231,6 +233,8 @@ run_effect(int64 job_id, int64 token, Jsonb *effect)
 
 	if (type && strcmp(type, "compile") == 0)
 		return run_compile(job_id, token, effect);
+	if (type && strcmp(type, "image") == 0)
+		return hagen_image_run(job_id, token, effect);
 	return error_outcome(psprintf("a compile worker cannot carry out an effect of type \"%s\"",
 								  type ? type : "(none)"), 0);
 }

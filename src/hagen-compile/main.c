@@ -4,6 +4,7 @@
  *   hagen-compile probe FILE [--decode]
  *   hagen-compile compile MANIFEST.json
  *   hagen-compile frame FILE (--at SECONDS | --last) OUT.jpg
+ *   hagen-compile image IN OUT.jpg --aspect W:H [--fit crop|pad] [--max-side N]
  *
  * Everything it reports is JSON on stdout (progress lines, then a result or
  * an error line); library messages go to stderr.
@@ -26,6 +27,8 @@ main(int argc, char **argv)
 		return hc_compile_main(argc - 2, argv + 2);
 	if (argc >= 2 && strcmp(argv[1], "frame") == 0)
 		return hc_frame_main(argc - 2, argv + 2);
+	if (argc >= 2 && strcmp(argv[1], "image") == 0)
+		return hc_image_main(argc - 2, argv + 2);
 	if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0))
 	{
 		printf("{\"version\":\"%s\",\"libavformat\":\"%s\",\"libavcodec\":\"%s\"}\n",
@@ -33,5 +36,5 @@ main(int argc, char **argv)
 		return 0;
 	}
 	hc_fail(0, "usage: hagen-compile probe FILE [--decode] | compile MANIFEST.json | "
-			"frame FILE (--at SECONDS | --last) OUT.jpg");
+			"frame FILE (--at SECONDS | --last) OUT.jpg | image IN OUT.jpg --aspect W:H [--fit crop|pad] ...");
 }

@@ -59,8 +59,9 @@ CREATE TABLE hagen.video_project (
 	-- The app's id of the property the video shows.
 	property_id				text,
 	-- How a photo is fitted to the aspect ratio before it goes to the
-	-- provider: crop (the centre, filling the frame) or pad (all of it).
-	framing					text NOT NULL DEFAULT 'crop' CHECK (framing IN ('crop', 'pad'))
+	-- provider: crop (the centre, filling the frame), pad (all of it, on
+	-- black) or none (sent as it is: the clip takes the photo's shape).
+	framing					text NOT NULL DEFAULT 'crop' CHECK (framing IN ('crop', 'pad', 'none'))
 );
 CREATE INDEX video_project_workspace_idx ON hagen.video_project (workspace_id, created_at);
 CREATE INDEX video_project_property_idx ON hagen.video_project (workspace_id, property_id)

@@ -86,7 +86,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use the app''s id of the property: at most 200 characters, no control characters.';
 	END IF;
-	PERFORM hagen._check_choice('framing', p.framing, ARRAY['crop', 'pad']);
+	PERFORM hagen._check_choice('framing', p.framing, ARRAY['crop', 'pad', 'none']);
 END;
 $$;
 

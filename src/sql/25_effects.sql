@@ -49,4 +49,15 @@ CREATE FUNCTION hagen._noop(reason text) RETURNS jsonb
 -- A job changes lanes as it moves from step to step.
 CREATE FUNCTION hagen._step_lane(kind text, step text) RETURNS text
 	LANGUAGE sql IMMUTABLE
-	RETURN CASE WHEN kind = 'compile' AND step = 'compile' THEN 'compile' ELSE 'http' END;
+	RETURN CASE WHEN (kind = 'compile' AND step = 'compile') OR step = 'image_frame' THEN 'compile'
+				ELSE 'http' END;
+
+-- An image effect (compile lane): hagen-compile fits the photo in the work
+-- file input to an aspect ratio ("9:16") by fit (crop or pad), at most
+-- max_side pixels on its longer side and max_bytes as a JPEG, into output.
+CREATE FUNCTION hagen._image_effect(input text, output text, aspect text, fit text,
+									max_side integer, max_bytes integer) RETURNS jsonb
+	LANGUAGE sql IMMUTABLE
+	RETURN jsonb_build_object('type', 'image', 'input', input, 'output', output, 'aspect', aspect,
+		'fit', fit, 'max_side', max_side, 'min_side', least(300, max_side), 'max_bytes', max_bytes,
+		'timeout_ms', 60000);

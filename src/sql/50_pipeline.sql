@@ -113,11 +113,13 @@ DECLARE
 	m hagen.video_model := hagen._video_model(p.provider);
 	time_limit interval := hagen._setting_interval('hagen.clip_timeout', '20 minutes');
 	common jsonb;
-	first_step text := hagen._first_step(p.provider);
+	first_step text := hagen._first_step(p.provider, p.framing);
 BEGIN
 	common := jsonb_build_object('model', m.model, 'resolution', m.resolution,
 								 'fields', hagen._model_fields(m), 'aspect_ratio', p.aspect_ratio,
-								 'negative_prompt', hagen._negative_prompt());
+								 'negative_prompt', hagen._negative_prompt(),
+								 'framing', p.framing, 'image_route', hagen._image_route(p.provider),
+								 'max_image_side', m.max_image_side, 'max_image_bytes', m.max_image_bytes);
 	FOR c IN
 		SELECT v.*, lead(v.source_image_url) OVER w AS next_source, lead(v.id) OVER w AS next_id
 		FROM hagen.video_clip v WHERE v.project_id = p.id
@@ -128,7 +130,8 @@ BEGIN
 			IF hagen._enqueue(p.id, c.id, 'clip', p.provider, first_step, common || jsonb_build_object(
 					'start_image', c.source_image_url,
 					'end_image', coalesce(c.end_image_url, c.source_image_url),
-					'images', hagen._fal_image_steps(ARRAY[c.source_image_url, c.end_image_url]),
+					'images', hagen._fal_image_steps(ARRAY[c.source_image_url,
+						CASE WHEN m.end_image_field IS NOT NULL THEN c.end_image_url END]),
 					'prompt', hagen._clip_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id), p),
 					'duration', c.duration::integer,
 					'audio', p.generate_native_audio,
@@ -146,7 +149,8 @@ BEGIN
 			IF hagen._enqueue(p.id, c.id, 'transition', p.provider, first_step, common || jsonb_build_object(
 					'start_image', coalesce(c.end_image_url, c.source_image_url),
 					'end_image', c.next_source,
-					'images', hagen._fal_image_steps(ARRAY[coalesce(c.end_image_url, c.source_image_url), c.next_source]),
+					'images', hagen._fal_image_steps(ARRAY[coalesce(c.end_image_url, c.source_image_url),
+						CASE WHEN m.end_image_field IS NOT NULL THEN c.next_source END]),
 					'next_clip_id', c.next_id,
 					'prompt', hagen._transition_prompt((SELECT v FROM hagen.video_clip v WHERE v.id = c.id),
 													   (SELECT v FROM hagen.video_clip v WHERE v.id = c.next_id)),

@@ -14,7 +14,9 @@ CREATE FUNCTION hagen._generation_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 BEGIN
 	CASE j.step
-	WHEN 'image_fetch', 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
+	WHEN 'image_fetch', 'image_frame', 'image_store' THEN
+		RETURN hagen._image_step_effect(j);
+	WHEN 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
 		CASE j.provider
 		WHEN 'fal' THEN RETURN hagen._fal_effect(j);
 		WHEN 'xai' THEN RETURN hagen._xai_effect(j);
@@ -35,11 +37,14 @@ $$;
 CREATE FUNCTION hagen._generation_interpret(j hagen.job, o jsonb) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 DECLARE
-	status integer := coalesce((o ->> 'status')::integer, 0);
+	-- An HTTP status (an image effect's outcome says "ok" or "error" instead).
+	status integer := CASE WHEN o ->> 'status' ~ '^[0-9]{1,4}$' THEN (o ->> 'status')::integer ELSE 0 END;
 	d jsonb;
 BEGIN
 	CASE j.step
-	WHEN 'image_fetch', 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
+	WHEN 'image_fetch', 'image_frame', 'image_store' THEN
+		RETURN hagen._image_step_interpret(j, o);
+	WHEN 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
 		CASE j.provider
 		WHEN 'fal' THEN RETURN hagen._fal_interpret(j, o);
 		WHEN 'xai' THEN RETURN hagen._xai_interpret(j, o);

@@ -25,12 +25,13 @@ sub worker_pid
 		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'hagenkit dispatcher'");
 }
 
-# A started project of one clip; returns its id.
+# A started project of one clip, its photo sent as it is (no fitting: the
+# submit is its first step); returns its id.
 sub start_project
 {
 	my ($ws) = @_;
 	return $node->safe_psql('postgres', qq{
-		SELECT p FROM hagen.create_project('$ws') p,
+		SELECT p FROM hagen.create_project('$ws', framing => 'none') p,
 			LATERAL hagen.add_clip(p, 'https://img.example.com/a.jpg') c,
 			LATERAL hagen.start_video(p) s});
 }

@@ -32,9 +32,10 @@ my $node = hagen_node('guard', fal => "http://127.0.0.2:$port", fal_key => 'test
 # done fetching; returns [the job's step, status, last error].
 sub fetch_image
 {
-	my ($url) = @_;
+	my ($url, $framing) = @_;
+	$framing //= 'crop';
 	my $p = $node->safe_psql('postgres', qq{
-		SELECT p FROM hagen.create_project('ws') p,
+		SELECT p FROM hagen.create_project('ws', framing => '$framing') p,
 			LATERAL hagen.add_clip(p, '$url') c, LATERAL hagen.start_video(p) s});
 	$node->poll_query_until('postgres', qq{
 		SELECT status = 'failed' OR step <> 'image_fetch' FROM hagen.job WHERE project_id = '$p'})
@@ -90,8 +91,9 @@ is($r->[1], 'failed', 'a redirect to loopback is refused');
 like($r->[2], qr/localhost:$port\/image\.jpg: it resolves to (127\.0\.0\.1|::1), a loopback address/, '  at the hop, naming it');
 is(requests(), $before + 1, '  only the redirect itself was fetched');
 
-# Size limit: the download stops at 10 MB for an image.
-$r = fetch_image("http://127.0.0.2:$port/big");
+# Size limit: the download stops at 10 MB for an image sent as it is (a
+# photo fitted to the aspect ratio is written again, smaller: 50 MB).
+$r = fetch_image("http://127.0.0.2:$port/big", 'none');
 is($r->[1], 'failed', 'an oversized download is refused');
 like($r->[2], qr/larger than 10 MB/, '  with a clear error');
 

@@ -34,10 +34,12 @@ sub sim
 }
 
 # A started project of n clips (the second with a seamless transition).
+# Its photos go to Fal as they are: this cluster has no compile worker to
+# fit them to the aspect ratio (framing; test/t/013_app_users.pl).
 sub start_project
 {
 	my ($ws, $n) = @_;
-	my $p = $node->safe_psql('postgres', "SELECT hagen.create_project('$ws')");
+	my $p = $node->safe_psql('postgres', "SELECT hagen.create_project('$ws', framing => 'none')");
 	for my $i (0 .. $n - 1)
 	{
 		$node->safe_psql('postgres', qq{SELECT hagen.add_clip('$p', '$s3/videos/photos/$i.jpg',

@@ -48,7 +48,7 @@ sub make_project
 	my $music = $opt{music}
 	  ? "(SELECT hagen.add_music_track('Calm', '$s3/videos/music/calm.mp3'))" : 'NULL';
 	my $p = $node->safe_psql('postgres', "SELECT hagen.create_project('$ws', provider => '"
-		  . ($opt{provider} // 'fal') . "', music_track_id => $music)");
+		  . ($opt{provider} // 'fal') . "', music_track_id => $music, framing => '" . ($opt{framing} // 'crop') . "')");
 	for my $i (0 .. $n - 1)
 	{
 		$node->safe_psql('postgres', qq{SELECT hagen.add_clip('$p', '$s3/videos/photos/$i.jpg',
@@ -90,7 +90,9 @@ sub bucket_keys
 # two (the transitions waiting for their clips).
 my $L = 6;
 sim($fal, 'config', qq({"queue_s":0,"processing_s":$L}));
-my $p = make_project('ws-parallel', 4, [0, 2]);
+# (The photos go as they are: fitting them to the aspect ratio, one after
+# another on the compile worker, comes before the round; 013 tests it.)
+my $p = make_project('ws-parallel', 4, [0, 2], framing => 'none');
 my $t0 = time;
 $node->safe_psql('postgres', "SELECT hagen.start_video('$p')");
 $node->poll_query_until('postgres', "SELECT status <> 'generating' FROM hagen.video_project WHERE id = '$p'");
@@ -115,10 +117,14 @@ ok($as && abs($as->{duration} - $vs->{duration}) <= 1 / 24, 'with the music trac
 my @keys = bucket_keys("ws-xai/videos/$p/");
 my @clips = split /\n/, $node->safe_psql('postgres', "SELECT id FROM hagen.video_clip WHERE project_id = '$p' ORDER BY sequence_order");
 my $track = $node->safe_psql('postgres', "SELECT music_track_id FROM hagen.video_project WHERE id = '$p'");
-# The music is kept beside the clips, so that every input of the compile is in the bucket.
+# The music is kept beside the clips, so that every input of the compile is
+# in the bucket; so are the photos xAI was given, fitted to the aspect ratio
+# (one per clip and transition job).
+my @images = map { my ($j) = $_; "ws-xai/videos/$p/image_${j}_0.jpg" } split /\n/, $node->safe_psql('postgres',
+	"SELECT id FROM hagen.job WHERE project_id = '$p' AND kind IN ('clip', 'transition')");
 my @want = sort(map({ "ws-xai/videos/$p/$_.mp4" } @clips), "ws-xai/videos/$p/transition_$clips[1].mp4",
-	"ws-xai/videos/$p/final.mp4", "ws-xai/videos/$p/thumbnail.jpg", "ws-xai/videos/$p/music_$track");
-is(join(' ', @keys), join(' ', @want), 'every object is in the bucket under the fixed layout, and nothing else');
+	"ws-xai/videos/$p/final.mp4", "ws-xai/videos/$p/thumbnail.jpg", "ws-xai/videos/$p/music_$track", @images);
+is(join(' ', @keys), join(' ', @want), 'every object is in the bucket under the fixed layout (the fitted photos too), and nothing else');
 my $cost = $node->safe_psql('postgres', "SELECT actual_cost_cents FROM hagen.video_project WHERE id = '$p'");
 my @charged = @{ decode_json(sim($xai, 'ledger')) }[$xai_before .. ledger_count($xai) - 1];
 my $charged = 0;
@@ -156,7 +162,8 @@ ok($done >= 1 && $done < 6, "completed clips are kept ($done of 6 generations)")
 # Every request that was in flight at the provider got a cancel.
 $node->poll_query_until('postgres', "SELECT count(*) = 0 FROM hagen.job WHERE project_id = '$p' AND status IN ('queued', 'running')");
 my @inflight = split /\n/, $node->safe_psql('postgres', qq{SELECT request_id FROM hagen.job
-	WHERE project_id = '$p' AND kind IN ('clip', 'transition') AND status = 'canceled' AND request_id IS NOT NULL});
+	WHERE project_id = '$p' AND kind IN ('clip', 'transition') AND status = 'canceled' AND request_id IS NOT NULL
+	  AND step IN ('submit', 'poll', 'result')});
 my $log = sim($fal, 'requests?method=PUT');
 my @missing = grep { $log !~ m{/requests/\Q$_\E/cancel} } @inflight;
 ok(@inflight >= 1 && !@missing, scalar(@inflight) . ' requests in flight at the cancel each received a cancel')

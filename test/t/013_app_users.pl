@@ -265,6 +265,85 @@ is(sql("SELECT count(*) FROM hagen.video_project WHERE id = '$pt'") . '/' . sql(
 is(keys_under("ws-tenant/videos/$pt/"), 0, 'and so is every object it stored');
 is(keys_under("ws-app/videos/$p_on/"), 6 + 1, "another project's objects are untouched");
 
+# 7. Framing: 9:16 projects of landscape photos.  Kling and xAI answer in
+# the shape of the photo they are given, so the photos are fitted to 9:16
+# first (crop, the default): the clips and the video come out vertical and
+# full frame.  Sent as they are (framing none), the clips are landscape.
+sub frame_project
+{
+	my ($provider, $framing) = @_;
+	my $p = sql(qq{SELECT hagen.create_project('ws-frame', '9:16', '$provider', framing => '$framing')});
+	sql(qq{SELECT hagen.add_clip('$p', '$s3/videos/photos/$_.jpg', room_type => 'kitchen',
+		transition_type => '@{[ $_ == 0 ? 'seamless' : 'cut' ]}')}) for 0 .. 1;
+	sql("SELECT hagen.start_video('$p')");
+	return $p;
+}
+sub dims { my ($f) = @_; my $pr = probe_media($f); my ($v) = grep { $_->{type} eq 'video' } @{ $pr->{streams} // [] };
+	return $v ? ($v->{width}, $v->{height}) : (0, 0); }
+# The mean luma (0-255) of the top tenth of a video's frame at 2 s.
+sub top_luma
+{
+	my ($f) = @_;
+	my $raw = `ffmpeg -nostdin -loglevel error -ss 2 -i '$f' -frames:v 1 -vf 'crop=iw:ih/10:0:0,format=gray' -f rawvideo - 2>/dev/null`;
+	return -1 unless length $raw;
+	my $sum = 0;
+	$sum += $_ for unpack('C*', $raw);
+	return $sum / length($raw);
+}
+$before = ledger_count($fal);
+my $pf_crop = frame_project('fal', 'crop');
+my $pf_none = frame_project('fal', 'none');
+my $px_crop = frame_project('xai', 'crop');
+is(join(' ', map { wait_done($_) } $pf_crop, $pf_none, $px_crop), 'completed| completed| completed|',
+	'9:16 projects of landscape photos complete on Fal (crop and none) and xAI (crop)');
+# What Fal was given: the fitted photos, JPEGs of 9:16.
+@paid = ledger_from($fal, $before);
+my %by_project;
+for my $e (@paid)
+{
+	for my $p ($pf_crop, $pf_none)
+	{
+		push @{ $by_project{$p} }, $e if sql("SELECT count(*) FROM hagen.job WHERE project_id = '$p' AND request_id = '$e->{request_id}'");
+	}
+}
+my $img = $by_project{$pf_crop}[0]{input}{start_image_url};
+system("curl -sf '$img' -o $dir/fitted.jpg") == 0 or diag("could not fetch $img");
+my ($iw, $ih) = dims("$dir/fitted.jpg");
+ok($img =~ /\.jpg$/ && $ih > 0 && abs($iw / $ih - 9 / 16) < 0.01, "Fal was given the photo fitted to 9:16 (${iw}x$ih, was 640x360)");
+for my $c ([$pf_crop, 'crop', 1], [$px_crop, 'crop on xAI', 1], [$pf_none, 'none', 0])
+{
+	my ($p, $what, $vertical) = @$c;
+	my $clip = sql("SELECT clip_url FROM hagen.video_clip WHERE project_id = '$p' AND sequence_order = 0");
+	system("curl -sf '$clip' -o $dir/clip_$p.mp4") == 0 or diag("could not fetch $clip");
+	my ($cw, $ch) = dims("$dir/clip_$p.mp4");
+	if ($vertical)
+	{
+		ok($ch > $cw && abs($cw / $ch - 9 / 16) < 0.02, "framing $what: the provider made a vertical clip (${cw}x$ch)");
+	}
+	else
+	{
+		ok($cw > $ch, "framing none: the provider made a landscape clip from the landscape photo (${cw}x$ch)");
+	}
+}
+my $final = final_file($pf_crop, 'vertical');
+my ($fw, $fh) = dims($final);
+my $luma = top_luma($final);
+ok($fh > $fw && abs($fw / $fh - 9 / 16) < 0.02 && $luma > 30,
+	sprintf('the video is vertical, %dx%d, and full frame (top tenth at luma %.0f, not black)', $fw, $fh, $luma));
+# xAI was given a presigned URL of the fitted photo in the bucket, which is
+# deleted with the project.
+my @xai_inputs = map { $_->{input}{image}{url} // '' } ledger_from($xai, 0);
+ok((grep { m{/ws-frame/videos/\Q$px_crop\E/image_\d+_\d\.jpg\?X-Amz-Algorithm=AWS4-HMAC-SHA256&.*X-Amz-Signature=} } @xai_inputs) >= 2,
+	'xAI was given presigned URLs of the fitted photos, stored beside the clips');
+my @images = grep { /image_\d+_\d\.jpg$/ } do { my $xml = `curl -sf '$s3/videos?list-type=2&prefix=ws-frame/videos/$px_crop/'`; $xml =~ m{<Key>([^<]+)</Key>}g };
+is(scalar(@images), 3, 'the bucket holds the fitted photos of its two clips and transition (3)');
+sql("SELECT hagen.delete_project('$px_crop')");
+{
+	my $t0 = time;
+	sleep 1 while keys_under("ws-frame/videos/$px_crop/") > 0 && time - $t0 < 60;
+}
+is(keys_under("ws-frame/videos/$px_crop/"), 0, 'deleting the project deletes them with its videos');
+
 # No secret in the server's log of the whole run.
 my $server_log = slurp_file($node->logfile);
 unlike($server_log, qr/\Q$_\E/, "the server log never contains the secret $_") for qw(sim-secret app-secret xai-app-key);
