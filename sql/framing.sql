@@ -49,6 +49,9 @@ FROM hagen.job j JOIN hagen.video_clip c ON c.id = j.clip_id WHERE j.project_id 
 SELECT status FROM hagen.video_project WHERE id = :'p';
 SELECT message FROM hagen.job_log WHERE project_id = :'p' AND message LIKE 'image %fitted%' ORDER BY id LIMIT 1;
 
+-- (The work-file cleanups of ended projects are no concern here.)
+DELETE FROM hagen.job WHERE kind IN ('cleanup', 'purge');
+
 -- 2. xAI, pad: the fitted photo is stored in the bucket beside the clips,
 -- and xAI gets a presigned URL of it.
 SELECT t.project_with('ws-frame', ARRAY['{}']::jsonb[], provider => 'xai', framing => 'pad') AS px \gset
@@ -69,6 +72,8 @@ SELECT e.effect -> 'body' -> 'image' ->> 'url' ~
 FROM hagen.claim_jobs('http', 1) e;
 UPDATE hagen.job SET status = 'queued', lease_token = NULL, attempts = 0 WHERE status = 'running';
 SELECT hagen.cancel_video(:'px') ->> 'status' AS canceled;
+
+DELETE FROM hagen.job WHERE kind IN ('cleanup', 'purge');
 
 -- 3. framing none: xAI gets the photo's own URL at once, as before.
 SELECT t.project_with('ws-frame', ARRAY['{}']::jsonb[], provider => 'xai', framing => 'none') AS pn \gset

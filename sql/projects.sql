@@ -148,6 +148,7 @@ SELECT (SELECT count(*) FROM hagen.video_clip WHERE project_id = :'p3') AS clips
 DELETE FROM hagen.job WHERE kind = 'purge';	-- the fake provider has no S3
 -- A running project: requests at the provider get a cancel that outlives
 -- the project; the purge waits for the leases of requests in flight.
+DELETE FROM hagen.job WHERE kind IN ('cleanup', 'purge');	-- of the projects ended above
 SELECT t.project('ws-m') AS p6 \gset
 SELECT hagen.start_video(:'p6') ->> 'status' AS status;
 SELECT t.upload_images() > 0 AS images_uploaded;

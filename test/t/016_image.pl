@@ -13,7 +13,7 @@ use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
+need_ffmpeg();
 
 my $dir = $HagenTest::dir;
 my $helper = helper_path();

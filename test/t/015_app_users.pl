@@ -16,28 +16,24 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = $HagenTest::root;
-plan skip_all => 'the npm test servers are not installed (run test/deps.sh)'
-  unless -d "$root/node_modules/\@20minutes/s3rver";
-plan skip_all => 'ffmpeg is not installed' unless `which ffmpeg` =~ /ffmpeg/;
-
+need_servers();
+need_ffmpeg();
 my $dir = $HagenTest::dir;
 
-my $s3 = start_server('s3', "--openssl-legacy-provider $root/test/s3/s3server.js",
-	'--access-key app-key --secret app-secret --bucket videos', "--dir $dir/s3");
-my $fal = start_server('fal', "$root/test/sim/fal_sim.js", '--key sim-id:sim-secret', "--workdir $dir/fal");
-my $xai = start_server('xai', "$root/test/sim/xai_sim.js", '--key xai-app-key', "--workdir $dir/xai");
+my $s3 = s3_server(key => 'app-key', secret => 'app-secret');
+my $fal = fal_sim();
+my $xai = xai_sim(key => 'xai-app-key');
 
-# Landscape listing photos, and music that is a 1 kHz tone: the clips' room
-# tone (brown noise under 300 Hz) and the music can be told apart by band.
+# Landscape listing photos (detailed, so that a frame full of photo and one
+# with bars differ), and music that is a 1 kHz tone: the clips' room tone
+# (brown noise under 300 Hz) and the music can be told apart by band.
 for my $i (0 .. 4)
 {
 	run("ffmpeg -loglevel error -y -f lavfi -i 'testsrc2=s=640x360:d=1' -frames:v 1 -vf 'hue=h=" . ($i * 70)
 		  . "' $dir/photo$i.jpg");
-	run("curl -sf -X PUT -H 'Content-Type: image/jpeg' --data-binary \@$dir/photo$i.jpg $s3/videos/photos/$i.jpg >/dev/null");
+	put_object($s3, "photos/$i.jpg", "$dir/photo$i.jpg", 'image/jpeg');
 }
-run("ffmpeg -loglevel error -y -f lavfi -i 'sine=f=1000:d=40:sample_rate=44100' -c:a libmp3lame -b:a 128k $dir/music.mp3");
-run("curl -sf -X PUT -H 'Content-Type: audio/mpeg' --data-binary \@$dir/music.mp3 $s3/videos/music/tone.mp3 >/dev/null");
+put_music($s3, 'music/tone.mp3', 40, 1000);
 
 my $node = pipeline_node('app_users', fal => $fal, xai => $xai, xai_key => 'xai-app-key', s3 => $s3,
 	s3_key => 'app-key', s3_secret => 'app-secret', extra => "hagen.compile_workers = 1\n");
