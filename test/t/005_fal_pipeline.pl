@@ -35,7 +35,7 @@ sub sim
 
 # A started project of n clips (the second with a seamless transition).
 # Its photos go to Fal as they are: this cluster has no compile worker to
-# fit them to the aspect ratio (framing; test/t/015_app_users.pl).
+# fit them to the aspect ratio (framing; test/t/016_app_users.pl).
 sub start_project
 {
 	my ($ws, $n) = @_;
