@@ -91,7 +91,7 @@ sub bucket_keys
 my $L = 6;
 sim($fal, 'config', qq({"queue_s":0,"processing_s":$L}));
 # (The photos go as they are: fitting them to the aspect ratio, one after
-# another on the compile worker, comes before the round; 013 tests it.)
+# another on the compile worker, comes before the round; 016 tests it.)
 my $p = make_project('ws-parallel', 4, [0, 2], framing => 'none');
 my $t0 = time;
 $node->safe_psql('postgres', "SELECT hagen.start_video('$p')");

@@ -259,7 +259,7 @@ is(sql("SELECT count(*) FROM hagen.video_project WHERE id = '$pt'") . '/' . sql(
 	sleep 1 while keys_under("ws-tenant/videos/$pt/") > 0 && time - $t0 < 60;
 }
 is(keys_under("ws-tenant/videos/$pt/"), 0, 'and so is every object it stored');
-is(keys_under("ws-app/videos/$p_on/"), 6 + 1, "another project's objects are untouched");
+is(keys_under("ws-app/videos/$p_on/"), 4 + 1 + 3, "another project's objects are untouched (4 clips, a transition, the video, its thumbnail, the music)");
 
 # 7. Framing: 9:16 projects of landscape photos.  Kling and xAI answer in
 # the shape of the photo they are given, so the photos are fitted to 9:16
