@@ -52,6 +52,8 @@ static bool hagen_resubmit_unconfirmed = false;
 /* Budgets, read by SQL (start_video, retry_video, add_clip). */
 static int	hagen_max_clips_per_project = 20;
 static int	hagen_max_project_cents = 0;
+static int	hagen_worker_lease_s = 60;
+static int	hagen_worker_url_margin_s = 900;
 static char *hagen_xai_resolution = NULL;
 static int	hagen_fal_image_mode = 0;
 static int	hagen_s3_multipart_threshold_kb = 64 * 1024;
@@ -391,6 +393,16 @@ hagen_define_gucs(void)
 							 "Send a provider request again when the answer to the first was lost (may bill twice).",
 							 NULL, &hagen_resubmit_unconfirmed, false,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.worker_lease",
+							"Lease of a compile job claimed by a remote worker, renewed by its heartbeats.",
+							"A remote worker that stops sending heartbeats loses its job this long after its last one.",
+							&hagen_worker_lease_s, 60, 2, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.worker_url_margin",
+							"How long the presigned URLs given to a remote worker live beyond hagen.compile_timeout.",
+							"The time a remote worker has for its downloads and uploads; a retry gets new URLs.",
+							&hagen_worker_url_margin_s, 900, 0, 7 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
 	/*
 	 * Budgets: superuser-only, so a tenant cannot lift its own limit, but

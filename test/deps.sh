@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
 	make gcc pkg-config
 	postgresql-15 postgresql-server-dev-15
+	libpq-dev
 	libcurl4-openssl-dev libssl-dev
 	libjansson-dev
 	libavformat-dev libavcodec-dev libavfilter-dev libavutil-dev libswscale-dev libswresample-dev

@@ -5,7 +5,10 @@
  *   hagen-compile compile MANIFEST.json
  *   hagen-compile frame FILE (--at SECONDS | --last) OUT.jpg
  *   hagen-compile image IN OUT.jpg --aspect W:H [--fit crop|pad] [--max-side N]
+ *   hagen-compile worker --dsn CONNINFO [--jobs N] [--name NAME] [--work-dir DIR] [--grace S]
  *
+ * worker is a long-running compile worker for hosts other than the
+ * database's (worker.c); it logs to stderr.
  * Everything it reports is JSON on stdout (progress lines, then a result or
  * an error line); library messages go to stderr.
  */
@@ -29,6 +32,8 @@ main(int argc, char **argv)
 		return hc_frame_main(argc - 2, argv + 2);
 	if (argc >= 2 && strcmp(argv[1], "image") == 0)
 		return hc_image_main(argc - 2, argv + 2);
+	if (argc >= 2 && strcmp(argv[1], "worker") == 0)
+		return hc_worker_main(argc - 1, argv + 1);
 	if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0))
 	{
 		printf("{\"version\":\"%s\",\"libavformat\":\"%s\",\"libavcodec\":\"%s\"}\n",
@@ -36,5 +41,6 @@ main(int argc, char **argv)
 		return 0;
 	}
 	hc_fail(0, "usage: hagen-compile probe FILE [--decode] | compile MANIFEST.json | "
-			"frame FILE (--at SECONDS | --last) OUT.jpg | image IN OUT.jpg --aspect W:H [--fit crop|pad] ...");
+			"frame FILE (--at SECONDS | --last) OUT.jpg | image IN OUT.jpg --aspect W:H [--fit crop|pad] ... | "
+			"worker --dsn CONNINFO ...");
 }

@@ -1,14 +1,16 @@
 -- hagenkit install script, part 90: roles and privileges.
 --
--- Two roles, for the DBA to grant:
+-- Three roles, for the DBA to grant:
 --   hagen_user      apps: the public API (create, start, cancel, retry,
 --                   status, URLs) and reading their own projects and clips
 --   hagen_operator  operators: also every table and view, history purges,
 --                   models and prices, room prompts, the workspace/role map
 --                   and workspace budgets
+--   hagen_worker    remote compile workers: the compile lane's protocol
+--                   (created with its functions in 62_remote.sql)
 -- The API functions run as the extension's owner (SECURITY DEFINER) with a
 -- fixed search_path, so callers need no table privileges.  Internal tables
--- and the worker protocol are granted to no one.  Projects and clips have
+-- and the in-server workers' protocol are granted to no one.  Projects and clips have
 -- row-level security by workspace (hagen.workspace_role): a tenant role
 -- sees and touches only its own workspaces.
 DO $$
@@ -30,6 +32,8 @@ REVOKE ALL ON ALL TABLES IN SCHEMA hagen FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA hagen FROM PUBLIC;
 REVOKE ALL ON SCHEMA hagen FROM PUBLIC;
 GRANT USAGE ON SCHEMA hagen TO hagen_user;
+-- Remote compile workers: the schema, to reach their five functions (62_remote.sql).
+GRANT USAGE ON SCHEMA hagen TO hagen_worker;
 
 ALTER FUNCTION hagen.create_project(text, text, text, boolean, uuid, real, real, jsonb, real, text, text)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
