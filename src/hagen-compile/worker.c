@@ -264,7 +264,7 @@ start_job(const char *base, const char *self, int64_t id, int64_t token, json_t 
 	j->fd = -1;
 	j->fraction = -1;
 	j->last_heartbeat = wk_now();
-	j->deadline = wk_now() + (urls_s > 0 ? urls_s : 3600) + 30;
+	j->deadline = wk_now() + (urls_s > 0 ? urls_s : 3600) + 120;
 	j->dir = malloc(strlen(base) + 64);
 	sprintf(j->dir, "%s/job_%lld_XXXXXX", base, (long long) id);
 	wk_log("job %lld: claimed (%zu input(s), %zu output(s))", (long long) id,
@@ -645,7 +645,9 @@ hc_worker_main(int argc, char **argv)
 				wk_log("job %lld: stopped: it outlived its presigned URLs", (long long) jobs[i].id);
 				stop_job(&jobs[i], "the job took longer than its presigned URLs live");
 			}
-		if (db.conn && !stopping && active_jobs() < max_jobs && (claim_now || now >= next_claim))
+		/* A notification claims at once, unless claims are failing. */
+		if (db.conn && !stopping && active_jobs() < max_jobs &&
+			((claim_now && claim_backoff <= 0) || now >= next_claim))
 		{
 			json_t	   *claims = NULL;
 			WkResult	rc = wk_db_claim(&db, max_jobs - active_jobs(), &claims);

@@ -378,7 +378,8 @@ wk_run_job(const WkJobSpec *spec)
 	json_int_t	timeout_ms = json_integer_value(json_object_get(effect, "timeout_ms"));
 	json_int_t	urls_s = json_integer_value(json_object_get(effect, "urls_expire_in"));
 	double		started = wk_now();
-	double		deadline = started + (urls_s > 0 ? urls_s : 3600);
+	/* A transfer under way may outlive its URL's expiry a little. */
+	double		deadline = started + (urls_s > 0 ? urls_s : 3600) + 60;
 	WkFile	   *inputs;
 	WkFile	   *outputs;
 	int			ninputs;

@@ -245,10 +245,9 @@ BEGIN
 		RETURN 'stale';
 	END IF;
 	IF jsonb_typeof(t) = 'object' AND (t ->> 'status') ~ '^[0-9]+$' AND (t ->> 'status')::integer > 0 THEN
-		o := o || jsonb_build_object('error', format('%s of %s failed: HTTP %s%s',
-			coalesce(t ->> 'what', 'transfer'), t ->> 'key', t ->> 'status',
-			coalesce(': ' || left(hagen._error_text(jsonb_build_object('status', (t ->> 'status')::integer,
-				'body_text', t ->> 'body_text', 'body', hagen._try_jsonb(t ->> 'body_text'))), 300), '')));
+		o := o || jsonb_build_object('error', hagen._s3_failure(jsonb_build_object(
+			'status', (t ->> 'status')::integer, 'body_text', t ->> 'body_text'),
+			format('%s of %s', coalesce(t ->> 'what', 'transfer'), t ->> 'key')) ->> 'error');
 	END IF;
 	o := o || jsonb_build_object('worker', l.worker);
 	SELECT q.project_id INTO p FROM hagen.job q WHERE q.id = l.job_id;
