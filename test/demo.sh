@@ -10,8 +10,11 @@
 # minute of generation) scaled by DEMO_TIME_SCALE (default 0.75: about a
 # minute in all).  DEMO_CROSSFADE=0.5 fades the cuts between clips (0.1 to
 # 2 s; the compile then re-encodes).  DEMO_NATIVE_AUDIO=false turns the
-# clips' own sound (a quiet room tone from the simulator) off.  Run as root on
-# Debian 12.  Output goes to ./demo-output/; test/demo_check.py checks it.
+# clips' own sound (a quiet room tone from the simulator) off.
+# DEMO_REMOTE_WORKERS=N runs the compile on N `hagen-compile worker` processes
+# beside the server (as on other hosts: through presigned URLs, with
+# hagen.compile_workers = 0).  Run as root on Debian 12.  Output goes to
+# ./demo-output/; test/demo_check.py checks it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -20,6 +23,8 @@ crossfade=${DEMO_CROSSFADE:-0}
 native_audio=${DEMO_NATIVE_AUDIO:-true}
 [[ "$native_audio" =~ ^(true|false)$ ]] || { echo "DEMO_NATIVE_AUDIO must be true or false"; exit 1; }
 [[ "$crossfade" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "DEMO_CROSSFADE must be a number of seconds (0, or 0.1 to 2)"; exit 1; }
+remote_workers=${DEMO_REMOTE_WORKERS:-0}
+[[ "$remote_workers" =~ ^[0-9]+$ ]] && [ "$remote_workers" -le 16 ] || { echo "DEMO_REMOTE_WORKERS must be a number of workers (0 to 16)"; exit 1; }
 bash test/deps.sh
 make -s && make -s install >/dev/null
 
@@ -119,6 +124,7 @@ unix_socket_directories = '$work'
 shared_preload_libraries = 'hagenkit'
 hagen.database = 'postgres'
 hagen.poll_interval = '200ms'
+hagen.compile_workers = $([ "$remote_workers" -gt 0 ] && echo 0 || echo 1)
 CONF
 if ! $real_services; then
 	cat >>"$work/pgdata/postgresql.conf" <<CONF
@@ -135,6 +141,16 @@ fi
 su postgres -c "pg_ctl -D '$work/pgdata' -l '$work/server.log' -w start" >/dev/null
 psql_() { su postgres -c "psql -h '$work' -p $port -d postgres -X -q -At -v ON_ERROR_STOP=1 $*"; }
 psql_ "-c 'CREATE EXTENSION hagenkit'"
+if [ "$remote_workers" -gt 0 ]; then
+	# Compile workers as on other hosts: a role with hagen_worker, no secret.
+	psql_ "-c 'CREATE ROLE demo_worker LOGIN IN ROLE hagen_worker'"
+	for i in $(seq 1 "$remote_workers"); do
+		"$pgbin/hagen-compile" worker --dsn "host=$work port=$port dbname=postgres user=demo_worker" \
+			--name "demo-worker-$i" --work-dir "$work/workers" 2>"$out/worker-$i.log" &
+		pids+=($!)
+	done
+	echo "$remote_workers remote compile worker(s): hagen.compile_workers = 0, logs in $out/worker-*.log"
+fi
 
 project=$(psql_ "-c \"
 	SELECT p FROM hagen.add_music_track('Warm acoustic', '$image_base/$(basename "$music_file")', 'calm', 'warm') m,
@@ -202,6 +218,9 @@ done
 
 echo "final video:   $final"
 echo "duration:      ${duration} s (compiled in mode $compile_mode)"
+if [ "$remote_workers" -gt 0 ]; then
+	echo "compiled by:   $(psql_ "-c \"SELECT string_agg(DISTINCT substring(message FROM 'remote worker (\\S+)'), ', ') FROM hagen.job_log WHERE project_id = '$project' AND message LIKE 'claimed by remote worker %'\"") (remote, of $remote_workers)"
+fi
 echo "$streams"
 printf 'cost:          $%d.%02d (%d cents)\n' $((cost / 100)) $((cost % 100)) "$cost"
 echo "saved:         $out/final.mp4, $out/thumbnail.jpg, $out/photos/, $out/clips/"

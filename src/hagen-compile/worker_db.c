@@ -30,11 +30,21 @@ one_line(const char *msg)
 	char	   *s = strdup(msg ? msg : "");
 	size_t		n;
 
+	char	   *w;
+
 	if (s == NULL)
 		return NULL;
+	/* Line breaks and runs of spaces become one space. */
+	w = s;
 	for (char *p = s; *p; p++)
-		if (*p == '\n' || *p == '\r' || *p == '\t')
-			*p = ' ';
+	{
+		char		c = (*p == '\n' || *p == '\r' || *p == '\t') ? ' ' : *p;
+
+		if (c == ' ' && (w == s || w[-1] == ' '))
+			continue;
+		*w++ = c;
+	}
+	*w = '\0';
 	n = strlen(s);
 	while (n > 0 && s[n - 1] == ' ')
 		s[--n] = '\0';
@@ -101,6 +111,18 @@ connect_hint(const char *msg)
 	return "";
 }
 
+/* What the server says outside an answer (a FATAL before it closes the
+ * connection, a NOTICE) goes to the log like everything else. */
+static void
+notice(void *arg, const char *message)
+{
+	char	   *m = one_line(message);
+
+	(void) arg;
+	wk_log("the database says: %s", m ? m : "");
+	free(m);
+}
+
 /*
  * Tries to connect once; on success LISTENs on hagen_compile.  Timeouts,
  * keepalives and a statement timeout are defaults the DSN may override.
@@ -155,6 +177,7 @@ wk_db_connect(WkDb *db)
 	}
 	PQclear(res);
 	PQsetnonblocking(conn, 0);
+	PQsetNoticeProcessor(conn, notice, NULL);
 	db->conn = conn;
 	db->backoff = 0;
 	wk_log("connected to database \"%s\" on %s port %s as %s (backend %d)", PQdb(conn),
