@@ -110,8 +110,9 @@ sub start_worker
 	{
 		open STDOUT, '>>', $log or POSIX::_exit(126);
 		open STDERR, '>>', $log or POSIX::_exit(126);
-		exec(helper_path(), 'worker', '--dsn', $o{dsn} // dsn($o{user} // 'rw1'), '--name', $name,
-			'--work-dir', "$dir/wk", @{ $o{args} // [] });
+		# exec in a block of its own: the exit after it is what runs when it fails.
+		{ exec(helper_path(), 'worker', '--dsn', $o{dsn} // dsn($o{user} // 'rw1'), '--name', $name,
+			'--work-dir', "$dir/wk", @{ $o{args} // [] }); }
 		POSIX::_exit(127);
 	}
 	$workers{$name} = $pid;
@@ -391,6 +392,19 @@ is(sql("SELECT count(*) FROM hagen.job_log WHERE job_id = $job AND message ~ 'le
 	'without waiting for a lease to run out');
 is(sql("SELECT jobs_handed_back FROM hagen.compile_workers WHERE name = 'w7'"), '1', 'hagen.compile_workers counts the hand-back');
 stop_worker('w8');
+
+# --jobs 2: two compiles at once in one worker.
+my @two = (prepared_project("$dir/small.mp4", 2), prepared_project("$dir/small.mp4", 3));
+ok(wait_compile_step($two[0], 'queued') && wait_compile_step($two[1], 'queued'), 'two compiles wait');
+kill 'STOP', $s3_pid;
+start_worker('w9', args => [ '--jobs', 2 ]);
+ok(wait_compile_step($two[0], 'running') && wait_compile_step($two[1], 'running'), 'a worker with --jobs 2 claims both');
+is(sql("SELECT cardinality(current_jobs) || ' ' || (current_projects @> ARRAY['$two[0]', '$two[1]']::uuid[])
+	FROM hagen.compile_workers WHERE name = 'w9'"), '2 true', 'hagen.compile_workers shows it holding both');
+kill 'CONT', $s3_pid;
+is(wait_project($node, $two[0], 60) . ' ' . wait_project($node, $two[1], 60), 'completed| completed|',
+	'and completes both');
+stop_worker('w9');
 
 # ---------------------------------------------------------------- 7. a wrong DSN, a revoked role
 
