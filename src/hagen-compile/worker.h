@@ -20,16 +20,21 @@
 #include <stdint.h>
 #include <jansson.h>
 
-/* Seconds between heartbeats of a running job. */
+/* Seconds between heartbeats of a running job; most jobs at once. */
 #define WK_HEARTBEAT_S 2.0
+#define WK_MAX_JOBS 64
 
-/* worker.c */
+/* worker.c: options, the worker's directory, logging */
 extern const char *wk_name;
 
 extern void wk_log(const char *fmt,...) __attribute__((format(printf, 1, 2)));
 extern double wk_now(void);
 extern double wk_jitter(double seconds);
 extern bool wk_remove_tree(const char *path);
+
+/* worker_loop.c: claims, heartbeats, reports, the runners */
+extern void wk_run(const char *dsn, const char *base, const char *self, int jobs_at_once,
+				   double grace);
 
 /* worker_db.c: the database side, one connection, the five protocol calls */
 typedef enum WkResult
