@@ -28,6 +28,20 @@ SELECT has_table_privilege('hagen_operator', 'hagen.job', 'SELECT') AS ops_read_
 	   (SELECT bool_or(has_function_privilege('hagen_user', oid, 'EXECUTE')) FROM pg_proc
 		WHERE proname IN ('claim_jobs', 'complete_job', 'heartbeat')) AS users_run_workers;
 
+-- Remote compile workers: their five functions (SECURITY DEFINER, fixed
+-- search_path) and the schema, nothing else: no table, view or sequence.
+SELECT p.oid::regprocedure AS worker_api, p.prosecdef, p.proconfig
+FROM pg_proc p WHERE p.pronamespace = 'hagen'::regnamespace
+  AND has_function_privilege('hagen_worker', p.oid, 'EXECUTE')
+ORDER BY p.oid::regprocedure::text COLLATE "C";
+SELECT has_schema_privilege('hagen_worker', 'hagen', 'USAGE') AS workers_use_schema,
+	   (SELECT count(*) FROM pg_class c WHERE c.relnamespace = 'hagen'::regnamespace
+		AND (has_table_privilege('hagen_worker', c.oid, 'SELECT, INSERT, UPDATE, DELETE')
+			 OR (c.relkind = 'S' AND has_sequence_privilege('hagen_worker', c.oid, 'USAGE'))))
+	   AS relations_workers_touch,
+	   pg_has_role('hagen_user', 'hagen_worker', 'MEMBER') AS users_are_workers,
+	   has_table_privilege('hagen_operator', 'hagen.compile_workers', 'SELECT') AS ops_see_workers;
+
 -- A role without hagen_user can do nothing.
 SET SESSION AUTHORIZATION hk_nobody;
 SELECT t.err($$SELECT hagen.create_project('ws-a')$$);
