@@ -393,6 +393,59 @@ is(sql("SELECT count(*) FROM hagen.job_log WHERE job_id = $job AND message ~ 'le
 is(sql("SELECT jobs_handed_back FROM hagen.compile_workers WHERE name = 'w7'"), '1', 'hagen.compile_workers counts the hand-back');
 stop_worker('w8');
 
+# A lease lost while the worker was stopped (a partition longer than the
+# lease): another worker takes the job up; the first one, back, learns it
+# from its heartbeat, stops its copy, and its outcome counts for nothing.
+$p = prepared_project("$dir/small.mp4", 2);
+ok(wait_compile_step($p, 'queued'), 'a compile waits');
+kill 'STOP', $s3_pid;
+start_worker('wa');
+ok(wait_compile_step($p, 'running'), 'wa claims it');
+kill 'STOP', $workers{wa};
+sleep 8;
+start_worker('wb', user => 'rw2');
+$job = compile_job($p);
+ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM hagen.job_log WHERE job_id = $job
+	AND message = 'claimed by remote worker wb'"), 'wa silent past its lease: wb takes the job up');
+kill 'CONT', $workers{wa};
+ok(wait_log('wa', qr/job $job: stopped: canceled, or taken over by another worker(.*\n)*.*job $job: reported its failure: stale/, 30),
+	'wa, back, is told by its heartbeat, stops its copy, and its outcome is stale');
+kill 'CONT', $s3_pid;
+is(wait_project($node, $p, 60), 'completed|', 'wb completes the job');
+is(sql("SELECT jobs_done || ' ' || jobs_failed FROM hagen.compile_workers WHERE name = 'wa'"), '0 0',
+	'nothing is counted for wa');
+stop_worker('wa');
+stop_worker('wb');
+
+# A project canceled in the middle of its compile: the next heartbeat stops it.
+$p = prepared_project("$dir/small.mp4", 2);
+ok(wait_compile_step($p, 'queued'), 'a compile waits');
+kill 'STOP', $s3_pid;
+start_worker('wc');
+ok(wait_compile_step($p, 'running'), 'wc claims it');
+sql("SELECT hagen.cancel_video('$p')");
+ok(wait_log('wc', qr/stopped: canceled, or taken over/, 20), 'canceled: its next heartbeat stops the job');
+kill 'CONT', $s3_pid;
+is(wait_project($node, $p, 30), 'canceled|', 'the project ends canceled');
+is(sql("SELECT status FROM hagen.job WHERE id = " . compile_job($p)), 'canceled', 'and so does its compile');
+is(scalar(helpers_of(compile_job($p))), 0, 'no helper is left');
+stop_worker('wc');
+
+# Transfers answered 503: the worker tries them again itself, the compile
+# is not retried.
+$p = prepared_project("$dir/small.mp4", 2);
+ok(wait_compile_step($p, 'queued'), 'a compile waits');
+my $first_clip = sql("SELECT id FROM hagen.video_clip WHERE project_id = '$p' ORDER BY sequence_order LIMIT 1");
+run("curl -sf -X PUT '$s3/_faults?match=$first_clip.mp4&method=GET&count=2&status=503'");
+run("curl -sf -X PUT '$s3/_faults?match=$p/final.mp4&method=PUT&count=1&status=500'");
+start_worker('wd');
+is(wait_project($node, $p, 60), 'completed|', 'a download answered 503 twice and an upload answered 500 once');
+is(sql("SELECT attempts FROM hagen.job WHERE id = " . compile_job($p)), '1', 'one attempt of the compile');
+like(worker_log('wd'), qr/download of \S+$first_clip\.mp4 failed: HTTP 503; trying the failed downloads again(.*\n)*.*upload of \S+final\.mp4 failed: HTTP 500; trying again/,
+	'the worker tried the transfers again itself');
+stop_worker('wd');
+run("curl -sf -X DELETE '$s3/_faults'");
+
 # --jobs 2: two compiles at once in one worker.
 my @two = (prepared_project("$dir/small.mp4", 2), prepared_project("$dir/small.mp4", 3));
 ok(wait_compile_step($two[0], 'queued') && wait_compile_step($two[1], 'queued'), 'two compiles wait');
