@@ -91,7 +91,9 @@ sub wait_compile_step
 # ---------------------------------------------------------------- workers
 
 my %workers;
-END { kill 'KILL', values %workers if %workers; }
+# A test that dies leaves no worker behind, and no S3 server stopped (a
+# stopped process would never act on the SIGTERM that ends it).
+END { kill 'KILL', values %workers if %workers; kill 'CONT', $s3_pid if $s3_pid; }
 
 sub dsn
 {
