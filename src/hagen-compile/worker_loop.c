@@ -31,6 +31,7 @@
 #define MIN_CLAIM_GAP_S 0.25
 #define HANDBACK_WAIT_S 15.0
 #define MAX_JOBS WK_MAX_JOBS
+#define MAX_LINE (16 * 1024 * 1024)
 
 /* A job under way (or ended, waiting to be reported). */
 typedef struct Job
@@ -41,8 +42,9 @@ typedef struct Job
 	pid_t		runner;			/* 0 once reaped */
 	int			fd;				/* from the runner, -1 once closed */
 	char	   *dir;
-	char		line[65536];
+	char	   *line;			/* what the runner wrote since its last newline */
 	size_t		len;
+	size_t		cap;
 	double		fraction;		/* -1: none yet */
 	bool		fraction_new;
 	double		last_heartbeat;
@@ -100,6 +102,12 @@ start_job(const char *base, const char *self, int64_t id, int64_t token, json_t 
 			j = &jobs[i];
 			break;
 		}
+	if (j == NULL)
+	{
+		/* Never: claims ask for the free slots only.  The lease runs out. */
+		wk_log("job %lld: claimed with no free slot; left to its lease", (long long) id);
+		return;
+	}
 	memset(j, 0, sizeof(*j));
 	j->used = true;
 	j->id = id;
@@ -207,7 +215,13 @@ read_runner(Job *j)
 		{
 			if (buf[i] != '\n')
 			{
-				if (j->len < sizeof(j->line) - 1)
+				/* An outcome carries the helper's result: up to 1000 segments. */
+				if (j->len + 1 >= j->cap && j->cap < MAX_LINE)
+				{
+					j->cap = j->cap ? j->cap * 2 : 8192;
+					j->line = realloc(j->line, j->cap);
+				}
+				if (j->len + 1 < j->cap)
 					j->line[j->len++] = buf[i];
 				continue;
 			}
@@ -291,6 +305,7 @@ report_job(WkDb *db, Job *j)
 	/* Any other refusal is not sent again. */
 	json_decref(j->outcome);
 	free(j->dir);
+	free(j->line);
 	memset(j, 0, sizeof(*j));
 	j->fd = -1;
 }
