@@ -3423,6 +3423,79 @@ REVOKE ALL ON FUNCTION hagen._image_effect(text, text, text, text, integer, inte
 
 -- Compile workers on other hosts (src/sql/62_remote.sql), and what operators
 -- see of them; hagen.compile_workers is SELECTable by operators as at install.
+-- hagen.claim_jobs gains a filter of steps (remote workers take only theirs).
+DROP FUNCTION hagen.claim_jobs(text, integer, interval);
+-- Claims up to max_jobs due jobs of a lane for the calling worker.  Each
+-- comes with a fresh lease token and the one effect its current step needs.
+-- With steps, only jobs whose "kind:step" is listed (remote compile
+-- workers, 62_remote.sql, take only the steps whose files go through the
+-- bucket).
+CREATE OR REPLACE FUNCTION hagen.claim_jobs(lane text, max_jobs integer,
+								 lease interval DEFAULT '2 minutes', steps text[] DEFAULT NULL)
+	RETURNS TABLE (job_id bigint, token bigint, effect jsonb)
+	LANGUAGE plpgsql AS $$
+DECLARE
+	j hagen.job;
+	eff jsonb;
+	tok bigint;
+	timeout_ms bigint;
+BEGIN
+	IF max_jobs IS NULL OR max_jobs <= 0 THEN
+		RETURN;
+	END IF;
+	PERFORM hagen._recover_lane(claim_jobs.lane, true);
+
+	FOR j IN
+		SELECT * FROM hagen.job q
+		WHERE q.lane = claim_jobs.lane AND q.status = 'queued' AND q.run_at <= now()
+		  AND (claim_jobs.steps IS NULL OR q.kind || ':' || q.step = ANY (claim_jobs.steps))
+		ORDER BY q.run_at, q.id
+		LIMIT max_jobs
+		FOR UPDATE SKIP LOCKED
+	LOOP
+		-- A job past its time limit, or of a canceled project, gets no effect.
+		IF j.deadline_at IS NOT NULL AND j.deadline_at < now() THEN
+			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail', 'error',
+				format('%s job did not finish within its time limit (%s)', j.kind,
+					   CASE j.kind WHEN 'compile' THEN 'hagen.compile_timeout'
+								   ELSE 'hagen.clip_timeout' END)));
+			-- A request still at the provider is canceled there.
+			IF j.request_id IS NOT NULL AND j.step IN ('poll', 'result') THEN
+				PERFORM hagen._enqueue(j.project_id, j.clip_id, 'cancel', j.provider, 'cancel',
+					jsonb_build_object('request_id', j.request_id, 'for_job', j.id,
+									   'model', j.state ->> 'model', 'cancel_url', j.state ->> 'cancel_url'));
+			END IF;
+			CONTINUE;
+		END IF;
+		IF j.cancel_requested THEN
+			PERFORM hagen._cancel_job(j);
+			CONTINUE;
+		END IF;
+
+		BEGIN
+			eff := hagen._effect(j);
+		EXCEPTION WHEN others THEN
+			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail',
+				'error', format('could not prepare step %s: %s', j.step, SQLERRM)));
+			CONTINUE;
+		END;
+
+		tok := nextval('hagen.lease_token_seq');
+		timeout_ms := coalesce((eff ->> 'timeout_ms')::bigint, 60000);
+		UPDATE hagen.job
+		SET status = 'running', lease_token = tok, lease_owner = pg_backend_pid(),
+			lease_expires_at = now() + greatest(lease, make_interval(secs => timeout_ms / 1000.0 + 60)),
+			attempts = attempts + 1, total_attempts = total_attempts + 1,
+			started_at = coalesce(started_at, now())
+		WHERE id = j.id;
+		job_id := j.id;
+		token := tok;
+		effect := eff;
+		RETURN NEXT;
+	END LOOP;
+END;
+$$;
+
 -- The workers seen, by the name they give.
 CREATE TABLE hagen.remote_worker (
 	name				text PRIMARY KEY,
@@ -3444,6 +3517,14 @@ CREATE TABLE hagen.remote_lease (
 	PRIMARY KEY (job_id, token)
 );
 CREATE INDEX remote_lease_worker_idx ON hagen.remote_lease (worker);
+
+-- The steps a worker on another host can carry out ("kind:step"): those
+-- whose effect names every file it reads and writes by a storage key.  The
+-- photo framing of clip jobs (image_frame) also runs on the compile lane,
+-- but on files of the database host's work directory: only the compile
+-- workers in the server take it.
+CREATE FUNCTION hagen._remote_steps() RETURNS text[]
+	LANGUAGE sql IMMUTABLE RETURN ARRAY['compile:compile'];
 
 -- The lease of a job claimed by a remote worker, renewed by its heartbeats.
 CREATE FUNCTION hagen._worker_lease() RETURNS interval
@@ -3559,7 +3640,7 @@ BEGIN
 	  AND NOT EXISTS (SELECT 1 FROM hagen.job q WHERE q.id = l.job_id AND q.lease_token = l.token
 					  AND q.status = 'running');
 
-	FOR c IN SELECT * FROM hagen.claim_jobs('compile', max_jobs, hagen._worker_lease()) LOOP
+	FOR c IN SELECT * FROM hagen.claim_jobs('compile', max_jobs, hagen._worker_lease(), hagen._remote_steps()) LOOP
 		SELECT * INTO j FROM hagen.job q WHERE q.id = c.job_id;
 		err := NULL;
 		BEGIN
@@ -3707,13 +3788,23 @@ BEGIN
 END;
 $$;
 
--- Milliseconds until the next job of the compile lane falls due (0: one is
--- due now; a lease running out counts), NULL when there is none.
+-- Milliseconds until the next job a remote worker can take falls due (0:
+-- one is due now; a lease running out counts), NULL when there is none.
 CREATE FUNCTION hagen.worker_next_due() RETURNS bigint
-	LANGUAGE sql STABLE RETURN hagen.next_due('compile');
+	LANGUAGE sql STABLE AS $$
+	SELECT CASE WHEN t IS NOT NULL
+				THEN greatest(0, ceil(extract(epoch FROM (t - now())) * 1000))::bigint END
+	FROM (SELECT least(
+			(SELECT run_at FROM hagen.job
+			 WHERE status = 'queued' AND lane = 'compile' AND kind || ':' || step = ANY (hagen._remote_steps())
+			 ORDER BY run_at LIMIT 1),
+			(SELECT lease_expires_at FROM hagen.job
+			 WHERE status = 'running' AND lane = 'compile' AND kind || ':' || step = ANY (hagen._remote_steps())
+			 ORDER BY lease_expires_at LIMIT 1)) AS t) AS due;
+$$;
 
--- A job of the compile lane queued: NOTIFY hagen_compile wakes the remote
--- workers at commit (one notification per transaction, PostgreSQL folds
+-- A job remote workers can take queued: NOTIFY hagen_compile wakes them at
+-- commit (one notification per transaction, PostgreSQL folds
 -- the same payload).  With no compile worker in the server, a project
 -- whose job is due says that it waits for one.
 CREATE FUNCTION hagen._compile_lane_queued() RETURNS trigger
@@ -3731,7 +3822,8 @@ BEGIN
 END;
 $$;
 CREATE TRIGGER job_compile_lane_queued AFTER INSERT OR UPDATE OF status, run_at, lane ON hagen.job
-	FOR EACH ROW WHEN (NEW.lane = 'compile' AND NEW.status = 'queued')
+	FOR EACH ROW WHEN (NEW.lane = 'compile' AND NEW.status = 'queued'
+					   AND NEW.kind || ':' || NEW.step = ANY (hagen._remote_steps()))
 	EXECUTE FUNCTION hagen._compile_lane_queued();
 
 -- For operators: every remote worker seen, when, what it did, and the jobs

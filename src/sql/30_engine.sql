@@ -104,8 +104,11 @@ $$;
 
 -- Claims up to max_jobs due jobs of a lane for the calling worker.  Each
 -- comes with a fresh lease token and the one effect its current step needs.
+-- With steps, only jobs whose "kind:step" is listed (remote compile
+-- workers, 62_remote.sql, take only the steps whose files go through the
+-- bucket).
 CREATE FUNCTION hagen.claim_jobs(lane text, max_jobs integer,
-								 lease interval DEFAULT '2 minutes')
+								 lease interval DEFAULT '2 minutes', steps text[] DEFAULT NULL)
 	RETURNS TABLE (job_id bigint, token bigint, effect jsonb)
 	LANGUAGE plpgsql AS $$
 DECLARE
@@ -122,6 +125,7 @@ BEGIN
 	FOR j IN
 		SELECT * FROM hagen.job q
 		WHERE q.lane = claim_jobs.lane AND q.status = 'queued' AND q.run_at <= now()
+		  AND (claim_jobs.steps IS NULL OR q.kind || ':' || q.step = ANY (claim_jobs.steps))
 		ORDER BY q.run_at, q.id
 		LIMIT max_jobs
 		FOR UPDATE SKIP LOCKED

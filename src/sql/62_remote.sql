@@ -41,6 +41,14 @@ CREATE TABLE hagen.remote_lease (
 );
 CREATE INDEX remote_lease_worker_idx ON hagen.remote_lease (worker);
 
+-- The steps a worker on another host can carry out ("kind:step"): those
+-- whose effect names every file it reads and writes by a storage key.  The
+-- photo framing of clip jobs (image_frame) also runs on the compile lane,
+-- but on files of the database host's work directory: only the compile
+-- workers in the server take it.
+CREATE FUNCTION hagen._remote_steps() RETURNS text[]
+	LANGUAGE sql IMMUTABLE RETURN ARRAY['compile:compile'];
+
 -- The lease of a job claimed by a remote worker, renewed by its heartbeats.
 CREATE FUNCTION hagen._worker_lease() RETURNS interval
 	LANGUAGE sql STABLE RETURN hagen._setting_interval('hagen.worker_lease', '1 minute');
@@ -155,7 +163,7 @@ BEGIN
 	  AND NOT EXISTS (SELECT 1 FROM hagen.job q WHERE q.id = l.job_id AND q.lease_token = l.token
 					  AND q.status = 'running');
 
-	FOR c IN SELECT * FROM hagen.claim_jobs('compile', max_jobs, hagen._worker_lease()) LOOP
+	FOR c IN SELECT * FROM hagen.claim_jobs('compile', max_jobs, hagen._worker_lease(), hagen._remote_steps()) LOOP
 		SELECT * INTO j FROM hagen.job q WHERE q.id = c.job_id;
 		err := NULL;
 		BEGIN
@@ -303,13 +311,23 @@ BEGIN
 END;
 $$;
 
--- Milliseconds until the next job of the compile lane falls due (0: one is
--- due now; a lease running out counts), NULL when there is none.
+-- Milliseconds until the next job a remote worker can take falls due (0:
+-- one is due now; a lease running out counts), NULL when there is none.
 CREATE FUNCTION hagen.worker_next_due() RETURNS bigint
-	LANGUAGE sql STABLE RETURN hagen.next_due('compile');
+	LANGUAGE sql STABLE AS $$
+	SELECT CASE WHEN t IS NOT NULL
+				THEN greatest(0, ceil(extract(epoch FROM (t - now())) * 1000))::bigint END
+	FROM (SELECT least(
+			(SELECT run_at FROM hagen.job
+			 WHERE status = 'queued' AND lane = 'compile' AND kind || ':' || step = ANY (hagen._remote_steps())
+			 ORDER BY run_at LIMIT 1),
+			(SELECT lease_expires_at FROM hagen.job
+			 WHERE status = 'running' AND lane = 'compile' AND kind || ':' || step = ANY (hagen._remote_steps())
+			 ORDER BY lease_expires_at LIMIT 1)) AS t) AS due;
+$$;
 
--- A job of the compile lane queued: NOTIFY hagen_compile wakes the remote
--- workers at commit (one notification per transaction, PostgreSQL folds
+-- A job remote workers can take queued: NOTIFY hagen_compile wakes them at
+-- commit (one notification per transaction, PostgreSQL folds
 -- the same payload).  With no compile worker in the server, a project
 -- whose job is due says that it waits for one.
 CREATE FUNCTION hagen._compile_lane_queued() RETURNS trigger
@@ -327,7 +345,8 @@ BEGIN
 END;
 $$;
 CREATE TRIGGER job_compile_lane_queued AFTER INSERT OR UPDATE OF status, run_at, lane ON hagen.job
-	FOR EACH ROW WHEN (NEW.lane = 'compile' AND NEW.status = 'queued')
+	FOR EACH ROW WHEN (NEW.lane = 'compile' AND NEW.status = 'queued'
+					   AND NEW.kind || ':' || NEW.step = ANY (hagen._remote_steps()))
 	EXECUTE FUNCTION hagen._compile_lane_queued();
 
 -- For operators: every remote worker seen, when, what it did, and the jobs
