@@ -705,18 +705,22 @@ CREATE FUNCTION hagen._compile_queue(p hagen.video_project) RETURNS bigint
 DECLARE
 	plan jsonb := hagen._compile_plan(p);
 	compile_id bigint;
+	fetches integer;
 BEGIN
-	compile_id := hagen._enqueue(p.id, NULL, 'compile', NULL, 'fetch',
-						  plan || jsonb_build_object('fetches', jsonb_array_length(plan -> 'inputs')),
-						  NULL, hagen._compile_timeout() * 2);
+	compile_id := hagen._enqueue(p.id, NULL, 'compile', NULL, 'fetch', plan, NULL,
+								 hagen._compile_timeout() * 2);
 	IF compile_id IS NULL THEN
 		RETURN NULL;
 	END IF;
+	-- A worker on another host reads the stored clips from the bucket
+	-- itself: only what is not there yet (the music) is fetched.
 	INSERT INTO hagen.job (project_id, kind, lane, step, state, deadline_at, parent_id)
 	SELECT p.id, 'fetch', 'http', 'fetch', i, q.deadline_at, q.id
 	FROM hagen.job q, jsonb_array_elements(plan -> 'inputs') i
-	WHERE q.id = compile_id;
-	IF jsonb_array_length(plan -> 'inputs') > 0 THEN
+	WHERE q.id = compile_id AND (i ? 'url' OR NOT hagen._compiles_elsewhere());
+	GET DIAGNOSTICS fetches = ROW_COUNT;
+	UPDATE hagen.job SET state = state || jsonb_build_object('fetches', fetches) WHERE id = compile_id;
+	IF fetches > 0 THEN
 		UPDATE hagen.job SET run_at = now() + make_interval(secs => hagen._compile_watchdog_ms() / 1000.0)
 		WHERE id = compile_id;
 	END IF;
@@ -3072,6 +3076,17 @@ CREATE FUNCTION hagen._image_key(j hagen.job, i integer) RETURNS text
 	LANGUAGE sql IMMUTABLE
 	RETURN regexp_replace(j.state ->> 'key', '[^/]*$', '') || format('image_%s_%s.jpg', j.id, i);
 
+-- The storage key of a photo as it was fetched, when a worker on another
+-- host fits it.
+CREATE FUNCTION hagen._image_source_key(j hagen.job, i integer) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN regexp_replace(j.state ->> 'key', '[^/]*$', '') || format('image_%s_%s_source', j.id, i);
+
+-- The work file of a fitted photo.
+CREATE FUNCTION hagen._image_framed_file(j hagen.job, i integer) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN hagen._work_file(j.project_id, format('images/%s_%s.jpg', j.id, i));
+
 -- The effect of an image step.
 CREATE FUNCTION hagen._image_step_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql STABLE AS $$
@@ -3079,6 +3094,7 @@ DECLARE
 	i integer := coalesce((j.state ->> 'image_index')::integer, 0);
 	img jsonb := j.state -> 'images' -> i;
 	framed boolean := coalesce(j.state ->> 'framing', 'none') <> 'none';
+	eff jsonb;
 BEGIN
 	CASE j.step
 	WHEN 'image_fetch' THEN
@@ -3090,11 +3106,29 @@ BEGIN
 			'max_bytes', CASE WHEN framed THEN 50 * 1024 * 1024
 							  ELSE coalesce((j.state ->> 'max_image_bytes')::integer, 10 * 1024 * 1024) END));
 	WHEN 'image_frame' THEN
-		RETURN hagen._image_effect(img ->> 'file',
-			hagen._work_file(j.project_id, format('images/%s_%s.jpg', j.id, i)),
+		eff := hagen._image_effect(img ->> 'file', hagen._image_framed_file(j, i),
 			j.state ->> 'aspect_ratio', j.state ->> 'framing',
 			coalesce((j.state ->> 'max_image_side')::integer, 1920),
 			coalesce((j.state ->> 'max_image_bytes')::integer, 10 * 1024 * 1024));
+		IF NOT hagen._compiles_elsewhere() THEN
+			RETURN eff;
+		END IF;
+		-- For a worker on any host: the compile-lane shape, every file with
+		-- its storage key (hagen-compile compile runs a manifest "image").
+		RETURN jsonb_build_object('type', 'compile', 'dir', hagen._work_file(j.project_id, 'images'),
+			'timeout_ms', eff -> 'timeout_ms',
+			'manifest', jsonb_build_object('image', eff - 'type' - 'timeout_ms'),
+			'inputs', jsonb_build_array(jsonb_build_object('file', img ->> 'file',
+														   'key', hagen._image_source_key(j, i))),
+			'outputs', jsonb_build_array(jsonb_build_object('file', hagen._image_framed_file(j, i),
+				'key', hagen._image_key(j, i), 'content_type', 'image/jpeg')));
+	WHEN 'image_source' THEN
+		RETURN hagen._http('PUT', hagen._s3_url(hagen._image_source_key(j, i)), 's3', 'image',
+			jsonb_build_object('body_file', img ->> 'file',
+							   'headers', jsonb_build_object('content-type', img ->> 'content_type')));
+	WHEN 'image_pull' THEN
+		RETURN hagen._http('GET', hagen._s3_url(hagen._image_key(j, i)), 's3', 'image',
+			jsonb_build_object('save_to', hagen._image_framed_file(j, i)));
 	WHEN 'image_store' THEN
 		RETURN hagen._http('PUT', hagen._s3_url(hagen._image_key(j, i)), 's3', 'image', jsonb_build_object(
 			'body_file', img ->> 'file', 'headers', jsonb_build_object('content-type', img ->> 'content_type')));
@@ -3169,7 +3203,8 @@ BEGIN
 			name := coalesce(nullif(regexp_replace(split_part(split_part(img ->> 'url', '?', 1), '#', 1),
 												   '^.*/', ''), ''), 'image');
 			RETURN jsonb_build_object('action', 'advance',
-				'step', CASE WHEN framed THEN 'image_frame' WHEN via_fal THEN 'image_initiate' ELSE 'image_store' END,
+				'step', CASE WHEN framed AND hagen._compiles_elsewhere() THEN 'image_source'
+							 WHEN framed THEN 'image_frame' WHEN via_fal THEN 'image_initiate' ELSE 'image_store' END,
 				'state', jsonb_build_object('images', jsonb_set(images, ARRAY[i::text],
 					img || jsonb_build_object('file', o ->> 'file', 'content_type', ctype,
 											  'file_name', left(name, 200)))));
@@ -3177,10 +3212,28 @@ BEGIN
 		RETURN coalesce(hagen._transient(o, format('fetch of image %s', img ->> 'url')),
 			jsonb_build_object('action', 'fail', 'error',
 				format('could not fetch image %s: HTTP %s', img ->> 'url', status)));
+	WHEN 'image_source' THEN
+		IF status BETWEEN 200 AND 299 THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'image_frame');
+		END IF;
+		RETURN hagen._s3_failure(o, format('store of image %s for a compile worker', img ->> 'url'));
+	WHEN 'image_pull' THEN
+		IF status BETWEEN 200 AND 299 AND o ? 'file' THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'image_initiate');
+		END IF;
+		RETURN hagen._s3_failure(o, format('fetch of the fitted image %s', hagen._image_key(j, i)));
 	WHEN 'image_frame' THEN
-		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' THEN
+		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' AND (o ->> 'uploaded')::boolean IS TRUE
+		   AND NOT via_fal THEN
+			-- Fitted on another host and stored in the bucket: the provider
+			-- gets it from there.
+			RETURN hagen._image_done(j, hagen.presign_url(hagen._image_key(j, i), 'GET',
+				least(hagen._setting_interval('hagen.clip_timeout', '20 minutes') + interval '1 hour',
+					  interval '7 days')));
+		ELSIF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' THEN
 			RETURN jsonb_build_object('action', 'advance',
-				'step', CASE WHEN via_fal THEN 'image_initiate' ELSE 'image_store' END,
+				'step', CASE WHEN (o ->> 'uploaded')::boolean IS TRUE THEN 'image_pull'
+							 WHEN via_fal THEN 'image_initiate' ELSE 'image_store' END,
 				'log', format('image %s fitted to %s (%s): %sx%s from %sx%s%s, %s bytes', img ->> 'url',
 							  j.state ->> 'aspect_ratio', j.state ->> 'framing', r ->> 'width', r ->> 'height',
 							  r -> 'source' ->> 'width', r -> 'source' ->> 'height',
@@ -3284,7 +3337,7 @@ CREATE OR REPLACE FUNCTION hagen._generation_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 BEGIN
 	CASE j.step
-	WHEN 'image_fetch', 'image_frame', 'image_store' THEN
+	WHEN 'image_fetch', 'image_frame', 'image_store', 'image_source', 'image_pull' THEN
 		RETURN hagen._image_step_effect(j);
 	WHEN 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
 		CASE j.provider
@@ -3312,7 +3365,7 @@ DECLARE
 	d jsonb;
 BEGIN
 	CASE j.step
-	WHEN 'image_fetch', 'image_frame', 'image_store' THEN
+	WHEN 'image_fetch', 'image_frame', 'image_store', 'image_source', 'image_pull' THEN
 		RETURN hagen._image_step_interpret(j, o);
 	WHEN 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
 		CASE j.provider
@@ -3518,13 +3571,24 @@ CREATE TABLE hagen.remote_lease (
 );
 CREATE INDEX remote_lease_worker_idx ON hagen.remote_lease (worker);
 
+-- Whether every effect of the compile lane runs on other hosts: the server
+-- runs no compile worker (hagen.compile_workers, a restart setting, is 0).
+-- Then photos are fitted through the bucket (83_images.sql) and a compile
+-- does not fetch the stored clips to the database host (60_compile.sql).
+CREATE FUNCTION hagen._compiles_elsewhere() RETURNS boolean
+	LANGUAGE sql STABLE
+	RETURN coalesce(hagen._setting('hagen.compile_workers', '1')::integer, 1) = 0;
+
 -- The steps a worker on another host can carry out ("kind:step"): those
 -- whose effect names every file it reads and writes by a storage key.  The
 -- photo framing of clip jobs (image_frame) also runs on the compile lane,
 -- but on files of the database host's work directory: only the compile
 -- workers in the server take it.
 CREATE FUNCTION hagen._remote_steps() RETURNS text[]
-	LANGUAGE sql IMMUTABLE RETURN ARRAY['compile:compile'];
+	LANGUAGE sql STABLE
+	RETURN ARRAY['compile:compile']
+		|| CASE WHEN hagen._compiles_elsewhere() THEN ARRAY['clip:image_frame', 'transition:image_frame']
+				ELSE '{}'::text[] END;
 
 -- The lease of a job claimed by a remote worker, renewed by its heartbeats.
 CREATE FUNCTION hagen._worker_lease() RETURNS interval

@@ -141,11 +141,9 @@ fi
 su postgres -c "pg_ctl -D '$work/pgdata' -l '$work/server.log' -w start" >/dev/null
 psql_() { su postgres -c "psql -h '$work' -p $port -d postgres -X -q -At -v ON_ERROR_STOP=1 $*"; }
 psql_ "-c 'CREATE EXTENSION hagenkit'"
-# Remote workers compile; fitting the photos to the shape stays with the
-# compile workers in the server, so with none the (16:9) photos go as they are.
+# With remote workers they fit the photos and compile, through the bucket.
 framing=crop
 if [ "$remote_workers" -gt 0 ]; then
-	framing=none
 	# Compile workers as on other hosts: a role with hagen_worker, no secret.
 	psql_ "-c 'CREATE ROLE demo_worker LOGIN IN ROLE hagen_worker'"
 	for i in $(seq 1 "$remote_workers"); do

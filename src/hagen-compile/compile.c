@@ -488,6 +488,14 @@ hc_compile_main(int argc, char **argv)
 		c.faststart = true;
 	else if (argc != 1)
 		hc_fail(0, "usage: hagen-compile compile MANIFEST.json");
+	{
+		/* A manifest may ask for a photo fitted instead (image.c). */
+		json_t	   *root = json_load_file(argv[0], 0, NULL);
+
+		if (root && json_is_object(root) && json_object_get(root, "image"))
+			return hc_image_manifest(root);
+		json_decref(root);
+	}
 	manifest_read(argv[0], &c.m);
 	for (int i = 0; i < c.m.nsegs; i++)
 	{

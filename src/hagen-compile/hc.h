@@ -71,6 +71,7 @@ extern int	hc_probe_main(int argc, char **argv);
 extern int	hc_frame_main(int argc, char **argv);
 extern int	hc_compile_main(int argc, char **argv);
 extern int	hc_image_main(int argc, char **argv);
+extern int	hc_image_manifest(json_t *root);
 extern int	hc_worker_main(int argc, char **argv);
 
 /* Writes a JPEG of the frame at `at` seconds (or the last one when at < 0)

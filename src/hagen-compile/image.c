@@ -274,6 +274,10 @@ even(double v)
 	return n < 2 ? 2 : n;
 }
 
+/* The key of the line that reports a fitted photo: "image" on the command
+ * line, "result" when the photo was asked for by a manifest (below). */
+static const char *hc_image_line_key = "image";
+
 int
 hc_image_main(int argc, char **argv)
 {
@@ -478,7 +482,7 @@ hc_image_main(int argc, char **argv)
 			if (!(f = fopen(out, "wb")) || fwrite(jpeg->data, 1, jpeg->size, f) != (size_t) jpeg->size ||
 				fclose(f) != 0)
 				hc_fail(0, "%s cannot be written: %s", out, strerror(errno));
-			hc_emit(json_pack("{s:{s:o,s:i,s:i,s:i,s:i,s:s,s:s,s:{s:i,s:i,s:i,s:s}}}", "image",
+			hc_emit(json_pack("{s:{s:o,s:i,s:i,s:i,s:i,s:s,s:s,s:{s:i,s:i,s:i,s:s}}}", hc_image_line_key,
 							  "file", hc_json_text(out), "width", ow, "height", oh,
 							  "bytes", jpeg->size, "quality", q > 31 ? 31 : q,
 							  "fit", fit, "aspect", aspect,
@@ -496,4 +500,48 @@ hc_image_main(int argc, char **argv)
 	avcodec_free_context(&dec);
 	avformat_close_input(&ic);
 	return 0;
+}
+
+/*
+ * hc_image_manifest: the same work asked for by a manifest, so that a
+ * compile worker on any host runs it like a compile (`hagen-compile compile
+ * MANIFEST`): {"image": {"input", "output", "aspect", "fit", "max_side",
+ * "min_side", "max_bytes"}}.  Reports a "result" line.
+ */
+int
+hc_image_manifest(json_t *root)
+{
+	json_t	   *m = json_object_get(root, "image");
+	char	   *argv[12];
+	char		nums[3][32];
+	int			argc = 0;
+	const char *in = json_string_value(json_object_get(m, "input"));
+	const char *out = json_string_value(json_object_get(m, "output"));
+	const char *aspect = json_string_value(json_object_get(m, "aspect"));
+	const char *fit = json_string_value(json_object_get(m, "fit"));
+	static const char *const limits[] = {"max_side", "min_side", "max_bytes"};
+	static const char *const options[] = {"--max-side", "--min-side", "--max-bytes"};
+
+	if (!json_is_object(m) || in == NULL || out == NULL || aspect == NULL || fit == NULL)
+		hc_fail(0, "the manifest's \"image\" must be an object with \"input\", \"output\", \"aspect\" and \"fit\" strings");
+	argv[argc++] = (char *) in;
+	argv[argc++] = (char *) out;
+	argv[argc++] = "--aspect";
+	argv[argc++] = (char *) aspect;
+	argv[argc++] = "--fit";
+	argv[argc++] = (char *) fit;
+	for (int i = 0; i < 3; i++)
+	{
+		json_t	   *v = json_object_get(m, limits[i]);
+
+		if (v == NULL || json_is_null(v))
+			continue;
+		if (!json_is_integer(v))
+			hc_fail(0, "the manifest's \"%s\" in \"image\" must be an integer", limits[i]);
+		snprintf(nums[i], sizeof(nums[i]), "%lld", (long long) json_integer_value(v));
+		argv[argc++] = (char *) options[i];
+		argv[argc++] = nums[i];
+	}
+	hc_image_line_key = "result";
+	return hc_image_main(argc, argv);
 }

@@ -132,7 +132,8 @@ safe_path(const char *p)
 	return true;
 }
 
-/* Every "file", "output" and "thumbnail" string of the manifest is safe. */
+/* Every "file", "input", "output" and "thumbnail" string of the manifest is
+ * safe (a photo's manifest names its "input"). */
 static const char *
 unsafe_manifest_path(json_t *v)
 {
@@ -145,8 +146,9 @@ unsafe_manifest_path(json_t *v)
 	{
 		json_object_foreach(v, key, x)
 		{
-			if (json_is_string(x) && (strcmp(key, "file") == 0 || strcmp(key, "output") == 0 ||
-									  strcmp(key, "thumbnail") == 0) && !safe_path(json_string_value(x)))
+			if (json_is_string(x) && (strcmp(key, "file") == 0 || strcmp(key, "input") == 0 ||
+									  strcmp(key, "output") == 0 || strcmp(key, "thumbnail") == 0) &&
+				!safe_path(json_string_value(x)))
 				return json_string_value(x);
 			if ((bad = unsafe_manifest_path(x)) != NULL)
 				return bad;

@@ -117,18 +117,22 @@ CREATE FUNCTION hagen._compile_queue(p hagen.video_project) RETURNS bigint
 DECLARE
 	plan jsonb := hagen._compile_plan(p);
 	compile_id bigint;
+	fetches integer;
 BEGIN
-	compile_id := hagen._enqueue(p.id, NULL, 'compile', NULL, 'fetch',
-						  plan || jsonb_build_object('fetches', jsonb_array_length(plan -> 'inputs')),
-						  NULL, hagen._compile_timeout() * 2);
+	compile_id := hagen._enqueue(p.id, NULL, 'compile', NULL, 'fetch', plan, NULL,
+								 hagen._compile_timeout() * 2);
 	IF compile_id IS NULL THEN
 		RETURN NULL;
 	END IF;
+	-- A worker on another host reads the stored clips from the bucket
+	-- itself: only what is not there yet (the music) is fetched.
 	INSERT INTO hagen.job (project_id, kind, lane, step, state, deadline_at, parent_id)
 	SELECT p.id, 'fetch', 'http', 'fetch', i, q.deadline_at, q.id
 	FROM hagen.job q, jsonb_array_elements(plan -> 'inputs') i
-	WHERE q.id = compile_id;
-	IF jsonb_array_length(plan -> 'inputs') > 0 THEN
+	WHERE q.id = compile_id AND (i ? 'url' OR NOT hagen._compiles_elsewhere());
+	GET DIAGNOSTICS fetches = ROW_COUNT;
+	UPDATE hagen.job SET state = state || jsonb_build_object('fetches', fetches) WHERE id = compile_id;
+	IF fetches > 0 THEN
 		UPDATE hagen.job SET run_at = now() + make_interval(secs => hagen._compile_watchdog_ms() / 1000.0)
 		WHERE id = compile_id;
 	END IF;

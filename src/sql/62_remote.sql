@@ -41,13 +41,25 @@ CREATE TABLE hagen.remote_lease (
 );
 CREATE INDEX remote_lease_worker_idx ON hagen.remote_lease (worker);
 
+-- Whether every effect of the compile lane runs on other hosts: the server
+-- runs no compile worker (hagen.compile_workers, a restart setting, is 0).
+-- Then photos are fitted through the bucket (83_images.sql) and a compile
+-- does not fetch the stored clips to the database host (60_compile.sql).
+CREATE FUNCTION hagen._compiles_elsewhere() RETURNS boolean
+	LANGUAGE sql STABLE
+	RETURN coalesce(hagen._setting('hagen.compile_workers', '1')::integer, 1) = 0;
+
 -- The steps a worker on another host can carry out ("kind:step"): those
 -- whose effect names every file it reads and writes by a storage key.  The
--- photo framing of clip jobs (image_frame) also runs on the compile lane,
--- but on files of the database host's work directory: only the compile
--- workers in the server take it.
+-- photo framing of clip jobs (image_frame) also runs on the compile lane:
+-- on files of the database host's work directory while the server has
+-- compile workers of its own, through the bucket when it has none
+-- (hagen._compiles_elsewhere, 83_images.sql).
 CREATE FUNCTION hagen._remote_steps() RETURNS text[]
-	LANGUAGE sql IMMUTABLE RETURN ARRAY['compile:compile'];
+	LANGUAGE sql STABLE
+	RETURN ARRAY['compile:compile']
+		|| CASE WHEN hagen._compiles_elsewhere() THEN ARRAY['clip:image_frame', 'transition:image_frame']
+				ELSE '{}'::text[] END;
 
 -- The lease of a job claimed by a remote worker, renewed by its heartbeats.
 CREATE FUNCTION hagen._worker_lease() RETURNS interval

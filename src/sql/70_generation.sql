@@ -14,7 +14,7 @@ CREATE FUNCTION hagen._generation_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 BEGIN
 	CASE j.step
-	WHEN 'image_fetch', 'image_frame', 'image_store' THEN
+	WHEN 'image_fetch', 'image_frame', 'image_store', 'image_source', 'image_pull' THEN
 		RETURN hagen._image_step_effect(j);
 	WHEN 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
 		CASE j.provider
@@ -42,7 +42,7 @@ DECLARE
 	d jsonb;
 BEGIN
 	CASE j.step
-	WHEN 'image_fetch', 'image_frame', 'image_store' THEN
+	WHEN 'image_fetch', 'image_frame', 'image_store', 'image_source', 'image_pull' THEN
 		RETURN hagen._image_step_interpret(j, o);
 	WHEN 'image_initiate', 'image_put', 'submit', 'poll', 'result' THEN
 		CASE j.provider

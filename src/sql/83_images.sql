@@ -16,6 +16,11 @@
 --                (deleted with the project); the provider gets a presigned URL
 -- and with the last image the job submits.  A project whose framing is
 -- none sends its photos as they are (Fal: uploaded; xAI: the URL itself).
+-- With no compile worker in the server (hagen.compile_workers = 0), the
+-- fitting runs on a worker of another host, which reads and writes files
+-- only through the bucket: the photo is stored there first (image_source),
+-- the fitted photo comes back there, and Fal's upload fetches it again
+-- (image_pull).
 
 -- The first step of a generation job of a project.
 CREATE FUNCTION hagen._first_step(provider text, framing text) RETURNS text
@@ -37,6 +42,17 @@ CREATE FUNCTION hagen._image_key(j hagen.job, i integer) RETURNS text
 	LANGUAGE sql IMMUTABLE
 	RETURN regexp_replace(j.state ->> 'key', '[^/]*$', '') || format('image_%s_%s.jpg', j.id, i);
 
+-- The storage key of a photo as it was fetched, when a worker on another
+-- host fits it.
+CREATE FUNCTION hagen._image_source_key(j hagen.job, i integer) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN regexp_replace(j.state ->> 'key', '[^/]*$', '') || format('image_%s_%s_source', j.id, i);
+
+-- The work file of a fitted photo.
+CREATE FUNCTION hagen._image_framed_file(j hagen.job, i integer) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN hagen._work_file(j.project_id, format('images/%s_%s.jpg', j.id, i));
+
 -- The effect of an image step.
 CREATE FUNCTION hagen._image_step_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql STABLE AS $$
@@ -44,6 +60,7 @@ DECLARE
 	i integer := coalesce((j.state ->> 'image_index')::integer, 0);
 	img jsonb := j.state -> 'images' -> i;
 	framed boolean := coalesce(j.state ->> 'framing', 'none') <> 'none';
+	eff jsonb;
 BEGIN
 	CASE j.step
 	WHEN 'image_fetch' THEN
@@ -55,11 +72,29 @@ BEGIN
 			'max_bytes', CASE WHEN framed THEN 50 * 1024 * 1024
 							  ELSE coalesce((j.state ->> 'max_image_bytes')::integer, 10 * 1024 * 1024) END));
 	WHEN 'image_frame' THEN
-		RETURN hagen._image_effect(img ->> 'file',
-			hagen._work_file(j.project_id, format('images/%s_%s.jpg', j.id, i)),
+		eff := hagen._image_effect(img ->> 'file', hagen._image_framed_file(j, i),
 			j.state ->> 'aspect_ratio', j.state ->> 'framing',
 			coalesce((j.state ->> 'max_image_side')::integer, 1920),
 			coalesce((j.state ->> 'max_image_bytes')::integer, 10 * 1024 * 1024));
+		IF NOT hagen._compiles_elsewhere() THEN
+			RETURN eff;
+		END IF;
+		-- For a worker on any host: the compile-lane shape, every file with
+		-- its storage key (hagen-compile compile runs a manifest "image").
+		RETURN jsonb_build_object('type', 'compile', 'dir', hagen._work_file(j.project_id, 'images'),
+			'timeout_ms', eff -> 'timeout_ms',
+			'manifest', jsonb_build_object('image', eff - 'type' - 'timeout_ms'),
+			'inputs', jsonb_build_array(jsonb_build_object('file', img ->> 'file',
+														   'key', hagen._image_source_key(j, i))),
+			'outputs', jsonb_build_array(jsonb_build_object('file', hagen._image_framed_file(j, i),
+				'key', hagen._image_key(j, i), 'content_type', 'image/jpeg')));
+	WHEN 'image_source' THEN
+		RETURN hagen._http('PUT', hagen._s3_url(hagen._image_source_key(j, i)), 's3', 'image',
+			jsonb_build_object('body_file', img ->> 'file',
+							   'headers', jsonb_build_object('content-type', img ->> 'content_type')));
+	WHEN 'image_pull' THEN
+		RETURN hagen._http('GET', hagen._s3_url(hagen._image_key(j, i)), 's3', 'image',
+			jsonb_build_object('save_to', hagen._image_framed_file(j, i)));
 	WHEN 'image_store' THEN
 		RETURN hagen._http('PUT', hagen._s3_url(hagen._image_key(j, i)), 's3', 'image', jsonb_build_object(
 			'body_file', img ->> 'file', 'headers', jsonb_build_object('content-type', img ->> 'content_type')));
@@ -134,7 +169,8 @@ BEGIN
 			name := coalesce(nullif(regexp_replace(split_part(split_part(img ->> 'url', '?', 1), '#', 1),
 												   '^.*/', ''), ''), 'image');
 			RETURN jsonb_build_object('action', 'advance',
-				'step', CASE WHEN framed THEN 'image_frame' WHEN via_fal THEN 'image_initiate' ELSE 'image_store' END,
+				'step', CASE WHEN framed AND hagen._compiles_elsewhere() THEN 'image_source'
+							 WHEN framed THEN 'image_frame' WHEN via_fal THEN 'image_initiate' ELSE 'image_store' END,
 				'state', jsonb_build_object('images', jsonb_set(images, ARRAY[i::text],
 					img || jsonb_build_object('file', o ->> 'file', 'content_type', ctype,
 											  'file_name', left(name, 200)))));
@@ -142,10 +178,28 @@ BEGIN
 		RETURN coalesce(hagen._transient(o, format('fetch of image %s', img ->> 'url')),
 			jsonb_build_object('action', 'fail', 'error',
 				format('could not fetch image %s: HTTP %s', img ->> 'url', status)));
+	WHEN 'image_source' THEN
+		IF status BETWEEN 200 AND 299 THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'image_frame');
+		END IF;
+		RETURN hagen._s3_failure(o, format('store of image %s for a compile worker', img ->> 'url'));
+	WHEN 'image_pull' THEN
+		IF status BETWEEN 200 AND 299 AND o ? 'file' THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'image_initiate');
+		END IF;
+		RETURN hagen._s3_failure(o, format('fetch of the fitted image %s', hagen._image_key(j, i)));
 	WHEN 'image_frame' THEN
-		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' THEN
+		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' AND (o ->> 'uploaded')::boolean IS TRUE
+		   AND NOT via_fal THEN
+			-- Fitted on another host and stored in the bucket: the provider
+			-- gets it from there.
+			RETURN hagen._image_done(j, hagen.presign_url(hagen._image_key(j, i), 'GET',
+				least(hagen._setting_interval('hagen.clip_timeout', '20 minutes') + interval '1 hour',
+					  interval '7 days')));
+		ELSIF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' THEN
 			RETURN jsonb_build_object('action', 'advance',
-				'step', CASE WHEN via_fal THEN 'image_initiate' ELSE 'image_store' END,
+				'step', CASE WHEN (o ->> 'uploaded')::boolean IS TRUE THEN 'image_pull'
+							 WHEN via_fal THEN 'image_initiate' ELSE 'image_store' END,
 				'log', format('image %s fitted to %s (%s): %sx%s from %sx%s%s, %s bytes', img ->> 'url',
 							  j.state ->> 'aspect_ratio', j.state ->> 'framing', r ->> 'width', r ->> 'height',
 							  r -> 'source' ->> 'width', r -> 'source' ->> 'height',

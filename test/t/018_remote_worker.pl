@@ -223,16 +223,7 @@ sub fetch_final
 	like($as_worker->("SELECT hagen.worker_release($job, $tok)"), qr/not a job of the compile lane/, 'and its release');
 	is(sql("SELECT status || ' ' || lease_token FROM hagen.job WHERE id = $job"), "running $tok", 'the job is untouched');
 	sql("DELETE FROM hagen.job WHERE id = $job");
-	# The photo framing of clip jobs runs on the compile lane too, but on the
-	# database host's files: remote workers never take it.
-	my $pf = sql(q{SELECT hagen.create_project('ws-frame')});
-	my $frame = sql(qq{INSERT INTO hagen.job (project_id, kind, lane, step, state)
-		VALUES ('$pf', 'clip', 'compile', 'image_frame', '{}') RETURNING id});
-	is($node->safe_psql('postgres', q{SELECT count(*) || ' ' || coalesce(hagen.worker_next_due()::text, 'none')
-		FROM hagen.worker_claim('probe', 4)}, extra_params => [ '-U', 'rw1' ]), '0 none',
-		'a due image_frame job is neither claimed by a remote worker nor due for one');
-	is(sql("SELECT status || ' ' || attempts FROM hagen.job WHERE id = $frame"), 'queued 0', 'it stays queued, untouched');
-	sql("DELETE FROM hagen.video_project WHERE id = '$pf'");
+	# (Photo framing on remote workers: test/t/019_remote_framing.pl.)
 	like($as_worker->(q{SELECT * FROM hagen.worker_claim('bad name', 1)}), qr/invalid worker name "bad name"/,
 		'a worker name with a space is refused');
 	$node->psql('postgres', q{SELECT hagen.worker_next_due()}, stderr => \$err, extra_params => [ '-U', 'nobody' ]);
