@@ -75,18 +75,27 @@ try_jsonb(const char *text)
 	return result;
 }
 
-/* "segment 3 (Kitchen)" for a 1-based segment number. */
+/*
+ * "segment 3 (Kitchen)" for a 1-based segment number.  The segments of a
+ * chunk's manifest are some of the video's, each with its "index"; those of
+ * other manifests are all of them, in order.
+ */
 static char *
 segment_name(CompileRun *r, int segment)
 {
 	char	   *label = NULL;
+	int			n = r->segments ? (int) JB_ROOT_COUNT(r->segments) : 0;
 
-	if (r->segments && segment >= 1 && segment <= (int) JB_ROOT_COUNT(r->segments))
+	for (int i = 0; i < n && label == NULL; i++)
 	{
-		JsonbValue *v = getIthJsonbValueFromContainer(&r->segments->root, segment - 1);
+		JsonbValue *v = getIthJsonbValueFromContainer(&r->segments->root, i);
+		Jsonb	   *seg;
 
-		if (v && v->type == jbvBinary)
-			label = hagen_jsonb_text(JsonbValueToJsonb(v), "label");
+		if (v == NULL || v->type != jbvBinary)
+			continue;
+		seg = JsonbValueToJsonb(v);
+		if (hagen_jsonb_int(seg, "index", i + 1) == segment)
+			label = hagen_jsonb_text(seg, "label");
 	}
 	return label ? psprintf("segment %d (%s)", segment, label) : psprintf("segment %d", segment);
 }

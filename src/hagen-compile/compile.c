@@ -1,6 +1,8 @@
 /*
  * compile.c: `hagen-compile compile MANIFEST` — joins the segments into the
- * final MP4 (index at the front), writes its thumbnail and reports.
+ * final MP4 (index at the front), writes its thumbnail and reports; or,
+ * as the manifest's "task" says, plans a re-encode split into chunks, or
+ * runs one of its chunks (chunk.c) or its join (join.c).
  *
  * Modes, chosen from the probe of every segment:
  *   copy        identical video parameters, nothing to mix: packets copied
@@ -14,9 +16,7 @@
  * Segments are read one after another, so memory does not grow with their
  * number.
  */
-#include "audio.h"
-#include "manifest.h"
-#include "normalize.h"
+#include "compile.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -25,32 +25,7 @@
 #include <unistd.h>
 #include <libavutil/opt.h>
 
-typedef enum
-{
-	MODE_COPY, MODE_COPY_VIDEO, MODE_NORMALIZE
-} Mode;
-
-static const char *const mode_names[] = {"copy", "copy_video", "normalize"};
-
-typedef struct Compile
-{
-	Manifest	m;
-	Mode		mode;
-	bool		copy_audio;		/* copy mode passing one segment's audio through */
-	AVFormatContext *oc;
-	AVStream   *vst;			/* copy modes: the output video stream */
-	VideoEnc   *ve;				/* normalize mode */
-	AudioOut   *ao;				/* NULL: no audio is mixed */
-	AVStream   *ast_copy;		/* copy_audio: the output audio stream */
-	int64_t		offset;			/* copy modes: video end so far, output time base */
-	int64_t		last_dts;
-	double	   *starts;			/* each segment's start, seconds */
-	double	   *durations;
-	double		total_estimate;
-	bool		faststart;		/* rewrite the file to move the index (slower) */
-	double		last_progress;
-	int			max_fade;		/* the longest crossfade, frames */
-} Compile;
+const char *const hc_mode_names[] = {"copy", "copy_video", "normalize"};
 
 static bool
 same_video(const SegInfo *a, const SegInfo *b)
@@ -80,8 +55,8 @@ fits_aspect(const Manifest *m, const SegInfo *s)
 	return fabs(shown - want) / want < 0.02;
 }
 
-static void
-choose_mode(Compile *c)
+void
+compile_choose_mode(Compile *c)
 {
 	Manifest   *m = &c->m;
 	bool		same = !m->force_normalize && !m->any_crossfade;
@@ -158,27 +133,28 @@ normalized_fps(const Manifest *m)
 	return best;
 }
 
+/* Creates the output (its streams are added next), removed should the
+ * compile fail. */
 static void
-open_output(Compile *c)
+create_output(Compile *c)
+{
+	int			rc;
+
+	hc_remove_on_failure(c->m.output);
+	if ((rc = avformat_alloc_output_context2(&c->oc, NULL, "mp4", c->m.output)) < 0)
+		hc_fail(0, "the output cannot be created: %s", hc_err(rc));
+}
+
+static void
+add_streams(Compile *c)
 {
 	Manifest   *m = &c->m;
 	bool		any_audio = false;
-	AVDictionary *opts = NULL;
-	int			rc;
 
 	for (int i = 0; i < m->nsegs; i++)
 		any_audio = any_audio || m->segs[i].apar != NULL;
-	hc_remove_on_failure(m->output);
-	if ((rc = avformat_alloc_output_context2(&c->oc, NULL, "mp4", m->output)) < 0)
-		hc_fail(0, "the output cannot be created: %s", hc_err(rc));
 	if (c->mode == MODE_NORMALIZE)
-	{
-		int			w,
-					h;
-
-		normalized_size(m, &w, &h);
-		c->ve = venc_create(c->oc, w, h, normalized_fps(m), c->max_fade);
-	}
+		c->ve = venc_create(c->oc, c->width, c->height, c->fps, c->max_fade, m->threads);
 	else
 	{
 		c->vst = avformat_new_stream(c->oc, NULL);
@@ -196,6 +172,15 @@ open_output(Compile *c)
 	else if (c->mode != MODE_COPY && (any_audio || m->music_file))
 		c->ao = audio_out_create(c->oc, m->music_file, m->music_volume, m->video_volume,
 								 c->total_estimate);
+}
+
+void
+compile_open_output(Compile *c)
+{
+	Manifest   *m = &c->m;
+	AVDictionary *opts = NULL;
+	int			rc;
+
 	if ((rc = avio_open(&c->oc->pb, m->output, AVIO_FLAG_WRITE)) < 0)
 		hc_fail(0, "the output %s cannot be written: %s", m->output, hc_err(rc));
 	/*
@@ -209,7 +194,7 @@ open_output(Compile *c)
 		av_dict_set(&opts, "movflags", "+faststart", 0);
 	else
 	{
-		double		fps = c->ve ? av_q2d(c->ve->fps) : av_q2d(m->segs[0].fps);
+		double		fps = c->mode == MODE_NORMALIZE ? av_q2d(c->fps) : av_q2d(m->segs[0].fps);
 		double		samples = c->total_estimate * (fps + (double) HC_RATE / 1024 + 2) + 64;
 
 		av_dict_set_int(&opts, "moov_size", (int64_t) (16384 + samples * 40), 0);
@@ -219,45 +204,65 @@ open_output(Compile *c)
 	av_dict_free(&opts);
 }
 
-static void
-progress(Compile *c, int seg, double within)
+void
+compile_progress(Compile *c, int seg, double within)
 {
 	double		p = (seg + fmin(fmax(within, 0), 1)) / c->m.nsegs * 0.95;
 
 	if (p - c->last_progress < 0.01 && within > 0)
 		return;
 	c->last_progress = p;
-	hc_emit(json_pack("{s:f,s:i}", "progress", p, "segment", seg + 1));
+	hc_emit(json_pack("{s:f,s:i}", "progress", p, "segment", c->m.segs[seg].index));
 }
 
 /*
- * Plans the crossfades (normalize mode only): each as many whole frames as
- * asked, but at most half of either segment, so that a segment's fade in
- * and fade out never overlap.  The output is shorter by every fade.
+ * The target of a re-encode: the manifest's (a chunk or a join: the plan's),
+ * else the size and frame rate the segments call for.  Then the crossfades:
+ * each as many whole frames as asked, but at most half of either segment,
+ * so that a segment's fade in and fade out never overlap (a chunk or a join
+ * takes them from the manifest, as the plan gave them).  The output is
+ * shorter by every fade.
  */
-static void
-plan_fades(Compile *c)
+void
+compile_plan(Compile *c)
 {
 	Manifest   *m = &c->m;
-	double		fps = av_q2d(normalized_fps(m));
+	double		fps;
 
+	if (m->has_target)
+	{
+		c->width = m->target_w;
+		c->height = m->target_h;
+		c->fps = m->target_fps;
+	}
+	else
+	{
+		normalized_size(m, &c->width, &c->height);
+		c->fps = normalized_fps(m);
+	}
+	fps = av_q2d(c->fps);
 	for (int i = 1; i < m->nsegs; i++)
 	{
 		SegInfo    *s = &m->segs[i];
-		int64_t		want = llround(s->crossfade * fps);
-		int64_t		prev = (int64_t) floor(m->segs[i - 1].vdur * fps) / 2;
-		int64_t		self = (int64_t) floor(s->vdur * fps) / 2;
 
-		s->fade_frames = (int) FFMAX(0, FFMIN(want, FFMIN(prev, self)));
+		if (m->task == TASK_COMPILE || m->task == TASK_PLAN)
+		{
+			int64_t		want = llround(s->crossfade * fps);
+			int64_t		prev = (int64_t) floor(m->segs[i - 1].vdur * fps) / 2;
+			int64_t		self = (int64_t) floor(s->vdur * fps) / 2;
+
+			s->fade_frames = (int) FFMAX(0, FFMIN(want, FFMIN(prev, self)));
+		}
 		c->max_fade = FFMAX(c->max_fade, s->fade_frames);
-		c->total_estimate -= s->fade_frames / fps;
+		if (!s->head)
+			c->total_estimate -= s->fade_frames / fps;
 	}
 }
 
 static int64_t
 frames_to_samples(Compile *c, int64_t frames)
 {
-	return av_rescale_q(frames, av_inv_q(c->ve->fps), (AVRational) {1, HC_RATE});
+	return av_rescale_q(frames, av_inv_q(c->fps), (AVRational) {1, HC_RATE});
 }
 
 /* Output video time so far in audio samples, for the mix's bounds. */
@@ -353,8 +358,8 @@ run_segment(Compile *c, int i)
 		clip_audio_open(&ca, ain, start_s, s->index, what);
 	if (c->mode == MODE_NORMALIZE)
 		segvideo_open(&sv, c->ve, vin, s->vdur,
-					  i + 1 < c->m.nsegs ? c->m.segs[i + 1].fade_frames : 0, s->index, what);
-	progress(c, i, 0);
+					  i + 1 < c->m.nsegs ? c->m.segs[i + 1].fade_frames : 0, 0, 0, s->index, what);
+	compile_progress(c, i, 0);
 
 	while ((rc = av_read_frame(ic, pkt)) >= 0)
 	{
@@ -370,7 +375,7 @@ run_segment(Compile *c, int i)
 			npackets++;
 			seconds = c->mode == MODE_NORMALIZE ? sv.frames / av_q2d(c->ve->fps)
 				: seg_end * av_q2d(c->vst->time_base);
-			progress(c, i, seconds / s->vdur);
+			compile_progress(c, i, seconds / s->vdur);
 		}
 		else if (ain && pkt->stream_index == a)
 		{
@@ -440,9 +445,10 @@ stream_json(AVStream *st)
 	return s;
 }
 
-/* Reads the finished file back and prints the result line. */
+/* Reads the finished file back and prints the result line, with extra's
+ * members added. */
 static void
-report(Compile *c)
+report(Compile *c, json_t *extra)
 {
 	AVFormatContext *ic = hc_open_input(c->m.output, HC_VIDEO_FORMATS, 0, "the compiled video");
 	int			v = hc_stream(ic, AVMEDIA_TYPE_VIDEO);
@@ -456,7 +462,7 @@ report(Compile *c)
 	duration = ic->streams[v]->duration * av_q2d(ic->streams[v]->time_base);
 	stat(c->m.output, &sb);
 	r = json_pack("{s:f,s:I,s:s,s:i,s:i,s:o,s:o,s:[]}", "duration", duration,
-				  "size", (json_int_t) sb.st_size, "mode", mode_names[c->mode],
+				  "size", (json_int_t) sb.st_size, "mode", hc_mode_names[c->mode],
 				  "width", ic->streams[v]->codecpar->width, "height", ic->streams[v]->codecpar->height,
 				  "video", stream_json(ic->streams[v]),
 				  "audio", a >= 0 ? stream_json(ic->streams[a]) : json_null(), "segments");
@@ -465,7 +471,8 @@ report(Compile *c)
 							  json_pack("{s:s,s:s,s:f,s:f,s:f}", "label", c->m.segs[i].label,
 										"kind", c->m.segs[i].kind, "start", c->starts[i],
 										"duration", c->durations[i],
-										"crossfade", c->ve ? c->m.segs[i].fade_frames / av_q2d(c->ve->fps) : 0.0));
+										"crossfade", c->mode == MODE_NORMALIZE
+										? c->m.segs[i].fade_frames / av_q2d(c->fps) : 0.0));
 	if (c->m.thumbnail)
 	{
 		struct stat tb;
@@ -474,19 +481,115 @@ report(Compile *c)
 		json_object_set_new(r, "thumbnail_size",
 							stat(c->m.thumbnail, &tb) == 0 ? json_integer(tb.st_size) : json_null());
 	}
+	if (extra)
+		json_object_update_new(r, extra);
 	avformat_close_input(&ic);
 	hc_emit(json_pack("{s:o}", "result", r));
+}
+
+void
+compile_finish(Compile *c, json_t *extra)
+{
+	int			rc;
+
+	if ((rc = av_write_trailer(c->oc)) < 0 && !c->faststart)
+	{
+		/* The index did not fit the reserved room: once more, the slow way. */
+		char	   *again[] = {"hagen-compile", "compile", (char *) c->manifest_path, "--faststart", NULL};
+
+		avio_closep(&c->oc->pb);
+		unlink(c->m.output);
+		fflush(stdout);
+		execv("/proc/self/exe", again);
+		hc_fail(0, "the output cannot be finished: %s", hc_err(rc));
+	}
+	if (rc < 0)
+		hc_fail(0, "the output cannot be finished: %s", hc_err(rc));
+	avio_closep(&c->oc->pb);
+	hc_emit(json_pack("{s:f,s:s}", "progress", 0.97, "step", "thumbnail"));
+	if (c->m.thumbnail)
+	{
+		double		total = 0,
+					t;
+		int			w,
+					h;
+		const char *err;
+
+		for (int i = 0; i < c->m.nsegs; i++)
+			total += c->durations[i];
+		hc_remove_on_failure(c->m.thumbnail);
+		/* The keyframe at or before one second in: the opening shot, from
+		 * one decoded frame. */
+		if ((err = hc_frame_to_jpeg(c->m.output, fmin(1.0, total / 2), true, c->m.thumbnail,
+									&t, &w, &h)))
+			hc_fail(0, "the thumbnail cannot be made: %s", err);
+	}
+	report(c, extra);
+	hc_keep_files();
+}
+
+void
+compile_begin(Compile *c, const char *manifest_path, bool faststart)
+{
+	memset(c, 0, sizeof(*c));
+	c->manifest_path = manifest_path;
+	c->faststart = faststart;
+	manifest_read(manifest_path, &c->m);
+	for (int i = 0; i < c->m.nsegs; i++)
+	{
+		hc_probe_segment(&c->m.segs[i]);
+		if (!c->m.segs[i].head)
+			c->total_estimate += c->m.segs[i].vdur;
+	}
+	c->starts = hc_alloc(sizeof(double) * c->m.nsegs);
+	c->durations = hc_alloc(sizeof(double) * c->m.nsegs);
+	c->last_dts = AV_NOPTS_VALUE;
+	c->last_progress = -1;
+}
+
+/* A plan: the mode, and for a re-encode its target and every fade in
+ * frames, from which SQL splits the work into chunks. */
+static int
+plan_main(Compile *c)
+{
+	json_t	   *r,
+			   *segs = json_array();
+
+	compile_choose_mode(c);
+	if (c->mode == MODE_NORMALIZE)
+		compile_plan(c);
+	for (int i = 0; i < c->m.nsegs; i++)
+	{
+		SegInfo    *s = &c->m.segs[i];
+		json_t	   *j = json_pack("{s:i,s:s,s:f}", "index", s->index, "label", s->label,
+								  "duration", s->vdur);
+
+		if (c->mode == MODE_NORMALIZE)
+			json_object_update_new(j, json_pack("{s:I,s:i}",
+												"frames", (json_int_t) llround(s->vdur * av_q2d(c->fps)),
+												"fade_frames", s->fade_frames));
+		json_array_append_new(segs, j);
+	}
+	r = json_pack("{s:s,s:s,s:f,s:o}", "task", "plan", "mode", hc_mode_names[c->mode],
+				  "duration", c->total_estimate, "segments", segs);
+	if (c->mode == MODE_NORMALIZE)
+	{
+		char		fps[32];
+
+		snprintf(fps, sizeof(fps), "%d/%d", c->fps.num, c->fps.den);
+		json_object_update_new(r, json_pack("{s:i,s:i,s:s,s:i}", "width", c->width, "height", c->height,
+											"fps", fps, "max_fade_frames", c->max_fade));
+	}
+	hc_emit(json_pack("{s:o}", "result", r));
+	return 0;
 }
 
 int
 hc_compile_main(int argc, char **argv)
 {
-	Compile		c = {0};
-	int			rc;
+	Compile		c;
 
-	if (argc == 2 && strcmp(argv[1], "--faststart") == 0)
-		c.faststart = true;
-	else if (argc != 1)
+	if (argc != 1 && !(argc == 2 && strcmp(argv[1], "--faststart") == 0))
 		hc_fail(0, "usage: hagen-compile compile MANIFEST.json");
 	{
 		/* A manifest may ask for a photo fitted instead (image.c). */
@@ -496,59 +599,30 @@ hc_compile_main(int argc, char **argv)
 			return hc_image_manifest(root);
 		json_decref(root);
 	}
-	manifest_read(argv[0], &c.m);
-	for (int i = 0; i < c.m.nsegs; i++)
+	compile_begin(&c, argv[0], argc == 2);
+	switch (c.m.task)
 	{
-		hc_probe_segment(&c.m.segs[i]);
-		c.total_estimate += c.m.segs[i].vdur;
+		case TASK_PLAN:
+			return plan_main(&c);
+		case TASK_CHUNK:
+			return hc_chunk(&c);
+		case TASK_JOIN:
+			return hc_join(&c);
+		case TASK_COMPILE:
+			break;
 	}
-	c.starts = hc_alloc(sizeof(double) * c.m.nsegs);
-	c.durations = hc_alloc(sizeof(double) * c.m.nsegs);
-	c.last_dts = AV_NOPTS_VALUE;
-	c.last_progress = -1;
-	choose_mode(&c);
+	compile_choose_mode(&c);
 	if (c.mode == MODE_NORMALIZE)
-		plan_fades(&c);
-	open_output(&c);
+		compile_plan(&c);
+	create_output(&c);
+	add_streams(&c);
+	compile_open_output(&c);
 	for (int i = 0; i < c.m.nsegs; i++)
 		run_segment(&c, i);
 	if (c.ve)
 		venc_finish(c.ve);
 	if (c.ao)
 		audio_out_finish(c.ao);
-	if ((rc = av_write_trailer(c.oc)) < 0 && !c.faststart)
-	{
-		/* The index did not fit the reserved room: once more, the slow way. */
-		char	   *again[] = {"hagen-compile", "compile", argv[0], "--faststart", NULL};
-
-		avio_closep(&c.oc->pb);
-		unlink(c.m.output);
-		fflush(stdout);
-		execv("/proc/self/exe", again);
-		hc_fail(0, "the output cannot be finished: %s", hc_err(rc));
-	}
-	if (rc < 0)
-		hc_fail(0, "the output cannot be finished: %s", hc_err(rc));
-	avio_closep(&c.oc->pb);
-	hc_emit(json_pack("{s:f,s:s}", "progress", 0.97, "step", "thumbnail"));
-	if (c.m.thumbnail)
-	{
-		double		total = 0,
-					t;
-		int			w,
-					h;
-		const char *err;
-
-		for (int i = 0; i < c.m.nsegs; i++)
-			total += c.durations[i];
-		hc_remove_on_failure(c.m.thumbnail);
-		/* The keyframe at or before one second in: the opening shot, from
-		 * one decoded frame. */
-		if ((err = hc_frame_to_jpeg(c.m.output, fmin(1.0, total / 2), true, c.m.thumbnail,
-									&t, &w, &h)))
-			hc_fail(0, "the thumbnail cannot be made: %s", err);
-	}
-	report(&c);
-	hc_keep_files();
+	compile_finish(&c, NULL);
 	return 0;
 }

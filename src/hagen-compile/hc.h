@@ -38,7 +38,14 @@ typedef struct SegInfo
 	AVRational	fps;
 	double		vdur;			/* seconds, from the container */
 	double		crossfade;		/* seconds of fade from the previous segment; 0: a cut */
-	int			fade_frames;	/* the fade in output frames, as planned */
+	int			fade_frames;	/* the fade in output frames, as planned (or as the
+								 * manifest of a chunk or a join says) */
+	int			frames;			/* join: the frames it gave, as its chunk counted
+								 * them; -1: not given */
+	int			held;			/* join: of those, how many were held back to fade
+								 * into the next segment */
+	bool		head;			/* chunk: only its first fade_frames frames are
+								 * wanted, blended into the end of the chunk */
 } SegInfo;
 
 /* The longest crossfade a manifest may ask for, seconds. */

@@ -12,7 +12,7 @@
 #include <libavutil/pixdesc.h>
 
 VideoEnc *
-venc_create(AVFormatContext *oc, int width, int height, AVRational fps, int max_fade)
+venc_create(AVFormatContext *oc, int width, int height, AVRational fps, int max_fade, int threads)
 {
 	VideoEnc   *ve = hc_alloc(sizeof(VideoEnc));
 	const AVCodec *codec = avcodec_find_encoder_by_name("libx264");
@@ -32,7 +32,8 @@ venc_create(AVFormatContext *oc, int width, int height, AVRational fps, int max_
 	enc->sample_aspect_ratio = (AVRational) {1, 1};
 	enc->time_base = av_inv_q(fps);
 	enc->framerate = fps;
-	enc->thread_count = 0;
+	enc->thread_count = threads;
+	ve->threads = threads;
 	enc->color_primaries = AVCOL_PRI_BT709;
 	enc->color_trc = AVCOL_TRC_BT709;
 	enc->colorspace = AVCOL_SPC_BT709;
@@ -89,8 +90,8 @@ venc_finish(VideoEnc *ve)
 }
 
 void
-segvideo_open(SegVideo *sv, VideoEnc *ve, AVStream *st, double duration, int hold,
-			  int segment, const char *what)
+segvideo_open(SegVideo *sv, VideoEnc *ve, AVStream *st, double duration, int hold, int skip,
+			  int limit, int segment, const char *what)
 {
 	char		args[512];
 	char		chain[1024];
@@ -106,18 +107,22 @@ segvideo_open(SegVideo *sv, VideoEnc *ve, AVStream *st, double duration, int hol
 	sv->end_pts = INT64_MIN;
 	snprintf(sv->what, sizeof(sv->what), "%s", what);
 	sv->max_frames = llround(duration * av_q2d(ve->fps));
+	if (limit > 0)
+		sv->max_frames = FFMIN(sv->max_frames, limit);
+	sv->skip = skip;
 	/* What the previous segment held back now fades into this one. */
 	sv->hold = FFMIN(hold, ve->capacity - 1);
 	for (int i = 0; i < ve->nqueue; i++)
 		ve->fading[i] = ve->queue[i];
 	ve->nfading = ve->nqueue;
 	ve->nqueue = 0;
-	sv->dec = hc_open_decoder(st, segment, what, 0);
+	sv->dec = hc_open_decoder(st, segment, what, ve->threads);
 	sv->frame = av_frame_alloc();
 	sv->filtered = av_frame_alloc();
 	sv->graph = avfilter_graph_alloc();
 	if (!sv->graph || !sv->frame || !sv->filtered)
 		hc_fail(segment, "out of memory");
+	sv->graph->nb_threads = ve->threads;
 	if (sar.num <= 0 || sar.den <= 0)
 		sar = (AVRational) {1, 1};
 	snprintf(args, sizeof(args),
@@ -231,8 +236,9 @@ drain_filter(SegVideo *sv)
 	{
 		if (sv->frames < sv->max_frames)
 		{
-			sv->frames++;
-			take_frame(sv, sv->filtered);
+			/* Frames a chunk before this one blended are only counted. */
+			if (++sv->frames > sv->skip)
+				take_frame(sv, sv->filtered);
 		}
 		av_frame_unref(sv->filtered);
 	}
@@ -280,6 +286,12 @@ segvideo_flush(SegVideo *sv)
 	if ((rc = av_buffersrc_close(sv->src, sv->end_pts, AV_BUFFERSRC_FLAG_PUSH)) < 0)
 		hc_fail(sv->segment, "%s: filtering its video failed: %s", sv->what, hc_err(rc));
 	drain_filter(sv);
+}
+
+bool
+segvideo_full(const SegVideo *sv)
+{
+	return sv->frames >= sv->max_frames;
 }
 
 void

@@ -33,6 +33,7 @@ typedef struct VideoEnc
 	AVFrame   **fading;			/* the previous segment's last frames, to blend */
 	int			nfading;
 	int			capacity;		/* of each array: the longest fade + 1 */
+	int			threads;		/* of the encoder, decoders and filters; 0: one per core */
 } VideoEnc;
 
 typedef struct SegVideo
@@ -47,6 +48,8 @@ typedef struct SegVideo
 	int64_t		frames;			/* frames of this segment sent to the encoder */
 	int64_t		end_pts;		/* end of the last decoded frame, stream time base */
 	int64_t		max_frames;		/* the segment's duration in output frames */
+	int64_t		skip;			/* its first frames that are counted but not taken:
+								 * a chunk before this one blended them */
 	int			hold;			/* frames to hold back for the next segment's fade */
 	int			fade_pos;		/* frames of the previous one blended in so far */
 	int			segment;
@@ -54,13 +57,18 @@ typedef struct SegVideo
 } SegVideo;
 
 extern VideoEnc *venc_create(AVFormatContext *oc, int width, int height, AVRational fps,
-							  int max_fade);
+							  int max_fade, int threads);
 extern void venc_finish(VideoEnc *ve);
 
 /* hold: how many of the segment's last frames fade into the next one;
- * the frames held back by the previous segment fade into this one. */
+ * the frames held back by the previous segment fade into this one.  skip:
+ * how many of its first frames to count but leave out (a chunk after the
+ * one that blended them); limit: stop after this many frames (0: none; the
+ * head of the next segment that a chunk blends into its end). */
 extern void segvideo_open(SegVideo *sv, VideoEnc *ve, AVStream *st, double duration,
-						  int hold, int segment, const char *what);
+						  int hold, int skip, int limit, int segment, const char *what);
+/* Whether the segment has given every frame it may. */
+extern bool segvideo_full(const SegVideo *sv);
 extern void segvideo_packet(SegVideo *sv, AVPacket *pkt);
 extern void segvideo_flush(SegVideo *sv);
 extern void segvideo_close(SegVideo *sv);

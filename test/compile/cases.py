@@ -88,24 +88,31 @@ def fx(name):
     return os.path.join(FX, name)
 
 
+def seg_dicts(segments):
+    """Manifest segments from (file, label[, kind[, crossfade]])."""
+    return [dict({'file': f if f.startswith('/') else fx(f), 'kind': k[0] if k else 'clip',
+                  'label': label}, **({'crossfade': k[1]} if len(k) > 1 else {}))
+            for f, label, *k in segments]
+
+
 def compile_(name, segments, music=None, music_volume=0.3, video_volume=1.0, aspect='16:9',
-             thumbnail=True, mode=None, raw=None):
-    """Writes OUT/name.json and runs compile; segments are (file, label[, kind[, crossfade]])."""
+             thumbnail=True, mode=None, raw=None, extra=None):
+    """Writes OUT/name.json and runs compile; segments are (file, label[, kind[, crossfade]]);
+    extra: more keys of the manifest (a task, threads)."""
     out = os.path.join(OUT, name + '.mp4')
     thumb = os.path.join(OUT, name + '.jpg')
     for f in (out, thumb):
         if os.path.exists(f):
             os.unlink(f)
     if raw is None:
-        m = {'segments': [dict({'file': f if f.startswith('/') else fx(f), 'kind': k[0] if k else 'clip',
-                                'label': label}, **({'crossfade': k[1]} if len(k) > 1 else {}))
-                          for f, label, *k in segments],
+        m = {'segments': seg_dicts(segments),
              'music': {'file': fx(music), 'volume': music_volume} if music else None,
              'video_volume': video_volume, 'aspect_ratio': aspect, 'output': out}
         if thumbnail:
             m['thumbnail'] = thumb
         if mode:
             m['mode'] = mode
+        m.update(extra or {})
         text = json.dumps(m, indent=1)
     else:
         text = raw
@@ -751,9 +758,249 @@ def case_crossfade():
              'crossfade %s: refused with "%s", naming the segment, no output' % (name, want), r.why())
 
 
+
+def split_(name, segments, groups, music=None, music_volume=0.3, threads=1, thumbnail=True):
+    """A compile split as SQL splits it: a plan, one chunk per group of
+    segments (1-based (first, last)), then the join.  Returns (plan run,
+    chunk runs, join run); a run that failed ends the list early."""
+    plan = compile_(name + '_plan', segments, music=music, music_volume=music_volume, thumbnail=False,
+                    extra={'task': 'plan', 'threads': threads})
+    if plan.rc != 0 or plan.result is None:
+        return plan, [], None
+    ps = plan.result['segments']
+    target = {'width': plan.result['width'], 'height': plan.result['height'], 'fps': plan.result['fps']}
+    segs = seg_dicts(segments)
+    chunks = []
+    for k, (a, b) in enumerate(groups):
+        listed = [dict(segs[i - 1], index=i, fade_frames=ps[i - 1]['fade_frames']) for i in range(a, b + 1)]
+        if b < len(segs) and ps[b]['fade_frames'] > 0:
+            listed.append(dict(segs[b], index=b + 1, fade_frames=ps[b]['fade_frames'], head=True))
+        out = os.path.join(OUT, '%s_chunk%d.mp4' % (name, k + 1))
+        r = compile_('%s_chunk%d' % (name, k + 1), None, raw=json.dumps(
+            {'task': 'chunk', 'segments': listed, 'target': target, 'threads': threads, 'output': out}))
+        chunks.append(r)
+        if r.rc != 0 or r.result is None:
+            return plan, chunks, None
+    by_index = {x['index']: x for r in chunks for x in r.result['segments']}
+    jsegs = [dict(sd, fade_frames=p['fade_frames'], frames=by_index[i + 1]['frames'],
+                  held=by_index[i + 1]['held']) for i, (sd, p) in enumerate(zip(segs, ps))]
+    out = os.path.join(OUT, name + '.mp4')
+    m = {'task': 'join', 'segments': jsegs, 'target': target, 'threads': threads,
+         'chunks': [{'file': r.output, 'first': a, 'last': b} for r, (a, b) in zip(chunks, groups)],
+         'music': {'file': fx(music), 'volume': music_volume} if music else None,
+         'video_volume': 1.0, 'aspect_ratio': '16:9', 'output': out}
+    if thumbnail:
+        m['thumbnail'] = os.path.join(OUT, name + '.jpg')
+    join = compile_(name, None, raw=json.dumps(m))
+    join.manifest_dict = m
+    return plan, chunks, join
+
+
+def same_as_single(name, joined, single):
+    """The joined file against the single compile's: frames, timestamps,
+    luma (the blended frames above all), audio bit for bit."""
+    vj, vs = video_frames(joined.output), video_frames(single.output)
+    blended = [k for x in single.result.get('segments', [])
+               for k in range(round(x['start'] * 24), round((x['start'] + x['crossfade']) * 24))]
+    t.ok(len(vj) == len(vs) and len(vj) > 0,
+         '%s: as many frames as the single compile (%d)' % (name, len(vs)), 'joined %d' % len(vj))
+    t.ok(len(vj) == len(vs) and all(abs(a[0] - b[0]) < 1e-6 for a, b in zip(vj, vs)),
+         '%s: every frame at the single compile\'s timestamp' % name,
+         'first differences: %s' % [(round(a[0], 4), round(b[0], 4)) for a, b in zip(vj, vs)
+                                     if abs(a[0] - b[0]) >= 1e-6][:5])
+    diff = [abs(a[1] - b[1]) for a, b in zip(vj, vs)]
+    t.ok(diff and max(diff) < 2.5, '%s: every frame\'s mean luma within 2.5 of the single compile\'s '
+         '(two encodes of the same frames)' % name, 'largest difference %.2f at frame %d'
+         % (max(diff or [0]), diff.index(max(diff or [0]))))
+    bl = [(k, round(vj[k][1], 1), round(vs[k][1], 1)) for k in blended if k < len(vj) and k < len(vs)]
+    t.ok(len(bl) == len(blended) and all(abs(a - b) < 2.5 for _, a, b in bl),
+         '%s: the %d blended frames match the single compile\'s (luma)' % (name, len(blended)),
+         'frame, joined, single: %s' % bl[:12])
+    if stream(ffprobe_streams(single.output), 'audio') is not None:
+        t.ok(packet_hashes(joined.output, 'a') == packet_hashes(single.output, 'a'),
+             '%s: audio packets bit for bit the single compile\'s (framemd5)' % name)
+    rj, rs = joined.result.get('segments', []), single.result.get('segments', [])
+    t.ok([(round(x['start'], 4), round(x['duration'], 4), round(x['crossfade'], 4)) for x in rj]
+         == [(round(x['start'], 4), round(x['duration'], 4), round(x['crossfade'], 4)) for x in rs]
+         and abs(joined.result.get('duration', 0) - single.result.get('duration', -1)) < 1e-6,
+         '%s: result duration and segments (start, duration, fade) as the single compile\'s' % name,
+         'joined %s' % rj, 'single %s' % rs)
+
+
+def case_chunks():
+    """11. A re-encode split: plan, chunks on their own, join = the single compile."""
+    segs = [('sync%d.mp4' % i, 'Room %d' % i) + (('clip', 0.5) if i > 1 else ()) for i in range(1, 7)]
+    music = ('music_long.mp3', 0.05)
+    single = compile_('case11_single', segs, music=music[0], music_volume=music[1],
+                      extra={'threads': 1})
+    if not must_compile(single, 'chunks: the single compile'):
+        return
+    plan, chunks, join = split_('case11', segs, [(1, 2), (3, 4), (5, 6)], music=music[0],
+                                music_volume=music[1])
+    p = plan.result or {}
+    t.ok(plan.rc == 0 and p.get('task') == 'plan' and p.get('mode') == 'normalize'
+         and (p.get('width'), p.get('height'), p.get('fps')) == (320, 180, '24/1')
+         and not os.path.exists(plan.output),
+         'plan: exit 0, normalize to 320x180 at 24/1, no output written', plan.why(), p)
+    t.ok([x.get('fade_frames') for x in p.get('segments', [])] == [0] + [12] * 5
+         and [x.get('frames') for x in p.get('segments', [])] == [60] * 6
+         and [x.get('index') for x in p.get('segments', [])] == list(range(1, 7))
+         and abs(p.get('duration', 0) - 12.5) < 1e-6,
+         'plan: 60 frames a segment, fades of 12 frames into segments 2-6, 12.5 s in all', p.get('segments'))
+    want = [(108, [(1, 60, 12), (2, 60, 12)]), (96, [(3, 60, 12), (4, 60, 12)]),
+            (96, [(5, 60, 12), (6, 60, 0)])]
+    for k, (r, (frames, per_seg)) in enumerate(zip(chunks, want)):
+        what = 'chunk %d (segments %d-%d)' % (k + 1, 2 * k + 1, 2 * k + 2)
+        res = r.result or {}
+        if not t.ok(r.rc == 0 and res.get('task') == 'chunk', what + ': exit 0 and a chunk result', r.why()):
+            continue
+        st = ffprobe_streams(r.output)
+        v = stream(st, 'video')
+        t.ok(res.get('frames') == frames and int(v['nb_read_packets']) == frames and stream(st, 'audio') is None,
+             what + ': %d frames in the result and the file, video only' % frames,
+             'result %s, ffprobe %s packets, streams %s' % (res.get('frames'), v['nb_read_packets'],
+                                                           [x['codec_type'] for x in st]))
+        t.ok([(x['index'], x['frames'], x['held']) for x in res.get('segments', [])] == per_seg,
+             what + ': each segment\'s frames and frames held for the next fade', res.get('segments'))
+        segs_named = sorted({x['segment'] for x in r.lines if isinstance(x, dict) and 'segment' in x})
+        t.ok(segs_named == list(range(2 * k + 1, min(2 * k + 3, 6) + 1)),
+             what + ': its progress names its own segments (and the next one\'s head)', segs_named)
+    if join is None or not must_compile(join, 'chunks joined'):
+        return
+    t.ok(join.result.get('mode') == 'normalize' and join.result.get('task') == 'join'
+         and join.result.get('chunks') == 3, 'join: mode normalize, task join, 3 chunks', join.result)
+    check_progress(join, 6, 'join')
+    check_output_file(join, 'join', 12.5, 300)
+    # Frames 48-59 blend segment 1 into 2 (chunk 1); 96-107 segment 2 into
+    # 3 (the head at the end of chunk 1); 144-155 and 192-203 across chunk 2.
+    same_as_single('join', join, single)
+    fl = flashes(join.output)
+    on = Pcm(join.output).onsets(threshold=0.2)
+    want_t = [0.5 + 2 * i for i in range(6)]
+    t.ok(len(fl) == 6 and all(abs(f - w) <= FRAME / 2 for f, w in zip(fl, want_t))
+         and len(on) == 6 and all(abs(o - w) < FRAME for o, w in zip(on, want_t)),
+         'join: a flash and a beep together at 0.5, 2.5, ... 10.5 s (sync across every chunk boundary)',
+         'flashes %s' % [round(x, 3) for x in fl], 'beeps %s' % [round(x, 4) for x in on])
+
+    # Mixed sources (30 fps, 9:16, 1:1, mono 44.1 kHz), a chunk of one segment.
+    segs = [('mute1.mp4', 'Front'), ('n30.mp4', 'Porch', 'clip', 0.25), ('n916.mp4', 'Hall', 'clip', 0.25),
+            ('n11.mp4', 'Bath'), ('nmono.mp4', 'Garden', 'clip', 0.25)]
+    single = compile_('case11_mixed_single', segs, thumbnail=False, extra={'threads': 1})
+    plan, chunks, join = split_('case11_mixed', segs, [(1, 2), (3, 3), (4, 5)], thumbnail=False)
+    if must_compile(single, 'mixed, single') and join is not None and must_compile(join, 'mixed, joined'):
+        same_as_single('mixed sources', join, single)
+    else:
+        t.ok(False, 'mixed sources: plan and chunks ran', plan.why(), *[r.why() for r in chunks])
+
+    # Boundaries with and without a fade: a transition (no fade into it)
+    # starts chunk 2; chunk 3 starts with a fade (the head of chunk 2).
+    segs = [('tone1.mp4', 'A'), ('trans1.mp4', 'to B', 'transition'), ('tone2.mp4', 'B', 'clip', 0.25),
+            ('tone3.mp4', 'C', 'clip', 0.25)]
+    single = compile_('case11_cuts_single', segs, thumbnail=False, extra={'threads': 1})
+    plan, chunks, join = split_('case11_cuts', segs, [(1, 1), (2, 3), (4, 4)], thumbnail=False)
+    if must_compile(single, 'cuts, single') and join is not None and must_compile(join, 'cuts, joined'):
+        t.ok(len(chunks) == 3 and [x.get('head') for x in json.load(open(chunks[0].manifest))['segments']]
+             == [None] and json.load(open(chunks[1].manifest))['segments'][-1].get('head') is True,
+             'cuts: no head after a cut, a head before a fade')
+        same_as_single('cuts', join, single)
+    cuts_join, cuts_chunks = join, chunks
+
+    # Black and white by turns, every frame from 12 to 47 a blend, a chunk
+    # boundary inside each ramp's neighbourhood: the ramps are the single
+    # compile's, step for step.
+    segs = [('black.mp4', 'B1'), ('white.mp4', 'W1', 'clip', 0.5), ('black.mp4', 'B2', 'clip', 0.5),
+            ('white.mp4', 'W2', 'clip', 0.5)]
+    single = compile_('case11_bw_single', segs, thumbnail=False, extra={'threads': 1})
+    plan, chunks, join = split_('case11_bw', segs, [(1, 1), (2, 2), (3, 4)], thumbnail=False)
+    if must_compile(single, 'black and white, single') and join is not None \
+            and must_compile(join, 'black and white, joined'):
+        check_output_file(join, 'black and white, joined', 2.5, 60, want_audio=False)
+        same_as_single('black and white', join, single)
+        ys = [round(y) for _, y in video_frames(join.output)]
+        up1, down, up2 = ys[12:24], ys[24:36], ys[36:48]
+        t.ok(len(ys) == 60 and max(ys[:12]) < 20 and min(ys[48:]) > 230
+             and all(b > a for a, b in zip(up1, up1[1:])) and all(b < a for a, b in zip(down, down[1:]))
+             and all(b > a for a, b in zip(up2, up2[1:])),
+             'black and white: 12 black, ramps up, down and up across the chunks, 12 white',
+             'luma per frame: %s' % ys)
+
+    # Joins that must fail: chunks of another split, a count that is off,
+    # a chunk of another size.
+    join, chunks = cuts_join, cuts_chunks
+    m = dict(join.manifest_dict) if join is not None else None
+    if m:
+        def join_fails(name, manifest, words, what):
+            r = compile_(name, None, raw=json.dumps(manifest))
+            e = r.error or {}
+            t.ok(r.rc == 1 and all(w in (e.get('message') or '') for w in words)
+                 and not os.path.exists(r.output), what + ': exit 1 naming ' + ', '.join(words) + ', no output',
+                 r.why())
+        other = dict(m, output=os.path.join(OUT, 'case11_bad.mp4'), thumbnail=None)
+        swapped = dict(other, chunks=[dict(c, file=chunks[2 - i].output) for i, c in enumerate(m['chunks'])])
+        join_fails('case11_bad', swapped, ['chunk 1', 'segments 1 to 1', 'does not belong'],
+                   'a join given another chunk\'s file')
+        off = dict(other, segments=[dict(x, frames=x['frames'] + (1 if i == 1 else 0))
+                                    for i, x in enumerate(m['segments'])])
+        join_fails('case11_bad', off, ['chunk 2', 'frames where its segments give'],
+                   'a join whose frame counts are off by one')
+        big = compile_('case11_big', None, raw=json.dumps(
+            {'task': 'chunk', 'segments': [dict(seg_dicts(segs)[1], index=2, fade_frames=0)],
+             'target': {'width': 640, 'height': 360, 'fps': '24/1'}, 'output': os.path.join(OUT, 'case11_big.mp4')}))
+        mixed = dict(other, chunks=[dict(c, file=big.output) if i == 1 else c for i, c in enumerate(m['chunks'])])
+        join_fails('case11_bad', mixed, ['chunk 2', 'not encoded like chunk 1'], 'a join with a chunk of another size')
+
+    # A chunk manifest that cannot be: each refused, naming what is wrong.
+    seg = dict(seg_dicts([('tone1.mp4', 'A')])[0], index=2, fade_frames=0)
+    out = os.path.join(OUT, 'case11_m.mp4')
+    tgt = {'width': 320, 'height': 180, 'fps': '24/1'}
+    for man, words, what in (
+            ({'task': 'render', 'segments': [seg], 'output': out}, ['"task"', 'render'], 'an unknown task'),
+            ({'task': 'chunk', 'segments': [seg], 'output': out}, ['"target"'], 'a chunk without a target'),
+            ({'task': 'chunk', 'segments': [seg], 'output': out, 'target': dict(tgt, fps='24')},
+             ['"fps"', '24'], 'a frame rate that is not N/D'),
+            ({'task': 'chunk', 'segments': [seg], 'output': out, 'target': dict(tgt, width=321)},
+             ['even'], 'an odd width'),
+            ({'task': 'chunk', 'segments': [dict(seg, head=True), dict(seg, index=3)], 'output': out,
+              'target': tgt}, ['"head"', 'last'], 'a head that is not last'),
+            ({'task': 'chunk', 'segments': [seg, dict(seg, index=4)], 'output': out, 'target': tgt},
+             ['follow', 'segment 4', 'segment 2'], 'segments that do not follow each other'),
+            ({'task': 'chunk', 'segments': [dict(seg, fade_frames=None)], 'output': out, 'target': tgt},
+             ['"fade_frames"', 'segment 2'], 'a segment without fade_frames'),
+            ({'task': 'chunk', 'segments': [seg], 'output': out, 'target': tgt, 'threads': -1},
+             ['"threads"', '-1'], 'threads below 0'),
+            ({'task': 'join', 'segments': [dict(seg, index=None, frames=48, held=0)] * 2, 'output': out,
+              'target': tgt, 'chunks': [{'file': out, 'first': 2, 'last': 2}]},
+             ['chunk 1', 'segments 2 to 2', 'must begin at segment 1'], 'chunks that do not cover the segments'),
+            ({'task': 'join', 'segments': [dict(seg, index=None, frames=48, held=60)], 'output': out,
+              'target': tgt, 'chunks': [{'file': out, 'first': 1, 'last': 1}]},
+             ['"held"', '60'], 'more frames held than the segment has')):
+        r = compile_('case11_m', None, raw=json.dumps(man))
+        e = r.error or {}
+        t.ok(r.rc == 1 and all(w in (e.get('message') or '') for w in words) and not os.path.exists(out),
+             'chunk manifest with %s: exit 1 and a message naming %s' % (what, ', '.join(words)), r.why())
+    # Fades longer than a chunk's segment can give at a split (hand-made:
+    # the plan never asks for them).
+    r = compile_('case11_short', None, raw=json.dumps(
+        {'task': 'chunk', 'target': tgt, 'output': out,
+         'segments': [dict(seg_dicts([('tone3.mp4', 'Short')])[0], index=2, fade_frames=20),
+                      dict(seg_dicts([('tone2.mp4', 'Next')])[0], index=3, fade_frames=20, head=True)]}))
+    e = r.error or {}
+    t.ok(r.rc == 1 and e.get('segment') == 2 and 'too few for its crossfades' in (e.get('message') or ''),
+         'a chunk whose segment is too short for its fades at a split: exit 1 naming segment 2', r.why())
+    # Damaged media in a chunk: the error names the segment by its number
+    # in the whole video.
+    r = compile_('case11_dmg', None, raw=json.dumps(
+        {'task': 'chunk', 'target': tgt, 'output': out,
+         'segments': [dict(seg_dicts([('tone1.mp4', 'Fine')])[0], index=4, fade_frames=0),
+                      dict(seg_dicts([('bad_trunc.mp4', 'Broken')])[0], index=5, fade_frames=0)]}))
+    e = r.error or {}
+    t.ok(r.rc == 1 and e.get('segment') == 5 and 'Broken' in (e.get('message') or '') and not os.path.exists(out),
+         'bad media in a chunk: exit 1, the error names segment 5 (its number in the video) and its label',
+         r.why())
+
 CASES = {'1': case_copy_video, '2': case_sync, '3': case_copy, '4': case_music, '5': case_normalize,
          '6': case_transitions, '7': case_frames, '8': case_bad, '9': case_probe,
-         '10': case_crossfade}
+         '10': case_crossfade, '11': case_chunks}
 
 
 def main():
@@ -766,7 +1013,7 @@ def main():
     OUT = os.path.join(FX, 'out')
     os.makedirs(OUT, exist_ok=True)
     t = Tap(first)
-    for key in args[2:] or ['9', '1', '2', '3', '4', '5', '6', '7', '8', '10']:
+    for key in args[2:] or ['9', '1', '2', '3', '4', '5', '6', '7', '8', '10', '11']:
         fn = CASES[key]
         print('# case %s: %s' % (key, fn.__doc__.strip().splitlines()[0]))
         try:

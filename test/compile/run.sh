@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Tests of hagen-compile (src/hagen-compile), the FFmpeg helper, against its CLI
 # contract: probe, compile (modes copy / copy_video / normalize, music,
-# transitions, A/V sync at every boundary, damaged media) and frame.
+# transitions, A/V sync at every boundary, damaged media, a re-encode split
+# into a plan, chunks and a join) and frame.
 #
-#   bash test/compile/run.sh [CASE...]      # cases 1-10 (cases.py), default all
+#   bash test/compile/run.sh [CASE...]      # cases 1-11 (cases.py), default all
 #   KEEP=1 bash test/compile/run.sh         # keep the fixtures and outputs
 #
 # Prints TAP ("ok N - ...", "not ok N - ...", "# ..."); exits 1 on any
