@@ -7,20 +7,64 @@
 CREATE TABLE t.script (id serial, kind text, clip_seq integer, step text, outcome jsonb, times integer DEFAULT 1);
 
 
+-- What a fake hagen-compile plans: 5 s segments of 120 frames at 24 fps,
+-- each fade 24 frames a second; normalize when a segment fades in.
+CREATE FUNCTION t.fake_plan(m jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT jsonb_build_object('status', 'ok', 'result', jsonb_build_object('task', 'plan',
+		'mode', CASE WHEN m @? '$.segments[*] ? (@.crossfade > 0)' THEN 'normalize' ELSE 'copy_video' END,
+		'width', 1920, 'height', 1080, 'fps', '24/1',
+		'duration', 5 * count(*) - sum(coalesce((s ->> 'crossfade')::numeric, 0)),
+		'segments', jsonb_agg(jsonb_build_object('index', k, 'label', s ->> 'label', 'duration', 5,
+			'frames', 120, 'fade_frames', round(coalesce((s ->> 'crossfade')::numeric, 0) * 24)) ORDER BY k)))
+	FROM jsonb_array_elements(m -> 'segments') WITH ORDINALITY AS x(s, k);
+$$;
+-- What a fake hagen-compile encodes as a chunk: every segment 120 frames,
+-- the last frames held for the next fade, the first left out after a split.
+CREATE FUNCTION t.fake_chunk(m jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	WITH s AS (
+		SELECT x.k, (x.s ->> 'index')::integer AS idx, (x.s ->> 'fade_frames')::integer AS fade,
+			   coalesce((x.s ->> 'head')::boolean, false) AS head,
+			   coalesce(lead((x.s ->> 'fade_frames')::integer) OVER (ORDER BY x.k), 0) AS held
+		FROM jsonb_array_elements(m -> 'segments') WITH ORDINALITY AS x(s, k))
+	SELECT jsonb_build_object('status', 'ok', 'result', jsonb_build_object('task', 'chunk',
+		'first', min(idx), 'last', max(idx) FILTER (WHERE NOT head), 'size', 3000000,
+		'frames', sum(CASE WHEN head THEN fade WHEN k = 1 THEN 120 - held - fade ELSE 120 - held END),
+		'segments', jsonb_agg(jsonb_build_object('index', idx, 'frames', 120, 'held', held) ORDER BY k)
+			FILTER (WHERE NOT head)))
+	FROM s;
+$$;
+
 -- The happy answer of a fake Fal.ai / storage / compile to an effect.
 CREATE FUNCTION t.happy(j hagen.job, eff jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
 	seq integer := (SELECT sequence_order FROM hagen.video_clip WHERE id = j.clip_id);
 	req text := j.kind || '-' || seq;
 BEGIN
-	IF eff ->> 'type' = 'compile' THEN
+	IF eff ->> 'type' = 'compile' AND eff -> 'manifest' ->> 'task' = 'plan' THEN
+		RETURN t.fake_plan(eff -> 'manifest');
+	ELSIF eff ->> 'type' = 'compile' AND eff -> 'manifest' ->> 'task' = 'chunk' THEN
+		RETURN t.fake_chunk(eff -> 'manifest');
+	ELSIF eff ->> 'type' = 'compile' THEN
 		RETURN jsonb_build_object('status', 'ok',
-			'result', jsonb_build_object('duration', 5.0 * jsonb_array_length(eff -> 'manifest' -> 'segments'),
-										 'mode', 'copy_video', 'size', 4000000, 'thumbnail_size', 20000));
+			'result', jsonb_build_object('duration', round(5.0 * jsonb_array_length(eff -> 'manifest' -> 'segments')
+											- coalesce((SELECT sum((s ->> 'fade_frames')::numeric) / 24
+														FROM jsonb_array_elements(eff -> 'manifest' -> 'segments') s), 0), 1),
+										 'mode', CASE WHEN eff -> 'manifest' ? 'task' THEN 'normalize' ELSE 'copy_video' END,
+										 'size', 4000000, 'thumbnail_size', 20000));
 	ELSIF eff ->> 'type' = 'noop' THEN
 		RETURN '{"type": "noop"}';
 	ELSIF eff ->> 'type' = 'remove' THEN
 		RETURN '{"status": "ok", "removed": true}';
+	ELSIF j.kind = 'purge' AND j.step = 'list' THEN
+		-- The bucket holds the chunks stored under the prefix.
+		RETURN jsonb_build_object('status', 200, 'body_text',
+			'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>false</IsTruncated>'
+			|| coalesce((SELECT string_agg('<Contents><Key>' || (c.state ->> 'key') || '</Key></Contents>', '' ORDER BY c.id)
+						 FROM hagen.job c WHERE c.kind = 'chunk' AND c.status = 'succeeded'
+						   AND starts_with(c.state ->> 'key', j.state ->> 'prefix')), '')
+			|| '</ListBucketResult>');
+	ELSIF j.kind = 'purge' AND j.step = 'delete' THEN
+		RETURN '{"status": 200, "body_text": "<DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"></DeleteResult>"}';
 	ELSIF j.kind = 'fetch' THEN
 		RETURN jsonb_build_object('status', 200, 'file', eff ->> 'save_to', 'bytes', 123456, 'existing', true);
 	ELSIF j.kind = 'cancel' THEN
@@ -131,8 +175,10 @@ BEGIN
 	FOR i IN 1 .. max_rounds LOOP
 		SELECT count(*) INTO n FROM t.tick('http');
 		total := total + n;
-		IF n = 0 THEN
-			SELECT count(*) INTO n FROM t.tick('compile');
+		-- The compile lane too: a compile waiting for its chunks keeps
+		-- the http lane busy with its looks.
+		IF n = 0 OR EXISTS (SELECT 1 FROM hagen.job WHERE lane = 'compile' AND status = 'queued') THEN
+			SELECT count(*) + n INTO n FROM t.tick('compile');
 			total := total + n;
 			EXIT WHEN n = 0;
 		END IF;
@@ -343,3 +389,106 @@ UPDATE hagen.job SET status = 'queued', lease_token = NULL WHERE status = 'runni
 SELECT t.run() >= 0 AS ran;
 SELECT count(*) FILTER (WHERE kind = 'cancel' AND status = 'succeeded') AS provider_cancels
 FROM hagen.job WHERE project_id = :'p';
+
+-- 6. A crossfade project: the re-encode is planned, split into chunks that
+-- the compile workers encode at once, and joined.
+SELECT hagen.create_project('ws-chunks', crossfade => 0.5,
+	music_track_id => hagen.add_music_track('Calm', 'https://music.example.com/calm.mp3')) AS p \gset
+SELECT hagen.add_clip(:'p', 'https://img.example.com/c' || i || '.jpg', room_label => 'Room ' || i,
+					  transition_type => CASE WHEN i = 2 THEN 'seamless' ELSE 'cut' END) IS NOT NULL AS added
+FROM generate_series(1, 5) i;
+UPDATE hagen.video_clip SET status = 'completed',
+	transition_status = CASE WHEN sequence_order = 1 THEN 'completed' END WHERE project_id = :'p';
+SELECT (hagen.start_video(:'p')) ->> 'status' AS status;
+-- Six segments: clip 1, clip 2, its transition, clip 3 (no fade after a
+-- transition), clips 4 and 5 (fades of 0.5 s).  The inputs are fetched,
+-- then the compile is planned: hagen-compile probes the segments only.
+SELECT kind, step, verdict, next_step FROM t.tick() ORDER BY kind, step;
+SELECT kind, step, verdict, next_step FROM t.tick() ORDER BY kind, step;
+SELECT kind, step, verdict, next_step FROM t.tick() ORDER BY kind, step;
+SELECT j.step, j.lane, jsonb_path_query_array(j.state, '$.manifest.segments[*].crossfade') AS crossfades
+FROM hagen.job j WHERE j.project_id = :'p' AND j.kind = 'compile';
+SELECT c.effect -> 'manifest' ->> 'task' AS task, jsonb_array_length(c.effect -> 'inputs') AS inputs,
+       c.effect -> 'outputs' AS outputs, c.effect -> 'manifest' -> 'threads' AS threads,
+       regexp_replace(t.mask(c.effect ->> 'dir'), 'compile_\d+_', 'compile_<job>_') AS dir
+FROM hagen.claim_jobs('compile', 1) c;
+UPDATE hagen.job SET status = 'queued', lease_token = NULL, attempts = 0 WHERE status = 'running';
+SELECT kind, step, verdict, next_step FROM t.tick('compile');
+-- The plan: 1920x1080 at 24 fps, fades of 12 frames.  At least 10 s of
+-- clips a chunk (hagen.compile_chunk_length): segments 1-2, 3-4, 5-6.  A
+-- chunk whose next segment fades in also gets that segment's head.
+SELECT l.message FROM hagen.job_log l JOIN hagen.job j ON j.id = l.job_id
+WHERE j.project_id = :'p' AND j.kind = 'compile' AND l.message LIKE 're-encode%';
+SELECT j.state -> 'number' AS n, j.state -> 'first' AS first, j.state -> 'last' AS last, j.lane, j.step,
+       jsonb_path_query_array(j.state, '$.manifest.segments[*].index') AS segments,
+       jsonb_path_query_array(j.state, '$.manifest.segments[*].fade_frames') AS fades,
+       jsonb_path_query_array(j.state, '$.manifest.segments[*] ? (@.head == true).index') AS head,
+       j.state -> 'manifest' -> 'target' AS target, jsonb_array_length(j.state -> 'inputs') AS inputs,
+       regexp_replace(t.mask(j.state ->> 'key'), '/chunks/\d+/', '/chunks/<job>/') AS key,
+       j.parent_id = (SELECT id FROM hagen.job WHERE project_id = :'p' AND kind = 'compile') AS child
+FROM hagen.job j WHERE j.project_id = :'p' AND j.kind = 'chunk' ORDER BY j.id;
+SELECT step, status FROM hagen.job WHERE project_id = :'p' AND kind = 'compile';
+SELECT progress FROM hagen.video_project WHERE id = :'p';
+-- Any compile worker takes any chunk: the effect is a compile effect like
+-- the others, its output in a directory of this attempt, stored at its key.
+SELECT job_id AS c1, token AS t1, regexp_replace(t.mask(effect ->> 'dir'), 'chunk_\d+_', 'chunk_<job>_') AS dir,
+       regexp_replace(t.mask(effect -> 'manifest' ->> 'output'), 'chunk_\d+_', 'chunk_<job>_') AS output,
+       effect -> 'outputs' -> 0 ->> 'key' = (SELECT state ->> 'key' FROM hagen.job WHERE id = job_id) AS output_key,
+       effect -> 'outputs' -> 0 ->> 'file' = effect -> 'manifest' ->> 'output' AS output_file,
+       jsonb_array_length(effect -> 'inputs') AS inputs, effect -> 'manifest' ->> 'task' AS task
+FROM hagen.claim_jobs('compile', 1) \gset
+SELECT :'dir' AS dir, :'output' AS output, :'output_key' AS output_key, :'output_file' AS output_file,
+       :'inputs' AS inputs, :'task' AS task;
+SELECT job_id AS c2, token AS t2 FROM hagen.claim_jobs('compile', 1) \gset
+-- Their fractions, weighed by their seconds of clips, make the percent.
+SELECT hagen.heartbeat(:c1, :t1, '{"fraction": 0.5}') AS keep, hagen.heartbeat(:c2, :t2, '{"fraction": 1}') AS keep;
+SELECT progress FROM hagen.video_project WHERE id = :'p';
+SELECT hagen.complete_job(:c1, :t1, t.fake_chunk((SELECT state -> 'manifest' FROM hagen.job WHERE id = :c1)));
+SELECT hagen.complete_job(:c2, :t2, t.fake_chunk((SELECT state -> 'manifest' FROM hagen.job WHERE id = :c2)));
+SELECT kind, step, verdict, next_step FROM t.tick('compile');
+-- Each encoded chunk is stored in the bucket; the last one wakes the compile.
+SELECT j.state -> 'number' AS n, j.step, j.state -> 'result' -> 'frames' AS frames,
+       jsonb_path_query_array(j.state, '$.result.segments[*].held') AS held
+FROM hagen.job j WHERE j.project_id = :'p' AND j.kind = 'chunk' ORDER BY j.id;
+SELECT kind, step, verdict, next_step FROM t.tick() ORDER BY kind, step;
+SELECT kind, step, verdict, next_step FROM t.tick() ORDER BY kind, step;
+SELECT progress FROM hagen.video_project WHERE id = :'p';
+-- The join's inputs: the chunks are fetched like the segments (here: found
+-- in the work directory, where they were encoded).
+SELECT j.kind, c.effect ->> 'method' AS method,
+       regexp_replace(t.mask(c.effect ->> 'url'), '/chunks/\d+/', '/chunks/<job>/') AS url,
+       c.effect -> 'unless_exists' AS unless_exists,
+       regexp_replace(t.mask(c.effect ->> 'save_to'), 'chunk_\d+_\d+', 'chunk_<job>_<attempt>') AS save_to
+FROM hagen.claim_jobs('http', 100) c JOIN hagen.job j ON j.id = c.job_id ORDER BY c.job_id;
+UPDATE hagen.job SET status = 'queued', lease_token = NULL, attempts = 0 WHERE status = 'running';
+SELECT kind, step, verdict, next_step FROM t.tick() ORDER BY kind, step;
+SELECT kind, step, verdict, next_step FROM t.tick() ORDER BY kind, step;
+-- The join: the chunks in order, each segment with the frames its chunk
+-- counted and those it held back; the segments and the music for the audio.
+SELECT c.effect -> 'manifest' ->> 'task' AS task,
+       jsonb_path_query_array(c.effect, '$.manifest.chunks[*].first') AS firsts,
+       jsonb_path_query_array(c.effect, '$.manifest.segments[*].frames') AS frames,
+       jsonb_path_query_array(c.effect, '$.manifest.segments[*].held') AS held,
+       jsonb_path_query_array(c.effect, '$.manifest.segments[*].fade_frames') AS fades,
+       c.effect -> 'manifest' -> 'target' AS target, c.effect -> 'manifest' -> 'music' IS NOT NULL AS music,
+       jsonb_array_length(c.effect -> 'inputs') AS inputs,
+       jsonb_path_query_array(c.effect, '$.outputs[*].content_type') AS outputs
+FROM hagen.claim_jobs('compile', 1) c;
+UPDATE hagen.job SET status = 'queued', lease_token = NULL, attempts = 0 WHERE status = 'running';
+SELECT kind, step, verdict, next_step FROM t.tick('compile');
+SELECT progress FROM hagen.video_project WHERE id = :'p';
+SELECT kind, step, verdict, next_step FROM t.tick() ORDER BY kind, step;
+SELECT kind, step, verdict, next_step FROM t.tick() ORDER BY kind, step;
+SELECT status, duration, final_video_url LIKE '%/final.mp4' AS final_url, error_message, progress
+FROM hagen.video_project WHERE id = :'p';
+-- The chunks in the bucket are deleted once the video is stored.
+SELECT j.step, j.status, regexp_replace(t.mask(j.state ->> 'prefix'), '/chunks/\d+/', '/chunks/<job>/') AS prefix,
+       j.state ->> 'project_id' = :'p' AS of_project
+FROM hagen.job j WHERE j.kind = 'purge' AND j.state ->> 'prefix' LIKE '%/chunks/%' AND j.state ->> 'project_id' = :'p';
+SELECT kind, step, verdict, next_step FROM t.tick() ORDER BY kind, step;
+SELECT kind, step, verdict, next_step FROM t.tick() ORDER BY kind, step;
+SELECT j.status, j.state -> 'deleted' AS deleted FROM hagen.job j
+WHERE j.kind = 'purge' AND j.state ->> 'project_id' = :'p';
+SELECT t.mask(l.message) AS message FROM hagen.job_log l JOIN hagen.job j ON j.id = l.job_id
+WHERE j.project_id = :'p' AND j.kind = 'compile' ORDER BY l.id;
+SELECT count(*) AS left_live FROM hagen.job WHERE status IN ('queued', 'running');

@@ -368,6 +368,7 @@ BEGIN
 	CASE j.kind
 	WHEN 'clip', 'transition' THEN RETURN hagen._generation_effect(j);
 	WHEN 'compile' THEN RETURN hagen._compile_effect(j);
+	WHEN 'chunk' THEN RETURN hagen._chunk_effect(j);
 	WHEN 'cancel' THEN RETURN hagen._provider_cancel_effect(j);
 	WHEN 'upload_part' THEN RETURN hagen._upload_part_effect(j);
 	WHEN 'purge' THEN RETURN hagen._purge_effect(j);
@@ -385,6 +386,7 @@ BEGIN
 	CASE j.kind
 	WHEN 'clip', 'transition' THEN RETURN hagen._generation_interpret(j, o);
 	WHEN 'compile' THEN RETURN hagen._compile_interpret(j, o);
+	WHEN 'chunk' THEN RETURN hagen._chunk_interpret(j, o);
 	WHEN 'cancel' THEN RETURN hagen._provider_cancel_interpret(j, o);
 	WHEN 'upload_part' THEN RETURN hagen._upload_part_interpret(j, o);
 	WHEN 'purge' THEN RETURN hagen._purge_interpret(j, o);
@@ -411,7 +413,7 @@ BEGIN
 	END IF;
 	UPDATE hagen.job SET lease_expires_at = greatest(lease_expires_at, now() + extend)
 	WHERE id = j.id;
-	IF progress IS NOT NULL AND j.kind = 'compile' THEN
+	IF progress IS NOT NULL AND j.kind IN ('compile', 'chunk') THEN
 		PERFORM hagen._compile_progress(j, j.step, (progress ->> 'fraction')::numeric);
 	END IF;
 	RETURN NOT j.cancel_requested;
@@ -481,7 +483,7 @@ CREATE OR REPLACE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
 DECLARE
 	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
 BEGIN
-	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch')
+	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch', 'chunk')
 	   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
 		PERFORM hagen._upload_abandon(j);
 	END IF;
@@ -503,6 +505,8 @@ BEGIN
 		WHERE c.id = j.clip_id;
 	WHEN 'compile' THEN
 		PERFORM hagen._compile_finished(j);
+	WHEN 'chunk' THEN
+		PERFORM hagen._chunk_finished(j);
 	WHEN 'upload_part' THEN
 		PERFORM hagen._upload_part_finished(j);
 	WHEN 'fetch' THEN
@@ -803,7 +807,7 @@ DECLARE
 	q hagen.job;
 BEGIN
 	SELECT * INTO q FROM hagen.job WHERE id = j.parent_id FOR UPDATE;
-	IF NOT FOUND OR q.step <> 'fetch' OR q.status NOT IN ('queued', 'running') THEN
+	IF NOT FOUND OR q.step NOT IN ('fetch', 'gather') OR q.status NOT IN ('queued', 'running') THEN
 		RETURN;
 	END IF;
 	IF j.status = 'succeeded' THEN
@@ -827,26 +831,33 @@ CREATE OR REPLACE FUNCTION hagen._compile_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 DECLARE
 	dir text;
+	n integer := jsonb_array_length(j.state -> 'manifest' -> 'segments');
 BEGIN
 	CASE j.step
 	WHEN 'fetch' THEN
 		RETURN hagen._noop('waiting for the inputs of the compile');
-	WHEN 'compile' THEN
+	WHEN 'compile', 'join' THEN
 		-- The claim this effect is for counts total_attempts up.
 		dir := hagen._compile_attempt_dir(j, j.total_attempts + 1);
-		-- inputs and outputs name the storage key of every file: a worker
-		-- on another host moves them through the bucket.
-		RETURN jsonb_build_object('type', 'compile', 'dir', dir,
-			'timeout_ms', (extract(epoch FROM hagen._compile_timeout()) * 1000)::bigint,
-			'manifest', j.state -> 'manifest' || jsonb_build_object(
-				'output', dir || '/final.mp4', 'thumbnail', dir || '/thumbnail.jpg'),
-			'inputs', (SELECT jsonb_agg(jsonb_build_object('file', i ->> 'file', 'key', i ->> 'key'))
-					   FROM jsonb_array_elements(j.state -> 'inputs') i),
-			'outputs', jsonb_build_array(
+		RETURN hagen._compile_lane_effect(dir,
+			CASE j.step WHEN 'join' THEN j.state -> 'join' -> 'manifest' ELSE j.state -> 'manifest' END
+				|| jsonb_build_object('output', dir || '/final.mp4', 'thumbnail', dir || '/thumbnail.jpg'),
+			CASE j.step WHEN 'join' THEN j.state -> 'join' -> 'inputs' ELSE j.state -> 'inputs' END,
+			jsonb_build_array(
 				jsonb_build_object('file', dir || '/thumbnail.jpg', 'key', j.state ->> 'thumbnail_key',
 								   'content_type', 'image/jpeg'),
 				jsonb_build_object('file', dir || '/final.mp4', 'key', j.state ->> 'final_key',
 								   'content_type', 'video/mp4')));
+	WHEN 'plan' THEN
+		-- Only the segments are probed; nothing is written.
+		dir := hagen._compile_attempt_dir(j, j.total_attempts + 1);
+		RETURN hagen._compile_lane_effect(dir, j.state -> 'manifest' || '{"task": "plan"}',
+			(SELECT jsonb_agg(i ORDER BY k) FROM jsonb_array_elements(j.state -> 'inputs') WITH ORDINALITY x(i, k)
+			 WHERE k <= n), '[]');
+	WHEN 'chunks' THEN
+		RETURN hagen._noop('waiting for the chunks of the video');
+	WHEN 'gather' THEN
+		RETURN hagen._noop('waiting for the chunks to be fetched');
 	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
 		RETURN hagen._upload_effect(j);
 	END CASE;
@@ -857,14 +868,29 @@ $$;
 -- The project's progress while it compiles: gathering 85 %, FFmpeg 85 to
 -- 97 % by the fraction hagen-compile reports, storing 97 to 99 %.
 CREATE FUNCTION hagen._compile_progress(j hagen.job, step text, fraction numeric DEFAULT 0)
-	RETURNS void LANGUAGE sql AS $$
-	SELECT hagen._set_progress(j.project_id, 'compiling',
+	RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	f numeric := least(greatest(coalesce(fraction, 0), 0), 1);
+BEGIN
+	IF j.kind = 'chunk' THEN
+		UPDATE hagen.job SET state = state || jsonb_build_object('fraction', f) WHERE id = j.id;
+		PERFORM hagen._chunks_progress(j.parent_id);
+		RETURN;
+	END IF;
+	PERFORM 1 FROM hagen.video_project WHERE id = j.project_id FOR UPDATE SKIP LOCKED;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
+	PERFORM hagen._set_progress(j.project_id, 'compiling',
 		CASE WHEN step = 'fetch' THEN 'Gathering the clips'
-			 WHEN step = 'compile' THEN 'Compiling the video'
+			 WHEN step IN ('compile', 'plan') THEN 'Compiling the video'
+			 WHEN step IN ('gather', 'join') THEN 'Joining the parts of the video'
 			 ELSE 'Uploading the video' END,
-		CASE WHEN step = 'fetch' THEN 85
-			 WHEN step = 'compile' THEN 85 + 12 * least(greatest(coalesce(fraction, 0), 0), 1)
-			 ELSE 97 + 2 * least(greatest(coalesce(fraction, 0), 0), 1) END);
+		CASE WHEN step IN ('fetch', 'plan') THEN 85
+			 WHEN step = 'compile' THEN 85 + 12 * f
+			 WHEN step IN ('gather', 'join') THEN 95 + 2 * f
+			 ELSE 97 + 2 * f END);
+END;
 $$;
 
 -- Reads the outcome of the current step of a compile job.
@@ -872,26 +898,57 @@ CREATE OR REPLACE FUNCTION hagen._compile_interpret(j hagen.job, o jsonb) RETURN
 	LANGUAGE plpgsql AS $$
 DECLARE
 	r jsonb := o -> 'result';
-	msg text := coalesce(o ->> 'error', 'the compile worker gave no result');
 	bad hagen.job;
 	d jsonb;
 	dir text;
+	nxt text;
+	groups jsonb;
 BEGIN
 	CASE j.step
-	WHEN 'fetch' THEN
+	WHEN 'fetch', 'gather' THEN
 		SELECT * INTO bad FROM hagen.job q
 		WHERE q.parent_id = j.id AND q.kind = 'fetch' AND q.status IN ('failed', 'canceled')
 		ORDER BY q.id LIMIT 1;
 		IF FOUND THEN
 			RETURN jsonb_build_object('action', 'fail', 'error', coalesce(bad.last_error, 'a fetch ' || bad.status));
 		ELSIF (j.state ->> 'fetches')::integer <= 0 THEN
-			PERFORM hagen._compile_progress(j, 'compile');
-			RETURN jsonb_build_object('action', 'advance', 'step', 'compile',
-				'log', format('%s input(s) in the work directory', jsonb_array_length(j.state -> 'inputs')));
+			nxt := CASE WHEN j.step = 'gather' THEN 'join'
+						WHEN hagen._compile_splits(j) THEN 'plan' ELSE 'compile' END;
+			PERFORM hagen._compile_progress(j, nxt);
+			RETURN jsonb_build_object('action', 'advance', 'step', nxt,
+				'log', CASE WHEN j.step = 'gather'
+							THEN format('the %s chunks in the work directory', j.state ->> 'chunk_count')
+							ELSE format('%s input(s) in the work directory', jsonb_array_length(j.state -> 'inputs')) END);
 		END IF;
-		RETURN jsonb_build_object('action', 'advance', 'step', 'fetch',
+		RETURN jsonb_build_object('action', 'advance', 'step', j.step,
 								  'delay_ms', hagen._compile_watchdog_ms());
-	WHEN 'compile' THEN
+	WHEN 'plan' THEN
+		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' AND r ->> 'task' = 'plan'
+		   AND jsonb_typeof(r -> 'segments') = 'array'
+		   AND jsonb_array_length(r -> 'segments') = jsonb_array_length(j.state -> 'manifest' -> 'segments') THEN
+			IF r ->> 'mode' = 'normalize' THEN
+				groups := hagen._chunk_split(r, hagen._chunk_length());
+			END IF;
+			IF coalesce(jsonb_array_length(groups), 0) < 2 THEN
+				RETURN jsonb_build_object('action', 'advance', 'step', 'compile',
+					'log', CASE WHEN r ->> 'mode' = 'normalize'
+							THEN format('%s s of video: compiled in one run (hagen.compile_chunk_length %s s)',
+										round((r ->> 'duration')::numeric, 1), trim_scale(hagen._chunk_length()))
+							ELSE format('the clips need no re-encode (%s): compiled in one run', r ->> 'mode') END);
+			END IF;
+			PERFORM hagen._chunk_queue(j, r, groups);
+			PERFORM hagen._chunks_progress(j.id);
+			RETURN jsonb_build_object('action', 'advance', 'step', 'chunks',
+				'delay_ms', hagen._compile_watchdog_ms(),
+				'log', format('re-encode of %s s of video at %sx%s, %s fps split into %s chunks',
+							  round((r ->> 'duration')::numeric, 1), r ->> 'width', r ->> 'height',
+							  r ->> 'fps', jsonb_array_length(groups)),
+				'state', jsonb_build_object('plan', r, 'chunk_count', jsonb_array_length(groups)));
+		END IF;
+		RETURN hagen._compile_failure(o, 'compile failed');
+	WHEN 'chunks' THEN
+		RETURN hagen._chunks_check(j);
+	WHEN 'compile', 'join' THEN
 		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' AND (r ->> 'duration') ~ '^[0-9.]+$'
 		   AND (r ->> 'size') ~ '^[0-9]+$' AND (r ->> 'thumbnail_size') ~ '^[0-9]+$'
 		   AND (o ->> 'uploaded')::boolean IS TRUE THEN
@@ -905,17 +962,17 @@ BEGIN
 			dir := hagen._compile_attempt_dir(j, j.total_attempts);
 			PERFORM hagen._compile_progress(j, 'store');
 			RETURN jsonb_build_object('action', 'advance', 'step', 'store',
-				'log', format('compiled %s s of video (%s mode, %s bytes)', r ->> 'duration', r ->> 'mode',
-							  r ->> 'size'),
+				'log', format('%s %s s of video (%s mode, %s bytes)',
+							  CASE j.step WHEN 'join' THEN format('joined %s chunks into', j.state ->> 'chunk_count')
+										  ELSE 'compiled' END,
+							  r ->> 'duration', r ->> 'mode', r ->> 'size'),
 				'state', jsonb_build_object('result', r, 'attempt_dir', dir,
 					'storing', 'thumbnail', 'key', j.state ->> 'thumbnail_key',
 					'file', dir || '/thumbnail.jpg', 'bytes', (r ->> 'thumbnail_size')::bigint,
 					'content_type', 'image/jpeg'));
 		END IF;
-		IF o ->> 'segment' IS NOT NULL AND msg !~ ('\msegment ' || (o ->> 'segment') || '\M') THEN
-			msg := msg || ' (segment ' || (o ->> 'segment') || ')';
-		END IF;
-		RETURN jsonb_build_object('action', 'retry', 'max_attempts', 2, 'error', 'compile failed: ' || msg);
+		RETURN hagen._compile_failure(o, CASE j.step WHEN 'join' THEN 'the join of the chunks failed'
+													 ELSE 'compile failed' END);
 	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
 		d := hagen._upload_interpret(j, o);
 		IF d ->> 'action' <> 'stored' THEN
@@ -944,6 +1001,10 @@ DECLARE
 	p hagen.video_project;
 	omitted text;
 BEGIN
+	-- A split re-encode: chunks still at work stop, and the stored ones go.
+	IF j.state ? 'chunk_count' THEN
+		PERFORM hagen._chunks_end(j);
+	END IF;
 	SELECT * INTO p FROM hagen.video_project WHERE id = j.project_id FOR UPDATE;
 	IF p.status <> 'compiling' THEN
 		RETURN;
@@ -3043,7 +3104,9 @@ DROP FUNCTION hagen._first_step(text);
 -- A job changes lanes as it moves from step to step.
 CREATE OR REPLACE FUNCTION hagen._step_lane(kind text, step text) RETURNS text
 	LANGUAGE sql IMMUTABLE
-	RETURN CASE WHEN (kind = 'compile' AND step = 'compile') OR step = 'image_frame' THEN 'compile'
+	RETURN CASE WHEN kind = 'compile' AND step IN ('compile', 'plan', 'join') THEN 'compile'
+				WHEN kind = 'chunk' AND step = 'encode' THEN 'compile'
+				WHEN step = 'image_frame' THEN 'compile'
 				ELSE 'http' END;
 
 -- An image effect (compile lane): hagen-compile fits the photo in the work
@@ -3510,8 +3573,8 @@ BEGIN
 		IF j.deadline_at IS NOT NULL AND j.deadline_at < now() THEN
 			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail', 'error',
 				format('%s job did not finish within its time limit (%s)', j.kind,
-					   CASE j.kind WHEN 'compile' THEN 'hagen.compile_timeout'
-								   ELSE 'hagen.clip_timeout' END)));
+					   CASE WHEN j.kind IN ('compile', 'chunk') THEN 'hagen.compile_timeout'
+							ELSE 'hagen.clip_timeout' END)));
 			-- A request still at the provider is canceled there.
 			IF j.request_id IS NOT NULL AND j.step IN ('poll', 'result') THEN
 				PERFORM hagen._enqueue(j.project_id, j.clip_id, 'cancel', j.provider, 'cancel',
@@ -3926,6 +3989,381 @@ GRANT EXECUTE ON FUNCTION hagen.worker_claim(text, integer), hagen.worker_heartb
 	TO hagen_worker;
 GRANT USAGE ON SCHEMA hagen TO hagen_worker;
 GRANT SELECT ON hagen.remote_worker, hagen.remote_lease, hagen.compile_workers TO hagen_operator;
+
+-- A re-encode split into chunks encoded by several compile workers at once
+-- and joined (src/sql/63_chunks.sql; the compile's steps plan, chunks,
+-- gather and join in 60_compile.sql; settings hagen.compile_chunk_length
+-- and hagen.compile_threads).
+ALTER TABLE hagen.job DROP CONSTRAINT job_kind_check,
+	ADD CONSTRAINT job_kind_check CHECK (kind IN ('clip', 'transition', 'compile', 'cancel',
+													  'upload_part', 'purge', 'fetch', 'cleanup',
+													  'chunk'));
+-- Threads of one run of hagen-compile (0: one per core), put into every
+-- manifest it runs on.
+CREATE FUNCTION hagen._compile_threads() RETURNS integer
+	LANGUAGE sql STABLE RETURN hagen._setting('hagen.compile_threads', '0')::integer;
+
+-- The shortest chunk of a split re-encode, in seconds of video (0: a
+-- re-encode is never split).
+CREATE FUNCTION hagen._chunk_length() RETURNS numeric
+	LANGUAGE sql STABLE
+	RETURN extract(epoch FROM hagen._setting_interval('hagen.compile_chunk_length', '10 seconds'));
+
+-- A compile-lane effect: hagen-compile runs on the manifest in the
+-- directory dir; inputs and outputs name the storage key of every file, so
+-- that a worker on another host moves them through the bucket.
+CREATE FUNCTION hagen._compile_lane_effect(dir text, manifest jsonb, inputs jsonb, outputs jsonb)
+	RETURNS jsonb LANGUAGE sql STABLE
+	RETURN jsonb_build_object('type', 'compile', 'dir', dir,
+		'timeout_ms', (extract(epoch FROM hagen._compile_timeout()) * 1000)::bigint,
+		'manifest', manifest || jsonb_build_object('threads', hagen._compile_threads()),
+		'inputs', coalesce((SELECT jsonb_agg(jsonb_build_object('file', i ->> 'file', 'key', i ->> 'key'))
+							FROM jsonb_array_elements(inputs) i), '[]'),
+		'outputs', outputs);
+
+-- Whether a compile is planned and split into chunks rather than run at
+-- once: when it must re-encode, which SQL knows from a crossfade.  (Clips
+-- of mixed formats also make it re-encode, which only the probe finds; a
+-- project's clips come from one provider and model, so they are compiled
+-- in one run, as before.)
+CREATE FUNCTION hagen._compile_splits(j hagen.job) RETURNS boolean
+	LANGUAGE sql STABLE
+	RETURN hagen._chunk_length() > 0
+		AND jsonb_array_length(j.state -> 'manifest' -> 'segments') >= 2
+		AND j.state -> 'manifest' @? '$.segments[*] ? (@.crossfade > 0)';
+
+-- Reads the result of hagen-compile: a decision when it failed (retried
+-- once, then the project fails with its message, which names the segment),
+-- NULL when it succeeded.
+CREATE FUNCTION hagen._compile_failure(o jsonb, what text) RETURNS jsonb
+	LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+	msg text := coalesce(o ->> 'error', 'the compile worker gave no result');
+BEGIN
+	IF o ->> 'segment' IS NOT NULL AND msg !~ ('\msegment ' || (o ->> 'segment') || '\M') THEN
+		msg := msg || ' (segment ' || (o ->> 'segment') || ')';
+	END IF;
+	RETURN jsonb_build_object('action', 'retry', 'max_attempts', 2, 'error', what || ': ' || msg);
+END;
+$$;
+
+-- Cuts the plan's timeline into chunks: [{"first", "last"}] (1-based
+-- segments), each at least `seconds` of clips except the last.  A chunk may
+-- begin at a segment that fades in only when the segment's fades in and
+-- out leave frames between them (the chunk leaves its first frames out: the
+-- chunk before blended them).
+CREATE FUNCTION hagen._chunk_split(plan jsonb, seconds numeric) RETURNS jsonb
+	LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+	segs jsonb := plan -> 'segments';
+	n integer := jsonb_array_length(plan -> 'segments');
+	groups jsonb := '[]';
+	first integer := 1;
+	length numeric := 0;
+	fade_in integer;
+	fade_out integer;
+BEGIN
+	IF seconds IS NULL OR seconds <= 0 OR n IS NULL OR n = 0 THEN
+		RETURN NULL;
+	END IF;
+	FOR i IN 1 .. n LOOP
+		IF i > first AND length >= seconds THEN
+			fade_in := (segs -> (i - 1) ->> 'fade_frames')::integer;
+			fade_out := coalesce((segs -> i ->> 'fade_frames')::integer, 0);
+			IF fade_in = 0 OR fade_in + fade_out <= (segs -> (i - 1) ->> 'frames')::integer - 2 THEN
+				groups := groups || jsonb_build_array(jsonb_build_object('first', first, 'last', i - 1));
+				first := i;
+				length := 0;
+			END IF;
+		END IF;
+		length := length + (segs -> (i - 1) ->> 'duration')::numeric;
+	END LOOP;
+	RETURN groups || jsonb_build_array(jsonb_build_object('first', first, 'last', n));
+END;
+$$;
+
+-- Where the chunks of a compile job are stored: one prefix per compile
+-- job, so that the deletion of an earlier run's chunks never meets a
+-- later run's.
+CREATE FUNCTION hagen._chunk_prefix(q hagen.job, workspace text) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN hagen.get_video_path(workspace, q.project_id, 'chunks') || '/' || q.id || '/';
+
+-- The directory of one attempt of a chunk (relative to hagen.work_dir).
+CREATE FUNCTION hagen._chunk_attempt_dir(j hagen.job, attempt integer) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN hagen._work_file(j.project_id, format('chunk_%s_%s', j.id, attempt));
+
+-- How a chunk is called in messages.
+CREATE FUNCTION hagen._chunk_name(j hagen.job) RETURNS text
+	LANGUAGE sql IMMUTABLE
+	RETURN format('chunk %s of %s (segments %s to %s)', j.state ->> 'number', j.state ->> 'of',
+				  j.state ->> 'first', j.state ->> 'last');
+
+-- Queues one chunk job per group of segments of a compile job, from its
+-- plan.  Each carries the manifest hagen-compile reads: its segments with
+-- their numbers in the video and their fades in frames, the head of the
+-- next segment when a fade crosses into it, the plan's target; and the
+-- inputs it needs, with their storage keys.
+CREATE FUNCTION hagen._chunk_queue(q hagen.job, plan jsonb, groups jsonb) RETURNS integer
+	LANGUAGE plpgsql AS $$
+DECLARE
+	segs jsonb := q.state -> 'manifest' -> 'segments';
+	ps jsonb := plan -> 'segments';
+	n integer := jsonb_array_length(q.state -> 'manifest' -> 'segments');
+	total integer := jsonb_array_length(groups);
+	ws text;
+	g record;
+	a integer;
+	b integer;
+	upto integer;
+BEGIN
+	SELECT workspace_id INTO ws FROM hagen.video_project WHERE id = q.project_id;
+	FOR g IN SELECT x, k FROM jsonb_array_elements(groups) WITH ORDINALITY AS t(x, k) LOOP
+		a := (g.x ->> 'first')::integer;
+		b := (g.x ->> 'last')::integer;
+		upto := CASE WHEN b < n AND (ps -> b ->> 'fade_frames')::integer > 0 THEN b + 1 ELSE b END;
+		INSERT INTO hagen.job (project_id, kind, lane, step, state, deadline_at, parent_id)
+		SELECT q.project_id, 'chunk', 'compile', 'encode', jsonb_build_object(
+				'number', g.k, 'of', total, 'first', a, 'last', b,
+				'seconds', (SELECT sum((ps -> (i - 1) ->> 'duration')::numeric) FROM generate_series(a, b) i),
+				'key', hagen._chunk_prefix(q, ws) || g.k || '.mp4',
+				'manifest', jsonb_build_object('task', 'chunk',
+					'segments', jsonb_agg(segs -> (i - 1)
+						|| jsonb_build_object('index', i, 'fade_frames', (ps -> (i - 1) ->> 'fade_frames')::integer)
+						|| CASE WHEN i > b THEN '{"head": true}'::jsonb ELSE '{}' END ORDER BY i),
+					'aspect_ratio', q.state -> 'manifest' -> 'aspect_ratio',
+					'target', jsonb_build_object('width', (plan ->> 'width')::integer,
+												 'height', (plan ->> 'height')::integer, 'fps', plan ->> 'fps')),
+				'inputs', jsonb_agg(q.state -> 'inputs' -> (i - 1) ORDER BY i)),
+			q.deadline_at, q.id
+		FROM generate_series(a, upto) i;
+	END LOOP;
+	RETURN total;
+END;
+$$;
+
+-- The effect of the current step of a chunk job.
+CREATE FUNCTION hagen._chunk_effect(j hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	dir text;
+BEGIN
+	CASE j.step
+	WHEN 'encode' THEN
+		-- The claim this effect is for counts total_attempts up.
+		dir := hagen._chunk_attempt_dir(j, j.total_attempts + 1);
+		RETURN hagen._compile_lane_effect(dir,
+			j.state -> 'manifest' || jsonb_build_object('output', dir || '/chunk.mp4'), j.state -> 'inputs',
+			jsonb_build_array(jsonb_build_object('file', dir || '/chunk.mp4', 'key', j.state ->> 'key',
+												 'content_type', 'video/mp4')));
+	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
+		RETURN hagen._upload_effect(j);
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a chunk job', j.step;
+END;
+$$;
+
+-- Reads the outcome of the current step of a chunk job.  An encoded chunk
+-- is stored in the bucket (a worker on another host stored it itself).
+CREATE FUNCTION hagen._chunk_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	r jsonb := o -> 'result';
+	nsegs integer := (j.state ->> 'last')::integer - (j.state ->> 'first')::integer + 1;
+	file text;
+	d jsonb;
+BEGIN
+	CASE j.step
+	WHEN 'encode' THEN
+		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' AND r ->> 'task' = 'chunk'
+		   AND (r ->> 'frames') ~ '^[0-9]+$' AND (r ->> 'size') ~ '^[0-9]+$'
+		   AND r ->> 'first' = j.state ->> 'first' AND r ->> 'last' = j.state ->> 'last'
+		   AND jsonb_typeof(r -> 'segments') = 'array' AND jsonb_array_length(r -> 'segments') = nsegs
+		   AND jsonb_array_length(jsonb_path_query_array(r -> 'segments',
+				   '$[*] ? (@.index >= 1 && @.frames >= 1 && @.held >= 0)')) = nsegs THEN
+			file := hagen._chunk_attempt_dir(j, j.total_attempts) || '/chunk.mp4';
+			IF (o ->> 'uploaded')::boolean IS TRUE THEN
+				RETURN jsonb_build_object('action', 'succeed',
+					'log', format('%s: %s frames encoded (%s bytes) and stored from %s', hagen._chunk_name(j),
+								  r ->> 'frames', r ->> 'size', coalesce(o ->> 'worker', 'a remote worker')),
+					'state', jsonb_build_object('result', r, 'file', file));
+			END IF;
+			RETURN jsonb_build_object('action', 'advance', 'step', hagen._store_step((r ->> 'size')::bigint),
+				'log', format('%s: %s frames encoded (%s bytes)', hagen._chunk_name(j), r ->> 'frames', r ->> 'size'),
+				'state', jsonb_build_object('result', r, 'file', file, 'bytes', (r ->> 'size')::bigint,
+											'content_type', 'video/mp4'));
+		END IF;
+		RETURN hagen._compile_failure(o, 'encoding failed');
+	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
+		d := hagen._upload_interpret(j, o);
+		IF d ->> 'action' = 'stored' THEN
+			RETURN jsonb_strip_nulls(jsonb_build_object('action', 'succeed', 'log', d ->> 'log',
+														'state', d -> 'state'));
+		END IF;
+		RETURN d;
+	END CASE;
+	RAISE EXCEPTION 'unknown step "%" of a chunk job', j.step;
+END;
+$$;
+
+-- The project's percent while chunks are encoded: 85 to 95 %, each chunk
+-- weighing its seconds of clips, by the fraction its helper reported (a
+-- chunk that is being stored counts 0.95, one stored 1).  Only shown: not
+-- waited for when another transaction holds the project.
+CREATE FUNCTION hagen._chunks_progress(compile_id bigint) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	project uuid;
+	done integer;
+	total integer;
+	f numeric;
+BEGIN
+	SELECT min(c.project_id::text)::uuid, count(*) FILTER (WHERE c.status = 'succeeded'), count(*),
+		   sum(c.w * CASE WHEN c.status = 'succeeded' THEN 1
+						  WHEN c.step = 'encode' THEN 0.9 * least(coalesce((c.state ->> 'fraction')::numeric, 0), 1)
+						  ELSE 0.95 END) / nullif(sum(c.w), 0)
+	INTO project, done, total, f
+	FROM (SELECT x.*, coalesce((x.state ->> 'seconds')::numeric, 1) AS w FROM hagen.job x
+		  WHERE x.parent_id = compile_id AND x.kind = 'chunk') c;
+	IF total = 0 THEN
+		RETURN;
+	END IF;
+	PERFORM 1 FROM hagen.video_project WHERE id = project FOR UPDATE SKIP LOCKED;
+	IF FOUND THEN
+		PERFORM hagen._set_progress(project, 'compiling',
+			format('Compiling the video (%s of %s parts done)', done, total), 85 + 10 * coalesce(f, 0));
+	END IF;
+END;
+$$;
+
+-- A chunk ended: its compile looks at once when it was the last one, or
+-- failed.
+CREATE FUNCTION hagen._chunk_finished(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	q hagen.job;
+BEGIN
+	SELECT * INTO q FROM hagen.job WHERE id = j.parent_id FOR UPDATE;
+	IF NOT FOUND OR q.step <> 'chunks' OR q.status NOT IN ('queued', 'running') THEN
+		RETURN;
+	END IF;
+	IF j.status <> 'succeeded' OR NOT EXISTS (SELECT 1 FROM hagen.job c WHERE c.parent_id = q.id
+											  AND c.kind = 'chunk' AND c.status IN ('queued', 'running')) THEN
+		UPDATE hagen.job SET run_at = now() WHERE id = q.id AND status = 'queued';
+	END IF;
+	PERFORM hagen._chunks_progress(q.id);
+END;
+$$;
+
+-- A compile waiting for its chunks, looked at: one failed -> the compile
+-- fails naming it; all encoded and stored -> the join's inputs are
+-- gathered; otherwise wait on.
+CREATE FUNCTION hagen._chunks_check(q hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	bad hagen.job;
+BEGIN
+	SELECT * INTO bad FROM hagen.job c
+	WHERE c.parent_id = q.id AND c.kind = 'chunk' AND c.status IN ('failed', 'canceled')
+	ORDER BY (c.state ->> 'number')::integer LIMIT 1;
+	IF FOUND THEN
+		RETURN jsonb_build_object('action', 'fail', 'error',
+			format('%s %s: %s', hagen._chunk_name(bad), bad.status, coalesce(bad.last_error, 'no reason given')));
+	ELSIF EXISTS (SELECT 1 FROM hagen.job c WHERE c.parent_id = q.id AND c.kind = 'chunk'
+				  AND c.status IN ('queued', 'running')) THEN
+		RETURN jsonb_build_object('action', 'advance', 'step', 'chunks',
+								  'delay_ms', hagen._compile_watchdog_ms());
+	END IF;
+	RETURN hagen._join_start(q);
+END;
+$$;
+
+-- Every chunk is encoded: the join's manifest (each segment with the frames
+-- its chunk counted and how many of them it held back for the next fade,
+-- the chunks' files in order) and inputs (the segments, the music and the
+-- chunks, with their storage keys), and one fetch job per chunk, which
+-- finds the file in the work directory when it was encoded on this host.
+CREATE FUNCTION hagen._join_start(q hagen.job) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	segs jsonb := q.state -> 'manifest' -> 'segments';
+	ps jsonb := q.state -> 'plan' -> 'segments';
+	counted jsonb;
+	jsegs jsonb;
+	chunks jsonb;
+	missing integer;
+BEGIN
+	SELECT jsonb_object_agg(s ->> 'index', s) INTO counted
+	FROM hagen.job c, jsonb_array_elements(c.state -> 'result' -> 'segments') s
+	WHERE c.parent_id = q.id AND c.kind = 'chunk' AND c.status = 'succeeded';
+	SELECT jsonb_agg(segs -> (i - 1) || jsonb_build_object(
+				'fade_frames', (ps -> (i - 1) ->> 'fade_frames')::integer,
+				'frames', (counted -> i::text ->> 'frames')::integer,
+				'held', (counted -> i::text ->> 'held')::integer) ORDER BY i),
+		   min(i) FILTER (WHERE NOT counted ? i::text)
+	INTO jsegs, missing
+	FROM generate_series(1, jsonb_array_length(segs)) i;
+	IF missing IS NOT NULL THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('no chunk counted the frames of segment %s', missing));
+	END IF;
+	SELECT jsonb_agg(jsonb_build_object('file', c.state ->> 'file', 'key', c.state ->> 'key',
+										'first', (c.state ->> 'first')::integer, 'last', (c.state ->> 'last')::integer,
+										'what', hagen._chunk_name(c))
+					 ORDER BY (c.state ->> 'number')::integer)
+	INTO chunks
+	FROM hagen.job c WHERE c.parent_id = q.id AND c.kind = 'chunk' AND c.status = 'succeeded';
+	INSERT INTO hagen.job (project_id, kind, lane, step, state, deadline_at, parent_id)
+	SELECT q.project_id, 'fetch', 'http', 'fetch', c - 'first' - 'last', q.deadline_at, q.id
+	FROM jsonb_array_elements(chunks) c;
+	PERFORM hagen._compile_progress(q, 'gather');
+	RETURN jsonb_build_object('action', 'advance', 'step', 'gather',
+		'delay_ms', hagen._compile_watchdog_ms(),
+		'log', format('the %s chunks are encoded: %s frames', jsonb_array_length(chunks),
+					  (SELECT sum((c.state -> 'result' ->> 'frames')::bigint) FROM hagen.job c
+					   WHERE c.parent_id = q.id AND c.kind = 'chunk' AND c.status = 'succeeded')),
+		'state', jsonb_build_object('fetches', jsonb_array_length(chunks), 'join', jsonb_build_object(
+			'manifest', q.state -> 'manifest' || jsonb_build_object('task', 'join', 'segments', jsegs,
+				'target', jsonb_build_object('width', (q.state -> 'plan' ->> 'width')::integer,
+											 'height', (q.state -> 'plan' ->> 'height')::integer,
+											 'fps', q.state -> 'plan' ->> 'fps'),
+				'chunks', (SELECT jsonb_agg(c - 'key' - 'what') FROM jsonb_array_elements(chunks) c)),
+			'inputs', q.state -> 'inputs' || (SELECT jsonb_agg(c - 'first' - 'last') FROM jsonb_array_elements(chunks) c))));
+END;
+$$;
+
+-- A split compile ended: when it did not succeed its chunks still at work
+-- stop; and the chunks stored in the bucket are deleted (a purge of their
+-- prefix, once the uploads still in flight have ended).
+CREATE FUNCTION hagen._chunks_end(q hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	c hagen.job;
+	ws text;
+	after timestamptz;
+BEGIN
+	IF q.status <> 'succeeded' THEN
+		FOR c IN SELECT * FROM hagen.job x WHERE x.parent_id = q.id AND x.kind = 'chunk'
+				 AND x.status = 'queued' ORDER BY x.id FOR UPDATE
+		LOOP
+			PERFORM hagen._cancel_job(c);
+		END LOOP;
+		UPDATE hagen.job x SET cancel_requested = true
+		WHERE x.parent_id = q.id AND x.kind = 'chunk' AND x.status = 'running';
+	END IF;
+	SELECT workspace_id INTO ws FROM hagen.video_project WHERE id = q.project_id;
+	SELECT max(x.lease_expires_at) INTO after FROM hagen.job x
+	WHERE x.parent_id = q.id AND x.kind = 'chunk' AND x.status = 'running';
+	INSERT INTO hagen.job (project_id, kind, lane, provider, step, state, run_at)
+	VALUES (NULL, 'purge', 'http', 's3', 'list',
+			jsonb_build_object('prefix', hagen._chunk_prefix(q, ws), 'project_id', q.project_id,
+							   'workspace_id', ws, 'aborts', '[]'::jsonb, 'keys', '[]'::jsonb,
+							   'deleted', 0, 'failed', 0, 'pages', 0),
+			greatest(now(), least(coalesce(after, now()), now() + interval '1 hour')))
+	ON CONFLICT DO NOTHING;
+END;
+$$;
 
 -- Functions created above are granted to no one, as at install
 -- (src/sql/90_privileges.sql); keep this section last.

@@ -150,3 +150,110 @@ FROM jsonb_array_elements(hagen._compile_segments((SELECT p FROM hagen.video_pro
 UPDATE hagen.video_project SET crossfade = 0 WHERE id = :'p';
 SELECT jsonb_path_query_array(hagen._compile_segments((SELECT p FROM hagen.video_project p WHERE id = :'p')),
 							  '$[*].crossfade') AS crossfades;
+
+-- 10. A re-encode split into chunks (the happy path: sql/engine.sql):
+-- a chunk that fails for good, a cancel, a worker on another host, a
+-- compile that stays one run, retry.
+-- A project of n clips with 0.5 s crossfades, generated, compiling, its
+-- inputs fetched; returns it once its compile waits for its chunks (or has
+-- gone on to compile in one run).
+CREATE FUNCTION t.xfade_project(ws text, n integer DEFAULT 6) RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+	p uuid := hagen.create_project(ws, crossfade => 0.5);
+BEGIN
+	PERFORM hagen.add_clip(p, 'https://img.example.com/' || ws || i || '.jpg', room_label => 'Room ' || i)
+	FROM generate_series(1, n) i;
+	UPDATE hagen.video_clip SET status = 'completed' WHERE project_id = p;
+	PERFORM hagen.start_video(p);
+	FOR i IN 1 .. 6 LOOP
+		EXIT WHEN (SELECT step FROM hagen.job WHERE project_id = p AND kind = 'compile'
+				   AND status IN ('queued', 'running')) IN ('chunks', 'compile');
+		PERFORM t.tick('http');
+		PERFORM t.tick('compile');
+	END LOOP;
+	RETURN p;
+END;
+$$;
+
+-- A chunk that fails for good fails the project, naming it; the other
+-- chunks stop, and what was stored of them is deleted.
+SELECT t.xfade_project('ws-chunkfail') AS p \gset
+SELECT step FROM hagen.job WHERE project_id = :'p' AND kind = 'compile';
+SELECT job_id AS c1, token AS t1 FROM hagen.claim_jobs('compile', 1) \gset
+SELECT job_id AS c2, token AS t2 FROM hagen.claim_jobs('compile', 1) \gset
+SELECT hagen.complete_job(:c1, :t1, '{"status": "error", "error": "segment 2 (Room 2) is damaged: reading it failed: Invalid data found when processing input", "segment": 2}');
+SELECT state -> 'number' AS n, status, attempts, last_error FROM hagen.job WHERE id = :c1;
+-- An answer that is not a chunk's result is a failure too.
+UPDATE hagen.job SET run_at = now() - interval '1 minute' WHERE id = :c1;
+SELECT job_id AS c1, token AS t1 FROM hagen.claim_jobs('compile', 1) \gset
+SELECT hagen.complete_job(:c1, :t1, '{"status": "ok", "result": {"task": "chunk", "frames": 228}}');
+SELECT state -> 'number' AS n, status, last_error FROM hagen.job WHERE id = :c1;
+SELECT kind, step, verdict, next_step, status FROM t.tick() WHERE kind = 'compile';
+SELECT status, error_message, progress ->> 'label' AS label FROM hagen.video_project WHERE id = :'p';
+SELECT state -> 'number' AS n, step, status, cancel_requested FROM hagen.job
+WHERE project_id = :'p' AND kind = 'chunk' ORDER BY id;
+-- The chunk still encoding is told to stop at its next heartbeat.
+SELECT hagen.heartbeat(:c2, :t2, '{"fraction": 0.4}') AS keep;
+SELECT hagen.complete_job(:c2, :t2, '{"status": "error", "error": "the compile was canceled"}');
+SELECT kind, status, regexp_replace(t.mask(state ->> 'prefix'), '/chunks/\d+/', '/chunks/<job>/') AS prefix
+FROM hagen.job WHERE kind IN ('purge', 'cleanup') AND (state ->> 'project_id' = :'p' OR state ->> 'dir' = :'p')
+ORDER BY id;
+SELECT count(*) AS live FROM hagen.job WHERE project_id = :'p' AND status IN ('queued', 'running');
+SELECT count(*) AS answered FROM t.tick();
+-- retry_video compiles again, its chunks under a prefix of their own.
+SELECT (hagen.retry_video(:'p')) ->> 'status' AS status;
+SELECT t.run() > 0 AS ran;
+SELECT status, error_message, duration FROM hagen.video_project WHERE id = :'p';
+SELECT count(DISTINCT j.parent_id) AS compiles, count(*) AS chunks,
+       count(DISTINCT regexp_replace(j.state ->> 'key', '[^/]+$', '')) AS prefixes,
+       count(*) FILTER (WHERE j.status = 'succeeded') AS succeeded
+FROM hagen.job j WHERE j.project_id = :'p' AND j.kind = 'chunk';
+SELECT status, state -> 'deleted' AS deleted FROM hagen.job
+WHERE kind = 'purge' AND state ->> 'project_id' = :'p' ORDER BY id;
+
+-- Cancel while chunks encode: the queued ones stop at once, the running
+-- one at its next heartbeat; the chunks' objects are deleted once its
+-- upload could no longer land, and the work files once nothing runs.
+SELECT t.xfade_project('ws-chunkcancel') AS p \gset
+SELECT job_id AS c1, token AS t1 FROM hagen.claim_jobs('compile', 1) \gset
+SELECT (hagen.cancel_video(:'p')) ->> 'status' AS status;
+SELECT kind, state -> 'number' AS n, status, cancel_requested FROM hagen.job
+WHERE project_id = :'p' AND kind IN ('compile', 'chunk') ORDER BY id;
+SELECT run_at > now() + interval '1 minute' AS waits_for_the_running_chunk
+FROM hagen.job WHERE kind = 'purge' AND state ->> 'project_id' = :'p';
+SELECT hagen.heartbeat(:c1, :t1) AS keep;
+SELECT hagen.complete_job(:c1, :t1, '{"status": "error", "error": "the compile was canceled"}');
+SELECT kind, status FROM hagen.job WHERE kind = 'cleanup' AND state ->> 'dir' = :'p';
+SELECT status, progress ->> 'label' AS label FROM hagen.video_project WHERE id = :'p';
+
+-- A worker on another host stores its chunk itself; the join fetches it
+-- from the bucket into the path the chunk's attempt named.
+SELECT t.xfade_project('ws-chunkremote', 4) AS p \gset
+SELECT job_id AS c1, token AS t1, effect -> 'outputs' -> 0 ->> 'file' AS remote_file
+FROM hagen.claim_jobs('compile', 1) \gset
+SELECT hagen.complete_job(:c1, :t1, t.fake_chunk((SELECT state -> 'manifest' FROM hagen.job WHERE id = :c1))
+	|| '{"uploaded": true, "worker": "host-b"}');
+SELECT step, status, t.mask(l.message) AS message FROM hagen.job j
+JOIN hagen.job_log l ON l.job_id = j.id AND l.message LIKE '%host-b%' WHERE j.id = :c1;
+SELECT t.run() > 0 AS ran;
+SELECT count(*) AS fetched_to_its_path FROM hagen.job
+WHERE project_id = :'p' AND kind = 'fetch' AND state ->> 'file' = :'remote_file' AND status = 'succeeded';
+SELECT status, duration FROM hagen.video_project WHERE id = :'p';
+
+-- A compile stays one run when the plan finds nothing to split: clips
+-- shorter than hagen.compile_chunk_length in all, or (the probe says) no
+-- re-encode at all.
+SELECT t.xfade_project('ws-chunkshort', 2) AS p \gset
+SELECT j.step, t.mask(l.message) AS message FROM hagen.job j
+JOIN hagen.job_log l ON l.job_id = j.id AND l.message LIKE '%one run%' WHERE j.project_id = :'p' AND j.kind = 'compile';
+INSERT INTO t.script (kind, clip_seq, step, outcome, times) VALUES ('compile', NULL, 'plan',
+	'{"status": "ok", "result": {"task": "plan", "mode": "copy_video", "duration": 30, "segments": [{}, {}, {}, {}, {}, {}]}}', 1);
+SELECT t.xfade_project('ws-chunkcopy') AS p \gset
+SELECT j.step, t.mask(l.message) AS message FROM hagen.job j
+JOIN hagen.job_log l ON l.job_id = j.id AND l.message LIKE '%one run%' WHERE j.project_id = :'p' AND j.kind = 'compile';
+SELECT t.run() > 0 AS ran;
+SELECT count(*) FILTER (WHERE kind = 'chunk') AS chunks, min(status) FILTER (WHERE kind = 'compile') AS compile
+FROM hagen.job WHERE project_id IN (SELECT id FROM hagen.video_project WHERE workspace_id IN ('ws-chunkshort', 'ws-chunkcopy'));
+SELECT count(*) AS leftover FROM hagen.job WHERE status IN ('queued', 'running');
+-- The chunks' purges are done; later tests look at purges of their own.
+DELETE FROM hagen.job WHERE kind = 'purge' AND status = 'succeeded' AND state ->> 'prefix' LIKE '%/chunks/%';

@@ -59,6 +59,8 @@ static int	hagen_fal_image_mode = 0;
 static int	hagen_s3_multipart_threshold_kb = 64 * 1024;
 static int	hagen_s3_part_size_kb = 16 * 1024;
 static int	hagen_s3_upload_concurrency = 8;
+static int	hagen_compile_chunk_length_s = 10;
+static int	hagen_compile_threads = 0;
 
 static const struct config_enum_entry fal_image_modes[] = {
 	{"upload", 0, false},
@@ -377,6 +379,14 @@ hagen_define_gucs(void)
 							"Time limit of one run of the compile helper.",
 							NULL, &hagen_compile_timeout_s, 1800, 10, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.compile_chunk_length",
+							"A re-encode is split into chunks of at least this much video, which several compile workers encode at once (0: never split).",
+							NULL, &hagen_compile_chunk_length_s, 10, 0, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.compile_threads",
+							"Threads of one run of the compile helper: its video encoder, decoders and filters (0: one per core).",
+							NULL, &hagen_compile_threads, 0, 0, 64,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("hagen.log_retention",
 							"How long job history is kept.",
 							NULL, &hagen_log_retention_min, 14 * 24 * 60, 60, INT_MAX,

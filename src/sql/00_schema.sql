@@ -109,7 +109,8 @@ CREATE TABLE hagen.job (
 	project_id			uuid REFERENCES hagen.video_project (id) ON DELETE CASCADE,
 	clip_id				uuid REFERENCES hagen.video_clip (id) ON DELETE CASCADE,
 	kind				text NOT NULL CHECK (kind IN ('clip', 'transition', 'compile', 'cancel',
-													  'upload_part', 'purge', 'fetch', 'cleanup')),
+													  'upload_part', 'purge', 'fetch', 'cleanup',
+													  'chunk')),
 	lane				text NOT NULL DEFAULT 'http' CHECK (lane IN ('http', 'compile')),
 	provider			text,
 	status				text NOT NULL DEFAULT 'queued'

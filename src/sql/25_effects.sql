@@ -45,11 +45,15 @@ CREATE FUNCTION hagen._noop(reason text) RETURNS jsonb
 	RETURN jsonb_build_object('type', 'noop', 'reason', reason);
 
 -- Which workers carry out a step of a job: the compile workers run
--- hagen-compile ("compile" lane), the dispatcher everything else ("http").
--- A job changes lanes as it moves from step to step.
+-- hagen-compile ("compile" lane: a compile's plan, its single run or its
+-- join, the encoding of a chunk, the fitting of a photo), the dispatcher
+-- everything else ("http").  A job changes lanes as it moves from step to
+-- step.
 CREATE FUNCTION hagen._step_lane(kind text, step text) RETURNS text
 	LANGUAGE sql IMMUTABLE
-	RETURN CASE WHEN (kind = 'compile' AND step = 'compile') OR step = 'image_frame' THEN 'compile'
+	RETURN CASE WHEN kind = 'compile' AND step IN ('compile', 'plan', 'join') THEN 'compile'
+				WHEN kind = 'chunk' AND step = 'encode' THEN 'compile'
+				WHEN step = 'image_frame' THEN 'compile'
 				ELSE 'http' END;
 
 -- An image effect (compile lane): hagen-compile fits the photo in the work

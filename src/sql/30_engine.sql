@@ -134,8 +134,8 @@ BEGIN
 		IF j.deadline_at IS NOT NULL AND j.deadline_at < now() THEN
 			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail', 'error',
 				format('%s job did not finish within its time limit (%s)', j.kind,
-					   CASE j.kind WHEN 'compile' THEN 'hagen.compile_timeout'
-								   ELSE 'hagen.clip_timeout' END)));
+					   CASE WHEN j.kind IN ('compile', 'chunk') THEN 'hagen.compile_timeout'
+							ELSE 'hagen.clip_timeout' END)));
 			-- A request still at the provider is canceled there.
 			IF j.request_id IS NOT NULL AND j.step IN ('poll', 'result') THEN
 				PERFORM hagen._enqueue(j.project_id, j.clip_id, 'cancel', j.provider, 'cancel',
@@ -189,7 +189,7 @@ BEGIN
 	END IF;
 	UPDATE hagen.job SET lease_expires_at = greatest(lease_expires_at, now() + extend)
 	WHERE id = j.id;
-	IF progress IS NOT NULL AND j.kind = 'compile' THEN
+	IF progress IS NOT NULL AND j.kind IN ('compile', 'chunk') THEN
 		PERFORM hagen._compile_progress(j, j.step, (progress ->> 'fraction')::numeric);
 	END IF;
 	RETURN NOT j.cancel_requested;
@@ -396,6 +396,7 @@ BEGIN
 	CASE j.kind
 	WHEN 'clip', 'transition' THEN RETURN hagen._generation_effect(j);
 	WHEN 'compile' THEN RETURN hagen._compile_effect(j);
+	WHEN 'chunk' THEN RETURN hagen._chunk_effect(j);
 	WHEN 'cancel' THEN RETURN hagen._provider_cancel_effect(j);
 	WHEN 'upload_part' THEN RETURN hagen._upload_part_effect(j);
 	WHEN 'purge' THEN RETURN hagen._purge_effect(j);
@@ -413,6 +414,7 @@ BEGIN
 	CASE j.kind
 	WHEN 'clip', 'transition' THEN RETURN hagen._generation_interpret(j, o);
 	WHEN 'compile' THEN RETURN hagen._compile_interpret(j, o);
+	WHEN 'chunk' THEN RETURN hagen._chunk_interpret(j, o);
 	WHEN 'cancel' THEN RETURN hagen._provider_cancel_interpret(j, o);
 	WHEN 'upload_part' THEN RETURN hagen._upload_part_interpret(j, o);
 	WHEN 'purge' THEN RETURN hagen._purge_interpret(j, o);

@@ -322,7 +322,7 @@ CREATE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
 DECLARE
 	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
 BEGIN
-	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch')
+	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch', 'chunk')
 	   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
 		PERFORM hagen._upload_abandon(j);
 	END IF;
@@ -344,6 +344,8 @@ BEGIN
 		WHERE c.id = j.clip_id;
 	WHEN 'compile' THEN
 		PERFORM hagen._compile_finished(j);
+	WHEN 'chunk' THEN
+		PERFORM hagen._chunk_finished(j);
 	WHEN 'upload_part' THEN
 		PERFORM hagen._upload_part_finished(j);
 	WHEN 'fetch' THEN

@@ -10,6 +10,13 @@
 --   compile   the one effect of the compile lane: hagen-compile runs on the
 --             manifest below, exactly as emitted here, in a directory of
 --             its own attempt, and reports a fraction as it goes.
+--   (or, when the video must be re-encoded, split across compile workers
+--   (63_chunks.sql):
+--   plan      hagen-compile probes the segments and gives the target and
+--             every fade in frames; SQL splits the timeline into chunks
+--   chunks    the chunk jobs (kind "chunk") encode at once, each stored
+--   gather    their files are fetched like the inputs (none on this host)
+--   join      hagen-compile joins them and mixes the audio once)
 --   store     thumbnail.jpg, then final.mp4, through the storing steps of
 --             clips (57_upload.sql: one PUT, or a multipart upload from
 --             hagen.s3_multipart_threshold on, resumed after a restart).
@@ -20,6 +27,17 @@
 -- The time limit of hagen-compile on one compile.
 CREATE FUNCTION hagen._compile_timeout() RETURNS interval
 	LANGUAGE sql STABLE RETURN hagen._setting_interval('hagen.compile_timeout', '30 minutes');
+
+-- Threads of one run of hagen-compile (0: one per core), put into every
+-- manifest it runs on.
+CREATE FUNCTION hagen._compile_threads() RETURNS integer
+	LANGUAGE sql STABLE RETURN hagen._setting('hagen.compile_threads', '0')::integer;
+
+-- The shortest chunk of a split re-encode, in seconds of video (0: a
+-- re-encode is never split).
+CREATE FUNCTION hagen._chunk_length() RETURNS numeric
+	LANGUAGE sql STABLE
+	RETURN extract(epoch FROM hagen._setting_interval('hagen.compile_chunk_length', '10 seconds'));
 
 -- The segments of the final video in order: completed clips by
 -- sequence_order, each followed by its seamless transition when that
@@ -209,14 +227,15 @@ END;
 $$;
 
 -- A fetch ended: its compile counts it, and looks at once when it was the
--- last one or failed.
+-- last one or failed.  (It fetches its inputs, and later the chunks of a
+-- split re-encode.)
 CREATE FUNCTION hagen._fetch_finished(j hagen.job) RETURNS void
 	LANGUAGE plpgsql AS $$
 DECLARE
 	q hagen.job;
 BEGIN
 	SELECT * INTO q FROM hagen.job WHERE id = j.parent_id FOR UPDATE;
-	IF NOT FOUND OR q.step <> 'fetch' OR q.status NOT IN ('queued', 'running') THEN
+	IF NOT FOUND OR q.step NOT IN ('fetch', 'gather') OR q.status NOT IN ('queued', 'running') THEN
 		RETURN;
 	END IF;
 	IF j.status = 'succeeded' THEN
@@ -235,31 +254,50 @@ CREATE FUNCTION hagen._compile_attempt_dir(j hagen.job, attempt integer) RETURNS
 	LANGUAGE sql IMMUTABLE
 	RETURN hagen._work_file(j.project_id, format('compile_%s_%s', j.id, attempt));
 
+-- A compile-lane effect: hagen-compile runs on the manifest in the
+-- directory dir; inputs and outputs name the storage key of every file, so
+-- that a worker on another host moves them through the bucket.
+CREATE FUNCTION hagen._compile_lane_effect(dir text, manifest jsonb, inputs jsonb, outputs jsonb)
+	RETURNS jsonb LANGUAGE sql STABLE
+	RETURN jsonb_build_object('type', 'compile', 'dir', dir,
+		'timeout_ms', (extract(epoch FROM hagen._compile_timeout()) * 1000)::bigint,
+		'manifest', manifest || jsonb_build_object('threads', hagen._compile_threads()),
+		'inputs', coalesce((SELECT jsonb_agg(jsonb_build_object('file', i ->> 'file', 'key', i ->> 'key'))
+							FROM jsonb_array_elements(inputs) i), '[]'),
+		'outputs', outputs);
+
 -- The effect of the current step of a compile job.
 CREATE FUNCTION hagen._compile_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 DECLARE
 	dir text;
+	n integer := jsonb_array_length(j.state -> 'manifest' -> 'segments');
 BEGIN
 	CASE j.step
 	WHEN 'fetch' THEN
 		RETURN hagen._noop('waiting for the inputs of the compile');
-	WHEN 'compile' THEN
+	WHEN 'compile', 'join' THEN
 		-- The claim this effect is for counts total_attempts up.
 		dir := hagen._compile_attempt_dir(j, j.total_attempts + 1);
-		-- inputs and outputs name the storage key of every file: a worker
-		-- on another host moves them through the bucket.
-		RETURN jsonb_build_object('type', 'compile', 'dir', dir,
-			'timeout_ms', (extract(epoch FROM hagen._compile_timeout()) * 1000)::bigint,
-			'manifest', j.state -> 'manifest' || jsonb_build_object(
-				'output', dir || '/final.mp4', 'thumbnail', dir || '/thumbnail.jpg'),
-			'inputs', (SELECT jsonb_agg(jsonb_build_object('file', i ->> 'file', 'key', i ->> 'key'))
-					   FROM jsonb_array_elements(j.state -> 'inputs') i),
-			'outputs', jsonb_build_array(
+		RETURN hagen._compile_lane_effect(dir,
+			CASE j.step WHEN 'join' THEN j.state -> 'join' -> 'manifest' ELSE j.state -> 'manifest' END
+				|| jsonb_build_object('output', dir || '/final.mp4', 'thumbnail', dir || '/thumbnail.jpg'),
+			CASE j.step WHEN 'join' THEN j.state -> 'join' -> 'inputs' ELSE j.state -> 'inputs' END,
+			jsonb_build_array(
 				jsonb_build_object('file', dir || '/thumbnail.jpg', 'key', j.state ->> 'thumbnail_key',
 								   'content_type', 'image/jpeg'),
 				jsonb_build_object('file', dir || '/final.mp4', 'key', j.state ->> 'final_key',
 								   'content_type', 'video/mp4')));
+	WHEN 'plan' THEN
+		-- Only the segments are probed; nothing is written.
+		dir := hagen._compile_attempt_dir(j, j.total_attempts + 1);
+		RETURN hagen._compile_lane_effect(dir, j.state -> 'manifest' || '{"task": "plan"}',
+			(SELECT jsonb_agg(i ORDER BY k) FROM jsonb_array_elements(j.state -> 'inputs') WITH ORDINALITY x(i, k)
+			 WHERE k <= n), '[]');
+	WHEN 'chunks' THEN
+		RETURN hagen._noop('waiting for the chunks of the video');
+	WHEN 'gather' THEN
+		RETURN hagen._noop('waiting for the chunks to be fetched');
 	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
 		RETURN hagen._upload_effect(j);
 	END CASE;
@@ -268,16 +306,60 @@ END;
 $$;
 
 -- The project's progress while it compiles: gathering 85 %, FFmpeg 85 to
--- 97 % by the fraction hagen-compile reports, storing 97 to 99 %.
+-- 97 % by the fraction hagen-compile reports, storing 97 to 99 %.  A split
+-- re-encode: its chunks 85 to 95 % (63_chunks.sql), the join 95 to 97 %.
+-- A chunk's fraction is kept in its job.  Progress is only shown: when
+-- another transaction holds the project (a cancel, say) it is not waited for.
 CREATE FUNCTION hagen._compile_progress(j hagen.job, step text, fraction numeric DEFAULT 0)
-	RETURNS void LANGUAGE sql AS $$
-	SELECT hagen._set_progress(j.project_id, 'compiling',
+	RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	f numeric := least(greatest(coalesce(fraction, 0), 0), 1);
+BEGIN
+	IF j.kind = 'chunk' THEN
+		UPDATE hagen.job SET state = state || jsonb_build_object('fraction', f) WHERE id = j.id;
+		PERFORM hagen._chunks_progress(j.parent_id);
+		RETURN;
+	END IF;
+	PERFORM 1 FROM hagen.video_project WHERE id = j.project_id FOR UPDATE SKIP LOCKED;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
+	PERFORM hagen._set_progress(j.project_id, 'compiling',
 		CASE WHEN step = 'fetch' THEN 'Gathering the clips'
-			 WHEN step = 'compile' THEN 'Compiling the video'
+			 WHEN step IN ('compile', 'plan') THEN 'Compiling the video'
+			 WHEN step IN ('gather', 'join') THEN 'Joining the parts of the video'
 			 ELSE 'Uploading the video' END,
-		CASE WHEN step = 'fetch' THEN 85
-			 WHEN step = 'compile' THEN 85 + 12 * least(greatest(coalesce(fraction, 0), 0), 1)
-			 ELSE 97 + 2 * least(greatest(coalesce(fraction, 0), 0), 1) END);
+		CASE WHEN step IN ('fetch', 'plan') THEN 85
+			 WHEN step = 'compile' THEN 85 + 12 * f
+			 WHEN step IN ('gather', 'join') THEN 95 + 2 * f
+			 ELSE 97 + 2 * f END);
+END;
+$$;
+
+-- Whether a compile is planned and split into chunks rather than run at
+-- once: when it must re-encode, which SQL knows from a crossfade.  (Clips
+-- of mixed formats also make it re-encode, which only the probe finds; a
+-- project's clips come from one provider and model, so they are compiled
+-- in one run, as before.)
+CREATE FUNCTION hagen._compile_splits(j hagen.job) RETURNS boolean
+	LANGUAGE sql STABLE
+	RETURN hagen._chunk_length() > 0
+		AND jsonb_array_length(j.state -> 'manifest' -> 'segments') >= 2
+		AND j.state -> 'manifest' @? '$.segments[*] ? (@.crossfade > 0)';
+
+-- Reads the result of hagen-compile: a decision when it failed (retried
+-- once, then the project fails with its message, which names the segment),
+-- NULL when it succeeded.
+CREATE FUNCTION hagen._compile_failure(o jsonb, what text) RETURNS jsonb
+	LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+	msg text := coalesce(o ->> 'error', 'the compile worker gave no result');
+BEGIN
+	IF o ->> 'segment' IS NOT NULL AND msg !~ ('\msegment ' || (o ->> 'segment') || '\M') THEN
+		msg := msg || ' (segment ' || (o ->> 'segment') || ')';
+	END IF;
+	RETURN jsonb_build_object('action', 'retry', 'max_attempts', 2, 'error', what || ': ' || msg);
+END;
 $$;
 
 -- Reads the outcome of the current step of a compile job.
@@ -285,26 +367,57 @@ CREATE FUNCTION hagen._compile_interpret(j hagen.job, o jsonb) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 DECLARE
 	r jsonb := o -> 'result';
-	msg text := coalesce(o ->> 'error', 'the compile worker gave no result');
 	bad hagen.job;
 	d jsonb;
 	dir text;
+	nxt text;
+	groups jsonb;
 BEGIN
 	CASE j.step
-	WHEN 'fetch' THEN
+	WHEN 'fetch', 'gather' THEN
 		SELECT * INTO bad FROM hagen.job q
 		WHERE q.parent_id = j.id AND q.kind = 'fetch' AND q.status IN ('failed', 'canceled')
 		ORDER BY q.id LIMIT 1;
 		IF FOUND THEN
 			RETURN jsonb_build_object('action', 'fail', 'error', coalesce(bad.last_error, 'a fetch ' || bad.status));
 		ELSIF (j.state ->> 'fetches')::integer <= 0 THEN
-			PERFORM hagen._compile_progress(j, 'compile');
-			RETURN jsonb_build_object('action', 'advance', 'step', 'compile',
-				'log', format('%s input(s) in the work directory', jsonb_array_length(j.state -> 'inputs')));
+			nxt := CASE WHEN j.step = 'gather' THEN 'join'
+						WHEN hagen._compile_splits(j) THEN 'plan' ELSE 'compile' END;
+			PERFORM hagen._compile_progress(j, nxt);
+			RETURN jsonb_build_object('action', 'advance', 'step', nxt,
+				'log', CASE WHEN j.step = 'gather'
+							THEN format('the %s chunks in the work directory', j.state ->> 'chunk_count')
+							ELSE format('%s input(s) in the work directory', jsonb_array_length(j.state -> 'inputs')) END);
 		END IF;
-		RETURN jsonb_build_object('action', 'advance', 'step', 'fetch',
+		RETURN jsonb_build_object('action', 'advance', 'step', j.step,
 								  'delay_ms', hagen._compile_watchdog_ms());
-	WHEN 'compile' THEN
+	WHEN 'plan' THEN
+		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' AND r ->> 'task' = 'plan'
+		   AND jsonb_typeof(r -> 'segments') = 'array'
+		   AND jsonb_array_length(r -> 'segments') = jsonb_array_length(j.state -> 'manifest' -> 'segments') THEN
+			IF r ->> 'mode' = 'normalize' THEN
+				groups := hagen._chunk_split(r, hagen._chunk_length());
+			END IF;
+			IF coalesce(jsonb_array_length(groups), 0) < 2 THEN
+				RETURN jsonb_build_object('action', 'advance', 'step', 'compile',
+					'log', CASE WHEN r ->> 'mode' = 'normalize'
+							THEN format('%s s of video: compiled in one run (hagen.compile_chunk_length %s s)',
+										round((r ->> 'duration')::numeric, 1), trim_scale(hagen._chunk_length()))
+							ELSE format('the clips need no re-encode (%s): compiled in one run', r ->> 'mode') END);
+			END IF;
+			PERFORM hagen._chunk_queue(j, r, groups);
+			PERFORM hagen._chunks_progress(j.id);
+			RETURN jsonb_build_object('action', 'advance', 'step', 'chunks',
+				'delay_ms', hagen._compile_watchdog_ms(),
+				'log', format('re-encode of %s s of video at %sx%s, %s fps split into %s chunks',
+							  round((r ->> 'duration')::numeric, 1), r ->> 'width', r ->> 'height',
+							  r ->> 'fps', jsonb_array_length(groups)),
+				'state', jsonb_build_object('plan', r, 'chunk_count', jsonb_array_length(groups)));
+		END IF;
+		RETURN hagen._compile_failure(o, 'compile failed');
+	WHEN 'chunks' THEN
+		RETURN hagen._chunks_check(j);
+	WHEN 'compile', 'join' THEN
 		IF o ->> 'status' = 'ok' AND jsonb_typeof(r) = 'object' AND (r ->> 'duration') ~ '^[0-9.]+$'
 		   AND (r ->> 'size') ~ '^[0-9]+$' AND (r ->> 'thumbnail_size') ~ '^[0-9]+$'
 		   AND (o ->> 'uploaded')::boolean IS TRUE THEN
@@ -318,17 +431,17 @@ BEGIN
 			dir := hagen._compile_attempt_dir(j, j.total_attempts);
 			PERFORM hagen._compile_progress(j, 'store');
 			RETURN jsonb_build_object('action', 'advance', 'step', 'store',
-				'log', format('compiled %s s of video (%s mode, %s bytes)', r ->> 'duration', r ->> 'mode',
-							  r ->> 'size'),
+				'log', format('%s %s s of video (%s mode, %s bytes)',
+							  CASE j.step WHEN 'join' THEN format('joined %s chunks into', j.state ->> 'chunk_count')
+										  ELSE 'compiled' END,
+							  r ->> 'duration', r ->> 'mode', r ->> 'size'),
 				'state', jsonb_build_object('result', r, 'attempt_dir', dir,
 					'storing', 'thumbnail', 'key', j.state ->> 'thumbnail_key',
 					'file', dir || '/thumbnail.jpg', 'bytes', (r ->> 'thumbnail_size')::bigint,
 					'content_type', 'image/jpeg'));
 		END IF;
-		IF o ->> 'segment' IS NOT NULL AND msg !~ ('\msegment ' || (o ->> 'segment') || '\M') THEN
-			msg := msg || ' (segment ' || (o ->> 'segment') || ')';
-		END IF;
-		RETURN jsonb_build_object('action', 'retry', 'max_attempts', 2, 'error', 'compile failed: ' || msg);
+		RETURN hagen._compile_failure(o, CASE j.step WHEN 'join' THEN 'the join of the chunks failed'
+													 ELSE 'compile failed' END);
 	WHEN 'store', 'upload_create', 'upload_parts', 'upload_complete', 'upload_check' THEN
 		d := hagen._upload_interpret(j, o);
 		IF d ->> 'action' <> 'stored' THEN
@@ -357,6 +470,10 @@ DECLARE
 	p hagen.video_project;
 	omitted text;
 BEGIN
+	-- A split re-encode: chunks still at work stop, and the stored ones go.
+	IF j.state ? 'chunk_count' THEN
+		PERFORM hagen._chunks_end(j);
+	END IF;
 	SELECT * INTO p FROM hagen.video_project WHERE id = j.project_id FOR UPDATE;
 	IF p.status <> 'compiling' THEN
 		RETURN;
