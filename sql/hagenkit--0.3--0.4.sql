@@ -682,7 +682,8 @@ BEGIN
 						  THEN jsonb_build_object('file', music_file, 'volume', p.music_volume) END,
 			'video_volume', p.video_volume,
 			'aspect_ratio', p.aspect_ratio,
-			'mode', 'auto'),
+			'mode', 'auto',
+			'threads', hagen._compile_threads()),
 		'inputs', coalesce((SELECT jsonb_agg(jsonb_build_object('file', s ->> 'file', 'key', s ->> 'key',
 								'what', format('segment %s (%s)', n, s ->> 'label')) ORDER BY n)
 							FROM jsonb_array_elements(segs) WITH ORDINALITY AS x(s, n)), '[]')
@@ -3998,8 +3999,8 @@ ALTER TABLE hagen.job DROP CONSTRAINT job_kind_check,
 	ADD CONSTRAINT job_kind_check CHECK (kind IN ('clip', 'transition', 'compile', 'cancel',
 													  'upload_part', 'purge', 'fetch', 'cleanup',
 													  'chunk'));
--- Threads of one run of hagen-compile (0: one per core), put into every
--- manifest it runs on.
+-- Threads of one run of hagen-compile (0: one per core), put into the
+-- manifest of a compile when it is queued (and of its chunks).
 CREATE FUNCTION hagen._compile_threads() RETURNS integer
 	LANGUAGE sql STABLE RETURN hagen._setting('hagen.compile_threads', '0')::integer;
 
@@ -4016,7 +4017,7 @@ CREATE FUNCTION hagen._compile_lane_effect(dir text, manifest jsonb, inputs json
 	RETURNS jsonb LANGUAGE sql STABLE
 	RETURN jsonb_build_object('type', 'compile', 'dir', dir,
 		'timeout_ms', (extract(epoch FROM hagen._compile_timeout()) * 1000)::bigint,
-		'manifest', manifest || jsonb_build_object('threads', hagen._compile_threads()),
+		'manifest', manifest,
 		'inputs', coalesce((SELECT jsonb_agg(jsonb_build_object('file', i ->> 'file', 'key', i ->> 'key'))
 							FROM jsonb_array_elements(inputs) i), '[]'),
 		'outputs', outputs);
@@ -4133,6 +4134,7 @@ BEGIN
 						|| jsonb_build_object('index', i, 'fade_frames', (ps -> (i - 1) ->> 'fade_frames')::integer)
 						|| CASE WHEN i > b THEN '{"head": true}'::jsonb ELSE '{}' END ORDER BY i),
 					'aspect_ratio', q.state -> 'manifest' -> 'aspect_ratio',
+					'threads', q.state -> 'manifest' -> 'threads',
 					'target', jsonb_build_object('width', (plan ->> 'width')::integer,
 												 'height', (plan ->> 'height')::integer, 'fps', plan ->> 'fps')),
 				'inputs', jsonb_agg(q.state -> 'inputs' -> (i - 1) ORDER BY i)),
@@ -4353,8 +4355,11 @@ BEGIN
 		WHERE x.parent_id = q.id AND x.kind = 'chunk' AND x.status = 'running';
 	END IF;
 	SELECT workspace_id INTO ws FROM hagen.video_project WHERE id = q.project_id;
-	SELECT max(x.lease_expires_at) INTO after FROM hagen.job x
-	WHERE x.parent_id = q.id AND x.kind = 'chunk' AND x.status = 'running';
+	-- A compile worker notices within seconds that its chunk was canceled
+	-- (its heartbeat fails); an upload runs until its lease ends.
+	SELECT max(CASE WHEN x.lane = 'compile' THEN least(x.lease_expires_at, now() + interval '10 seconds')
+					ELSE x.lease_expires_at END) INTO after
+	FROM hagen.job x WHERE x.parent_id = q.id AND x.kind = 'chunk' AND x.status = 'running';
 	INSERT INTO hagen.job (project_id, kind, lane, provider, step, state, run_at)
 	VALUES (NULL, 'purge', 'http', 's3', 'list',
 			jsonb_build_object('prefix', hagen._chunk_prefix(q, ws), 'project_id', q.project_id,

@@ -28,8 +28,8 @@
 CREATE FUNCTION hagen._compile_timeout() RETURNS interval
 	LANGUAGE sql STABLE RETURN hagen._setting_interval('hagen.compile_timeout', '30 minutes');
 
--- Threads of one run of hagen-compile (0: one per core), put into every
--- manifest it runs on.
+-- Threads of one run of hagen-compile (0: one per core), put into the
+-- manifest of a compile when it is queued (and of its chunks).
 CREATE FUNCTION hagen._compile_threads() RETURNS integer
 	LANGUAGE sql STABLE RETURN hagen._setting('hagen.compile_threads', '0')::integer;
 
@@ -108,7 +108,8 @@ BEGIN
 						  THEN jsonb_build_object('file', music_file, 'volume', p.music_volume) END,
 			'video_volume', p.video_volume,
 			'aspect_ratio', p.aspect_ratio,
-			'mode', 'auto'),
+			'mode', 'auto',
+			'threads', hagen._compile_threads()),
 		'inputs', coalesce((SELECT jsonb_agg(jsonb_build_object('file', s ->> 'file', 'key', s ->> 'key',
 								'what', format('segment %s (%s)', n, s ->> 'label')) ORDER BY n)
 							FROM jsonb_array_elements(segs) WITH ORDINALITY AS x(s, n)), '[]')
@@ -261,7 +262,7 @@ CREATE FUNCTION hagen._compile_lane_effect(dir text, manifest jsonb, inputs json
 	RETURNS jsonb LANGUAGE sql STABLE
 	RETURN jsonb_build_object('type', 'compile', 'dir', dir,
 		'timeout_ms', (extract(epoch FROM hagen._compile_timeout()) * 1000)::bigint,
-		'manifest', manifest || jsonb_build_object('threads', hagen._compile_threads()),
+		'manifest', manifest,
 		'inputs', coalesce((SELECT jsonb_agg(jsonb_build_object('file', i ->> 'file', 'key', i ->> 'key'))
 							FROM jsonb_array_elements(inputs) i), '[]'),
 		'outputs', outputs);

@@ -111,6 +111,7 @@ BEGIN
 						|| jsonb_build_object('index', i, 'fade_frames', (ps -> (i - 1) ->> 'fade_frames')::integer)
 						|| CASE WHEN i > b THEN '{"head": true}'::jsonb ELSE '{}' END ORDER BY i),
 					'aspect_ratio', q.state -> 'manifest' -> 'aspect_ratio',
+					'threads', q.state -> 'manifest' -> 'threads',
 					'target', jsonb_build_object('width', (plan ->> 'width')::integer,
 												 'height', (plan ->> 'height')::integer, 'fps', plan ->> 'fps')),
 				'inputs', jsonb_agg(q.state -> 'inputs' -> (i - 1) ORDER BY i)),
@@ -331,8 +332,11 @@ BEGIN
 		WHERE x.parent_id = q.id AND x.kind = 'chunk' AND x.status = 'running';
 	END IF;
 	SELECT workspace_id INTO ws FROM hagen.video_project WHERE id = q.project_id;
-	SELECT max(x.lease_expires_at) INTO after FROM hagen.job x
-	WHERE x.parent_id = q.id AND x.kind = 'chunk' AND x.status = 'running';
+	-- A compile worker notices within seconds that its chunk was canceled
+	-- (its heartbeat fails); an upload runs until its lease ends.
+	SELECT max(CASE WHEN x.lane = 'compile' THEN least(x.lease_expires_at, now() + interval '10 seconds')
+					ELSE x.lease_expires_at END) INTO after
+	FROM hagen.job x WHERE x.parent_id = q.id AND x.kind = 'chunk' AND x.status = 'running';
 	INSERT INTO hagen.job (project_id, kind, lane, provider, step, state, run_at)
 	VALUES (NULL, 'purge', 'http', 's3', 'list',
 			jsonb_build_object('prefix', hagen._chunk_prefix(q, ws), 'project_id', q.project_id,

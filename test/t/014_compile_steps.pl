@@ -153,8 +153,9 @@ is($puts, 4, 'four PUTs of final.mp4 reached the server');
 # 4. Canceled in the middle of the compile: the helper is stopped, the work
 # files go.
 $p = prepared_project('ws-cancel', "$dir/big.mp4", 3, crossfade => 0.5);
-ok($node->poll_query_until('postgres', qq{SELECT step = 'compile' AND status = 'running' FROM hagen.job
-	WHERE project_id = '$p' AND kind = 'compile'}), 'a re-encoding compile is running');
+ok($node->poll_query_until('postgres', qq{SELECT EXISTS (SELECT 1 FROM hagen.job
+	WHERE project_id = '$p' AND lane = 'compile' AND status = 'running')}),
+	'a re-encoding compile is running (its chunks: 15 s of clips)');
 sleep(1);
 sql("SELECT hagen.cancel_video('$p')");
 ok($node->poll_query_until('postgres', qq{SELECT status = 'canceled' FROM hagen.job
@@ -164,8 +165,8 @@ is(`pgrep -f '[h]agen-compile compile $p/'`, '', 'and no helper of it runs');
 
 # 5. Deleted in the middle of the compile.
 $p = prepared_project('ws-deleted', "$dir/big.mp4", 3, crossfade => 0.5);
-ok($node->poll_query_until('postgres', qq{SELECT step = 'compile' AND status = 'running' FROM hagen.job
-	WHERE project_id = '$p' AND kind = 'compile'}), 'another compile is running');
+ok($node->poll_query_until('postgres', qq{SELECT EXISTS (SELECT 1 FROM hagen.job
+	WHERE project_id = '$p' AND lane = 'compile' AND status = 'running')}), 'another compile is running');
 ok(-d "$dir/work/$p", 'its work directory holds its files');
 sql("DELETE FROM hagen.video_project WHERE id = '$p'");
 ok(cleaned($p), 'deleting the project removes its work files (once its helper has stopped)');
