@@ -142,11 +142,12 @@ hc_chunk(Compile *c)
 	avio_closep(&c->oc->pb);
 	stat(m->output, &sb);
 	snprintf(fps, sizeof(fps), "%d/%d", c->fps.num, c->fps.den);
-	hc_emit(json_pack("{s:{s:s,s:s,s:i,s:i,s:I,s:f,s:I,s:i,s:i,s:s,s:o}}", "result",
+	hc_emit(json_pack("{s:{s:s,s:s,s:i,s:i,s:I,s:f,s:I,s:i,s:i,s:s,s:o,s:f}}", "result",
 					  "task", "chunk", "file", m->output, "first", m->segs[0].index,
 					  "last", m->segs[last].index, "frames", (json_int_t) c->ve->frames,
 					  "duration", c->ve->frames / av_q2d(c->fps), "size", (json_int_t) sb.st_size,
-					  "width", c->width, "height", c->height, "fps", fps, "segments", segs));
+					  "width", c->width, "height", c->height, "fps", fps, "segments", segs,
+					  "cpu_seconds", hc_cpu_seconds()));
 	hc_keep_files();
 	return 0;
 }

@@ -484,6 +484,7 @@ report(Compile *c, json_t *extra)
 	if (extra)
 		json_object_update_new(r, extra);
 	avformat_close_input(&ic);
+	json_object_set_new(r, "cpu_seconds", json_real(hc_cpu_seconds()));
 	hc_emit(json_pack("{s:o}", "result", r));
 }
 
@@ -570,8 +571,8 @@ plan_main(Compile *c)
 												"fade_frames", s->fade_frames));
 		json_array_append_new(segs, j);
 	}
-	r = json_pack("{s:s,s:s,s:f,s:o}", "task", "plan", "mode", hc_mode_names[c->mode],
-				  "duration", c->total_estimate, "segments", segs);
+	r = json_pack("{s:s,s:s,s:f,s:o,s:f}", "task", "plan", "mode", hc_mode_names[c->mode],
+				  "duration", c->total_estimate, "segments", segs, "cpu_seconds", hc_cpu_seconds());
 	if (c->mode == MODE_NORMALIZE)
 	{
 		char		fps[32];

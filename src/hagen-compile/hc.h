@@ -51,6 +51,11 @@ typedef struct SegInfo
 /* The longest crossfade a manifest may ask for, seconds. */
 #define HC_MAX_CROSSFADE 2.0
 
+/* The CPU time this run has used so far, user + system, seconds (emit.c):
+ * every result reports it, so the cost of a compile or of a chunk is known
+ * however busy the machine was. */
+extern double hc_cpu_seconds(void);
+
 /* Printing one JSON line on stdout and flushing it; takes the reference
  * (emit.c). */
 extern void hc_emit(json_t *line);

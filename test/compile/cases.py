@@ -862,6 +862,8 @@ def case_chunks():
                                                            [x['codec_type'] for x in st]))
         t.ok([(x['index'], x['frames'], x['held']) for x in res.get('segments', [])] == per_seg,
              what + ': each segment\'s frames and frames held for the next fade', res.get('segments'))
+        t.ok(isinstance(res.get('cpu_seconds'), float) and 0 < res['cpu_seconds'] < 60,
+             what + ': the result says what CPU time it took', res.get('cpu_seconds'))
         segs_named = sorted({x['segment'] for x in r.lines if isinstance(x, dict) and 'segment' in x})
         t.ok(segs_named == list(range(2 * k + 1, min(2 * k + 3, 6) + 1)),
              what + ': its progress names its own segments (and the next one\'s head)', segs_named)
