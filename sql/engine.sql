@@ -393,7 +393,7 @@ FROM hagen.job WHERE project_id = :'p';
 -- 6. A crossfade project: the re-encode is planned, split into chunks that
 -- the compile workers encode at once, and joined.
 SELECT hagen.create_project('ws-chunks', crossfade => 0.5,
-	music_track_id => hagen.add_music_track('Calm', 'https://music.example.com/calm.mp3')) AS p \gset
+	music_track_id => hagen.add_music_track('Calm', 'https://audio.example.com/calm.mp3')) AS p \gset
 SELECT hagen.add_clip(:'p', 'https://img.example.com/c' || i || '.jpg', room_label => 'Room ' || i,
 					  transition_type => CASE WHEN i = 2 THEN 'seamless' ELSE 'cut' END) IS NOT NULL AS added
 FROM generate_series(1, 5) i;

@@ -3650,7 +3650,7 @@ CREATE FUNCTION hagen._compiles_elsewhere() RETURNS boolean
 -- workers in the server take it.
 CREATE FUNCTION hagen._remote_steps() RETURNS text[]
 	LANGUAGE sql STABLE
-	RETURN ARRAY['compile:compile']
+	RETURN ARRAY['compile:compile', 'compile:plan', 'chunk:encode', 'compile:join']
 		|| CASE WHEN hagen._compiles_elsewhere() THEN ARRAY['clip:image_frame', 'transition:image_frame']
 				ELSE '{}'::text[] END;
 
@@ -4286,6 +4286,9 @@ $$;
 -- the chunks' files in order) and inputs (the segments, the music and the
 -- chunks, with their storage keys), and one fetch job per chunk, which
 -- finds the file in the work directory when it was encoded on this host.
+-- When every compile runs on other hosts (hagen.compile_workers = 0) the
+-- join's worker reads the chunks from the bucket itself: nothing is
+-- fetched to the database host.
 CREATE FUNCTION hagen._join_start(q hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql AS $$
 DECLARE
@@ -4295,6 +4298,7 @@ DECLARE
 	jsegs jsonb;
 	chunks jsonb;
 	missing integer;
+	fetches integer := 0;
 BEGIN
 	SELECT jsonb_object_agg(s ->> 'index', s) INTO counted
 	FROM hagen.job c, jsonb_array_elements(c.state -> 'result' -> 'segments') s
@@ -4316,16 +4320,19 @@ BEGIN
 					 ORDER BY (c.state ->> 'number')::integer)
 	INTO chunks
 	FROM hagen.job c WHERE c.parent_id = q.id AND c.kind = 'chunk' AND c.status = 'succeeded';
-	INSERT INTO hagen.job (project_id, kind, lane, step, state, deadline_at, parent_id)
-	SELECT q.project_id, 'fetch', 'http', 'fetch', c - 'first' - 'last', q.deadline_at, q.id
-	FROM jsonb_array_elements(chunks) c;
+	IF NOT hagen._compiles_elsewhere() THEN
+		INSERT INTO hagen.job (project_id, kind, lane, step, state, deadline_at, parent_id)
+		SELECT q.project_id, 'fetch', 'http', 'fetch', c - 'first' - 'last', q.deadline_at, q.id
+		FROM jsonb_array_elements(chunks) c;
+		GET DIAGNOSTICS fetches = ROW_COUNT;
+	END IF;
 	PERFORM hagen._compile_progress(q, 'gather');
-	RETURN jsonb_build_object('action', 'advance', 'step', 'gather',
-		'delay_ms', hagen._compile_watchdog_ms(),
+	RETURN jsonb_build_object('action', 'advance', 'step', CASE WHEN fetches > 0 THEN 'gather' ELSE 'join' END,
+		'delay_ms', CASE WHEN fetches > 0 THEN hagen._compile_watchdog_ms() ELSE 0 END,
 		'log', format('the %s chunks are encoded: %s frames', jsonb_array_length(chunks),
 					  (SELECT sum((c.state -> 'result' ->> 'frames')::bigint) FROM hagen.job c
 					   WHERE c.parent_id = q.id AND c.kind = 'chunk' AND c.status = 'succeeded')),
-		'state', jsonb_build_object('fetches', jsonb_array_length(chunks), 'join', jsonb_build_object(
+		'state', jsonb_build_object('fetches', fetches, 'join', jsonb_build_object(
 			'manifest', q.state -> 'manifest' || jsonb_build_object('task', 'join', 'segments', jsegs,
 				'target', jsonb_build_object('width', (q.state -> 'plan' ->> 'width')::integer,
 											 'height', (q.state -> 'plan' ->> 'height')::integer,

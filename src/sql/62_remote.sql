@@ -50,14 +50,15 @@ CREATE FUNCTION hagen._compiles_elsewhere() RETURNS boolean
 	RETURN coalesce(hagen._setting('hagen.compile_workers', '1')::integer, 1) = 0;
 
 -- The steps a worker on another host can carry out ("kind:step"): those
--- whose effect names every file it reads and writes by a storage key.  The
+-- whose effect names every file it reads and writes by a storage key (a
+-- compile in one run; or split: its plan, its chunks, its join).  The
 -- photo framing of clip jobs (image_frame) also runs on the compile lane:
 -- on files of the database host's work directory while the server has
 -- compile workers of its own, through the bucket when it has none
 -- (hagen._compiles_elsewhere, 83_images.sql).
 CREATE FUNCTION hagen._remote_steps() RETURNS text[]
 	LANGUAGE sql STABLE
-	RETURN ARRAY['compile:compile']
+	RETURN ARRAY['compile:compile', 'compile:plan', 'chunk:encode', 'compile:join']
 		|| CASE WHEN hagen._compiles_elsewhere() THEN ARRAY['clip:image_frame', 'transition:image_frame']
 				ELSE '{}'::text[] END;
 

@@ -42,9 +42,11 @@ print $wh "#!/bin/sh\necho \"\$*\" >> $host_runs\nexit 1\n";
 close $wh;
 chmod 0755, "$dir/host-helper";
 
+# Every compile in one run (a re-encode split into chunks on remote workers
+# is 020_chunks.pl's).
 my $node = pipeline_node('remote', s3 => $s3, s3_key => 'remote-key', s3_secret => $secret,
 	settings => [ 'hagen.compile_workers' => 0, 'hagen.compile_helper' => "$dir/host-helper",
-		'hagen.worker_lease' => '6s', 'hagen.fal_key' => 'unused:key' ]);
+		'hagen.worker_lease' => '6s', 'hagen.fal_key' => 'unused:key', 'hagen.compile_chunk_length' => '0' ]);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 sql(q{CREATE ROLE rw1 LOGIN IN ROLE hagen_worker; CREATE ROLE rw2 LOGIN IN ROLE hagen_worker;
 	CREATE ROLE rw3 LOGIN IN ROLE hagen_worker; CREATE ROLE nobody LOGIN});

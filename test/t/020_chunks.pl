@@ -7,13 +7,15 @@
 # deleted from the bucket afterwards.  A chunk whose helper is SIGKILLed is
 # encoded again and the video is the same; a clip cut short fails the plan;
 # a chunk failing for good fails the project naming the chunk and segment; a
-# cancel stops the chunks.  No work files or chunk objects are left whatever
-# the ending.
+# cancel stops the chunks; with hagen.compile_workers = 0 two remote
+# workers do it all through the bucket, one of them SIGKILLed mid-chunk.
+# No work files or chunk objects are left whatever the ending.
 use strict;
 use warnings;
 
 use FindBin;
 use JSON::PP;
+use POSIX ();
 use lib "$FindBin::Bin/../lib";
 use HagenTest;
 use PostgreSQL::Test::Cluster;
@@ -256,6 +258,80 @@ ok($node->poll_query_until('postgres', qq{SELECT count(*) = 0 FROM hagen.job
 	WHERE project_id = '$p' AND status IN ('queued', 'running')}), 'canceling the project stops every chunk');
 is(`pgrep -f '[h]agen-compile compile $p/'`, '', 'no helper of it runs');
 ok(chunks_deleted($p) && cleaned($p), 'no chunk object or work file is left');
+
+# 7. Every compile on other hosts (hagen.compile_workers = 0): two
+# `hagen-compile worker` processes take the plan, the chunks and the join
+# through the bucket; the database host fetches nothing.  One of them is
+# SIGKILLed in the middle of a chunk: the other takes the chunk up once its
+# lease runs out, and the video is the same.
+$node->append_conf('postgresql.conf', "hagen.compile_workers = 0\nhagen.worker_lease = '6s'\n");
+$node->restart;
+sql(q{CREATE ROLE rw1 LOGIN IN ROLE hagen_worker; CREATE ROLE rw2 LOGIN IN ROLE hagen_worker});
+my %workers;
+END { kill 'KILL', values %workers if %workers; }
+sub start_worker
+{
+	my ($name, $user) = @_;
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		open STDOUT, '>>', "$dir/worker-$name.log" or POSIX::_exit(126);
+		open STDERR, '>>', "$dir/worker-$name.log" or POSIX::_exit(126);
+		{ exec(helper_path(), 'worker', '--dsn', 'host=' . $node->host . ' port=' . $node->port
+				. " dbname=postgres user=$user", '--name', $name, '--work-dir', "$dir/wk-$name"); }
+		POSIX::_exit(127);
+	}
+	$workers{$name} = $pid;
+	return $pid;
+}
+start_worker('wa', 'rw1');
+start_worker('wb', 'rw2');
+my $runs_before = -e $runs ? scalar(split /\n/, slurp_file($runs)) : 0;
+$p = prepared_project('ws-remote', @clips);
+is(wait_project($node, $p, 180), 'completed|', 'a split project compiles on two remote workers');
+is(sql(qq{SELECT count(*) FROM hagen.job_log l JOIN hagen.job j ON j.id = l.job_id
+		WHERE j.project_id = '$p' AND j.kind = 'compile' AND l.message ~ '^claimed by remote worker w[ab]\$'}), '2',
+	'its plan and its join were claimed by the remote workers');
+is(sql(qq{SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM hagen.job_log l WHERE l.job_id = j.id
+		AND l.message ~ '^claimed by remote worker w[ab]\$')) || ' of ' || count(*)
+		FROM hagen.job j WHERE j.project_id = '$p' AND j.kind = 'chunk'}), '3 of 3', 'and so was every chunk');
+is(sql(qq{SELECT count(DISTINCT substring(l.message from 'w[ab]\$')) FROM hagen.job_log l JOIN hagen.job j ON j.id = l.job_id
+		WHERE j.project_id = '$p' AND j.kind = 'chunk' AND l.message ~ '^claimed by remote worker'}), '2', 'both took chunks');
+is(sql(qq{SELECT count(*) FROM hagen.job WHERE project_id = '$p' AND kind = 'fetch'}), '1',
+	'the database host fetched only the music (not the clips, not the chunks)');
+is(-e $runs ? scalar(split /\n/, slurp_file($runs)) - $runs_before : 0, 0, 'and ran no helper');
+my $mr = measure(download($p, 'remote'));
+ok(@{ $mr->{frames} // [] } == @fo && !grep({ abs($mr->{frames}[$_][0] - $fo[$_][0]) > 1e-6 } 0 .. $#fo)
+	  && encode_json($mr->{audio}) eq encode_json($mo->{audio}),
+	'its video has the frames, frame times and audio of the one-run video');
+ok(chunks_deleted($p), 'its chunks were deleted from the bucket');
+
+$p = prepared_project('ws-remote-kill', @clips);
+my ($victim, $chunk) = ('', '');
+for (1 .. 600)
+{
+	($chunk, $victim) = split /\|/, sql(qq{SELECT l.job_id || '|' || l.worker FROM hagen.remote_lease l
+		JOIN hagen.job j ON j.id = l.job_id AND j.lease_token = l.token AND j.status = 'running'
+		WHERE j.project_id = '$p' AND j.kind = 'chunk' ORDER BY l.claimed_at LIMIT 1});
+	last if $victim && `pgrep -f '[h]agen-compile compile .*/manifest.json'`;
+	select(undef, undef, undef, 0.05);
+}
+ok($victim, "remote worker $victim encodes a chunk");
+kill 'KILL', $workers{$victim} if $victim;
+waitpid($workers{$victim}, 0) if $victim;
+delete $workers{$victim};
+is(wait_project($node, $p, 180), 'completed|', 'the project completes after the worker was SIGKILLed mid-chunk');
+like(sql("SELECT string_agg(message, ' / ' ORDER BY id) FROM hagen.job_log WHERE job_id = " . ($chunk || 0)),
+	qr/claimed by remote worker $victim.*lease expired; job taken up again.*claimed by remote worker w[ab]/,
+	'its chunk was taken up again once its lease ran out');
+my $mrk = measure(download($p, 'remote-killed'));
+ok(@{ $mrk->{frames} // [] } == @fo && encode_json($mrk->{audio}) eq encode_json($mo->{audio}),
+	'and the video has the same frames and audio');
+ok(chunks_deleted($p), 'no chunk object is left');
+kill 'TERM', values %workers;
+waitpid($_, 0) for values %workers;
+%workers = ();
 
 $node->stop;
 done_testing();
