@@ -4380,3 +4380,639 @@ $$;
 -- Functions created above are granted to no one, as at install
 -- (src/sql/90_privileges.sql); keep this section last.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA hagen FROM PUBLIC;
+
+-- 0.4, the engine at scale (issue 15): a project's progress kept step by
+-- step in O(1) (counters on the project, the trigger job_progress), claims
+-- and outcomes in few statements, no SQL function on the workers' path
+-- planned again at every call, waking by lane, several dispatchers, polls
+-- that follow the provider.
+-- SQL functions that use the project's row type block any ALTER TABLE of
+-- it: dropped, and made again below.
+DROP FUNCTION hagen._estimate_cents(hagen.video_project);
+DROP FUNCTION hagen._spent_today(text);
+ALTER TABLE hagen.video_project
+	ADD COLUMN run_jobs integer NOT NULL DEFAULT 0,
+	ADD COLUMN run_jobs_done integer NOT NULL DEFAULT 0,
+	ADD COLUMN run_fraction numeric NOT NULL DEFAULT 0;
+DROP TRIGGER video_project_notify ON hagen.video_project;
+DROP TRIGGER job_wake ON hagen.job;
+
+CREATE FUNCTION hagen._spent_today(workspace text) RETURNS bigint
+	LANGUAGE sql STABLE
+	RETURN coalesce((SELECT s.cents FROM hagen.workspace_spending s
+					 WHERE s.workspace_id = workspace AND s.day = hagen._today()), 0)
+		 + coalesce((SELECT sum((j.state ->> 'cost_cents')::integer)
+					 FROM hagen.job j JOIN hagen.video_project p ON p.id = j.project_id
+					 WHERE p.workspace_id = workspace AND j.status IN ('queued', 'running')
+					   AND j.kind IN ('clip', 'transition')), 0);
+REVOKE ALL ON FUNCTION hagen._spent_today(text) FROM PUBLIC;
+CREATE FUNCTION hagen._estimate_cents(p hagen.video_project) RETURNS integer
+	LANGUAGE sql STABLE
+	RETURN (SELECT coalesce(sum(c.cost_cents), 0) FROM hagen.video_clip c WHERE c.project_id = p.id)
+		   + hagen._run_cost_cents(p);
+REVOKE ALL ON FUNCTION hagen._estimate_cents(hagen.video_project) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION hagen._log(job bigint, project uuid, level text, message text,
+						   detail jsonb DEFAULT '{}') RETURNS void
+	LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	INSERT INTO hagen.job_log (job_id, project_id, level, message, detail)
+	VALUES (job, project, level, message, coalesce(detail, '{}'));
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._touch() RETURNS trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'hagen_touch';
+COMMENT ON FUNCTION hagen._wake() IS
+	'Wakes the hagenkit workers of every lane when the calling transaction commits.';
+
+CREATE TRIGGER video_project_notify AFTER INSERT ON hagen.video_project
+	FOR EACH ROW EXECUTE FUNCTION hagen._notify_project();
+
+CREATE TRIGGER video_project_notify_update AFTER UPDATE ON hagen.video_project
+	FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM OLD.status OR NEW.progress IS DISTINCT FROM OLD.progress)
+	EXECUTE FUNCTION hagen._notify_project();
+
+CREATE TRIGGER job_wake BEFORE INSERT OR UPDATE OF status, run_at, lane ON hagen.job
+	FOR EACH ROW WHEN (NEW.status = 'queued')
+	EXECUTE FUNCTION hagen._wake_trigger();
+
+CREATE OR REPLACE FUNCTION hagen.next_due(lane text) RETURNS bigint
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	t timestamptz;
+BEGIN
+	-- ORDER BY ... LIMIT 1, not min(): the planner's min() scanned every
+	-- queued job of the lane (milliseconds per call under load).
+	SELECT least(
+		(SELECT run_at FROM hagen.job
+		 WHERE status = 'queued' AND job.lane = next_due.lane ORDER BY run_at LIMIT 1),
+		(SELECT lease_expires_at FROM hagen.job
+		 WHERE status = 'running' AND job.lane = next_due.lane
+		 ORDER BY lease_expires_at LIMIT 1)) INTO t;
+	IF t IS NULL THEN
+		RETURN NULL;
+	END IF;
+	RETURN greatest(0, ceil(extract(epoch FROM (t - now())) * 1000))::bigint;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen.claim_jobs(lane text, max_jobs integer,
+								 lease interval DEFAULT '2 minutes', steps text[] DEFAULT NULL)
+	RETURNS TABLE (job_id bigint, token bigint, effect jsonb)
+	LANGUAGE plpgsql AS $$
+DECLARE
+	due hagen.job[];
+	odd hagen.job[];
+	j hagen.job;
+	eff jsonb;
+	tok bigint;
+	ids bigint[];
+	toks bigint[];
+	effs jsonb[];
+BEGIN
+	IF max_jobs IS NULL OR max_jobs <= 0 THEN
+		RETURN;
+	END IF;
+	IF EXISTS (SELECT 1 FROM hagen.job q WHERE q.lane = claim_jobs.lane AND q.status = 'running'
+			   AND q.lease_expires_at < now()) THEN
+		PERFORM hagen._recover_lane(claim_jobs.lane, true);
+	END IF;
+
+	SELECT array_agg(q.job) FILTER (WHERE NOT q.odd), array_agg(q.job) FILTER (WHERE q.odd)
+	INTO due, odd
+	FROM (SELECT q AS job, (q.deadline_at IS NOT NULL AND q.deadline_at < now()) OR q.cancel_requested AS odd
+		  FROM hagen.job q
+		  WHERE q.lane = claim_jobs.lane AND q.status = 'queued' AND q.run_at <= now()
+			AND (claim_jobs.steps IS NULL OR q.kind || ':' || q.step = ANY (claim_jobs.steps))
+		  ORDER BY q.run_at, q.id
+		  LIMIT max_jobs
+		  FOR UPDATE SKIP LOCKED) q;
+
+	-- A job past its time limit, or of a canceled project, gets no effect.
+	FOREACH j IN ARRAY coalesce(odd, '{}') LOOP
+		IF j.deadline_at IS NOT NULL AND j.deadline_at < now() THEN
+			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail', 'error',
+				format('%s job did not finish within its time limit (%s)', j.kind,
+					   CASE j.kind WHEN 'compile' THEN 'hagen.compile_timeout'
+								   ELSE 'hagen.clip_timeout' END)));
+			-- A request still at the provider is canceled there.
+			IF j.request_id IS NOT NULL AND j.step IN ('poll', 'result') THEN
+				PERFORM hagen._enqueue(j.project_id, j.clip_id, 'cancel', j.provider, 'cancel',
+					jsonb_build_object('request_id', j.request_id, 'for_job', j.id,
+									   'model', j.state ->> 'model', 'cancel_url', j.state ->> 'cancel_url'));
+			END IF;
+		ELSE
+			PERFORM hagen._cancel_job(j);
+		END IF;
+	END LOOP;
+	IF due IS NULL THEN
+		RETURN;
+	END IF;
+
+	BEGIN
+		WITH e AS (SELECT d.id, hagen._effect(d) AS eff FROM unnest(due) AS d),
+		leased AS (
+			UPDATE hagen.job q
+			SET status = 'running', lease_token = nextval('hagen.lease_token_seq'),
+				lease_owner = pg_backend_pid(),
+				lease_expires_at = now() + greatest(lease, make_interval(secs =>
+					coalesce((e.eff ->> 'timeout_ms')::bigint, 60000) / 1000.0 + 60)),
+				attempts = q.attempts + 1, total_attempts = q.total_attempts + 1,
+				started_at = coalesce(q.started_at, now())
+			FROM e WHERE q.id = e.id
+			RETURNING q.id, q.lease_token, e.eff)
+		SELECT array_agg(l.id), array_agg(l.lease_token), array_agg(l.eff) INTO ids, toks, effs
+		FROM leased l;
+	EXCEPTION WHEN others THEN
+		-- An effect could not be prepared: one job at a time, so that only
+		-- that one fails.
+		ids := '{}';
+		toks := '{}';
+		effs := '{}';
+		FOREACH j IN ARRAY due LOOP
+			BEGIN
+				eff := hagen._effect(j);
+			EXCEPTION WHEN others THEN
+				PERFORM hagen._apply(j, jsonb_build_object('action', 'fail',
+					'error', format('could not prepare step %s: %s', j.step, SQLERRM)));
+				CONTINUE;
+			END;
+			tok := nextval('hagen.lease_token_seq');
+			UPDATE hagen.job
+			SET status = 'running', lease_token = tok, lease_owner = pg_backend_pid(),
+				lease_expires_at = now() + greatest(lease, make_interval(secs =>
+					coalesce((eff ->> 'timeout_ms')::bigint, 60000) / 1000.0 + 60)),
+				attempts = attempts + 1, total_attempts = total_attempts + 1,
+				started_at = coalesce(started_at, now())
+			WHERE id = j.id;
+			ids := ids || j.id;
+			toks := toks || tok;
+			effs := effs || eff;
+		END LOOP;
+	END;
+	RETURN QUERY SELECT * FROM unnest(ids, toks, effs);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen.complete_job(job_id bigint, token bigint, outcome jsonb)
+	RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN hagen._complete_job(job_id, token, outcome, true);
+END;
+$$;
+CREATE FUNCTION hagen._complete_job(job_id bigint, token bigint, outcome jsonb, careful boolean)
+	RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	j hagen.job;
+	o jsonb := coalesce(outcome, '{}');
+	decision jsonb;
+BEGIN
+	SELECT * INTO j FROM hagen.job WHERE id = _complete_job.job_id FOR UPDATE;
+	IF NOT FOUND OR j.status <> 'running' OR j.lease_token IS DISTINCT FROM _complete_job.token THEN
+		RETURN 'stale';
+	END IF;
+
+	-- Read a JSON body once, so adapters see it as jsonb under "body".
+	IF o ? 'body_text' AND NOT o ? 'body' THEN
+		o := o || jsonb_build_object('body', hagen._try_jsonb(o ->> 'body_text'));
+	END IF;
+
+	IF careful THEN
+		BEGIN
+			decision := hagen._interpret(j, o);
+		EXCEPTION WHEN others THEN
+			decision := jsonb_build_object('action', 'retry',
+				'error', format('could not interpret the answer to step %s: %s', j.step, SQLERRM));
+		END;
+	ELSE
+		decision := hagen._interpret(j, o);
+	END IF;
+	IF decision IS NULL OR NOT decision ? 'action' THEN
+		decision := jsonb_build_object('action', 'fail',
+			'error', format('no decision for step %s of a %s job', j.step, j.kind));
+	END IF;
+
+	IF j.cancel_requested THEN
+		-- Keep what we learnt (a provider request id above all, or a
+		-- multipart upload to abort), then stop.
+		IF decision ? 'request_id' OR decision ? 'state' THEN
+			j.request_id := coalesce(decision ->> 'request_id', j.request_id);
+			j.state := j.state || coalesce(decision -> 'state', '{}');
+			UPDATE hagen.job SET request_id = j.request_id, state = j.state WHERE id = j.id;
+		END IF;
+		PERFORM hagen._cancel_job(j);
+		RETURN 'applied';
+	END IF;
+
+	PERFORM hagen._apply(j, decision, o);
+	RETURN 'applied';
+END;
+$$;
+CREATE OR REPLACE FUNCTION hagen.complete_jobs(outcomes jsonb) RETURNS integer
+	LANGUAGE plpgsql AS $$
+DECLARE
+	x jsonb;
+	n integer := 0;
+	try integer;
+BEGIN
+	BEGIN
+		FOR x IN SELECT o.value FROM jsonb_array_elements(outcomes) AS o
+				 LEFT JOIN hagen.job q ON q.id = (o.value ->> 'job_id')::bigint
+				 ORDER BY q.project_id, q.id
+		LOOP
+			IF hagen._complete_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+								   x -> 'outcome', false) = 'applied' THEN
+				n := n + 1;
+			END IF;
+		END LOOP;
+		RETURN n;
+	EXCEPTION WHEN others THEN
+		n := 0;
+	END;
+	FOR x IN SELECT o.value FROM jsonb_array_elements(outcomes) AS o
+			 LEFT JOIN hagen.job q ON q.id = (o.value ->> 'job_id')::bigint
+			 ORDER BY q.project_id, q.id
+	LOOP
+		FOR try IN 1 .. 3 LOOP
+			BEGIN
+				IF hagen.complete_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+									  x -> 'outcome') = 'applied' THEN
+					n := n + 1;
+				END IF;
+				EXIT;
+			EXCEPTION
+				WHEN deadlock_detected OR lock_not_available OR serialization_failure THEN
+					IF try = 3 THEN
+						PERFORM hagen.fail_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+							'the outcome of this step could not be recorded: ' || SQLERRM);
+					END IF;
+				WHEN others THEN
+					PERFORM hagen.fail_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+						'the outcome of this step could not be recorded: ' || SQLERRM);
+					EXIT;
+			END;
+		END LOOP;
+	END LOOP;
+	RETURN n;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._apply(j hagen.job, decision jsonb, outcome jsonb DEFAULT NULL)
+	RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	action text := decision ->> 'action';
+	err text := decision ->> 'error';
+	delay interval;
+	retry_after interval;
+	new_state jsonb := j.state || coalesce(decision -> 'state', '{}');
+	req text := coalesce(decision ->> 'request_id', j.request_id);
+	summary jsonb;
+BEGIN
+	summary := jsonb_strip_nulls(jsonb_build_object('step', j.step, 'attempt', j.attempts,
+		'http_status', outcome -> 'status', 'transport_error', outcome -> 'error',
+		'elapsed_ms', outcome -> 'elapsed_ms'));
+
+	IF action = 'retry' AND j.attempts >= coalesce((decision ->> 'max_attempts')::integer,
+													hagen._max_attempts()) THEN
+		action := 'fail';
+		err := format('gave up on step %s after %s attempts: %s', j.step, j.attempts, err);
+	END IF;
+
+	IF decision ? 'log' THEN
+		PERFORM hagen._log(j.id, j.project_id, 'info', decision ->> 'log', summary);
+	END IF;
+
+	CASE action
+	WHEN 'advance' THEN
+		delay := coalesce(make_interval(secs => (decision ->> 'delay_ms')::float8 / 1000), '0');
+		UPDATE hagen.job
+		SET status = 'queued', step = coalesce(decision ->> 'step', j.step), state = new_state,
+			lane = hagen._step_lane(j.kind, coalesce(decision ->> 'step', j.step)),
+			request_id = req, attempts = CASE WHEN decision ->> 'step' = j.step
+											  AND (decision ->> 'keep_attempts')::boolean
+											  THEN attempts ELSE 0 END,
+			run_at = now() + delay, lease_token = NULL, lease_owner = NULL,
+			lease_expires_at = NULL, last_error = NULL,
+			submit_unconfirmed = coalesce((decision ->> 'unconfirmed')::boolean, false)
+		WHERE id = j.id;
+		IF decision ->> 'step' IS DISTINCT FROM j.step THEN
+			PERFORM hagen._log(j.id, j.project_id, 'info',
+				format('step %s done; next: %s', j.step, decision ->> 'step'), summary);
+		END IF;
+		IF (decision ->> 'schedule_parts')::boolean THEN
+			PERFORM hagen._upload_schedule(j.id);
+		END IF;
+	WHEN 'retry' THEN
+		delay := hagen._backoff(j.attempts);
+		retry_after := make_interval(secs => (decision ->> 'retry_after_ms')::float8 / 1000);
+		IF retry_after IS NOT NULL AND retry_after > delay THEN
+			delay := least(retry_after, interval '1 hour');
+		END IF;
+		UPDATE hagen.job
+		SET status = 'queued', state = new_state, request_id = req, run_at = now() + delay,
+			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = err
+		WHERE id = j.id;
+		PERFORM hagen._log(j.id, j.project_id, 'warning',
+			format('step %s failed (attempt %s), retrying in %s ms: %s', j.step, j.attempts,
+				   round(extract(epoch FROM delay) * 1000), err),
+			summary || jsonb_build_object('retry_in_ms', round(extract(epoch FROM delay) * 1000)));
+	WHEN 'fail' THEN
+		UPDATE hagen.job
+		SET status = 'failed', state = new_state, request_id = req, last_error = err,
+			submit_unconfirmed = coalesce((decision ->> 'unconfirmed')::boolean, submit_unconfirmed),
+			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
+		WHERE id = j.id
+		RETURNING * INTO j;
+		PERFORM hagen._log(j.id, j.project_id, 'error', err, summary);
+		PERFORM hagen._job_finished(j);
+	WHEN 'succeed' THEN
+		UPDATE hagen.job
+		SET status = 'succeeded', state = new_state, request_id = req, last_error = NULL,
+			cost_cents = coalesce((decision ->> 'cost_cents')::integer, cost_cents),
+			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
+		WHERE id = j.id
+		RETURNING * INTO j;
+		PERFORM hagen._log(j.id, j.project_id, 'info', format('%s job succeeded', j.kind), summary);
+		PERFORM hagen._job_finished(j);
+	ELSE
+		RAISE EXCEPTION 'unknown job decision "%"', action;
+	END CASE;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._cancel_job(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	UPDATE hagen.job
+	SET status = 'canceled', lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL,
+		finished_at = now(), last_error = 'canceled'
+	WHERE id = j.id
+	RETURNING * INTO j;
+	PERFORM hagen._log(j.id, j.project_id, 'info', format('%s job canceled', j.kind),
+					   jsonb_build_object('step', j.step));
+	IF j.request_id IS NOT NULL AND j.kind IN ('clip', 'transition')
+	   AND j.step IN ('submit', 'poll', 'result') THEN
+		PERFORM hagen._enqueue(j.project_id, j.clip_id, 'cancel', j.provider, 'cancel',
+			jsonb_build_object('request_id', j.request_id, 'for_job', j.id, 'model', j.state ->> 'model',
+							   'cancel_url', j.state ->> 'cancel_url'));
+	END IF;
+	PERFORM hagen._job_finished(j);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._set_progress(project uuid, step text, label text, percent numeric)
+	RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	UPDATE hagen.video_project p
+	SET progress = jsonb_build_object('step', coalesce(_set_progress.step, p.progress ->> 'step'),
+		'label', coalesce(_set_progress.label, p.progress ->> 'label'),
+		'percent', greatest(coalesce((p.progress ->> 'percent')::numeric, 0),
+							least(100, round(coalesce(_set_progress.percent, 0), 1))))
+	WHERE p.id = project;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._begin_run(p hagen.video_project) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	n integer;
+	run_cost integer;
+BEGIN
+	PERFORM hagen._check_runnable(p);
+	run_cost := hagen._run_cost_cents(p);
+	PERFORM hagen._check_budget(p, run_cost);
+	PERFORM hagen._cancel_cleanup(p.id);
+	UPDATE hagen.video_project v
+	SET status = 'generating', started_at = now(), completed_at = NULL, error_message = NULL,
+		final_video_url = NULL, thumbnail_url = NULL, duration = NULL,
+		progress = '{"step": "generating", "label": "Generating clips", "percent": 0}'
+	WHERE v.id = p.id
+	RETURNING * INTO p;
+	n := hagen._enqueue_generation(p);
+	UPDATE hagen.video_project v SET estimated_cost_cents = hagen._estimate_cents(p)
+	WHERE v.id = p.id;
+	PERFORM hagen._log(NULL, p.id, 'info', 'run started',
+					   jsonb_build_object('jobs', n, 'run_cost_cents', run_cost));
+	PERFORM hagen._count_run(p.id);
+	PERFORM hagen._advance_project(p.id);
+	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n, 'run_cost_cents', run_cost);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
+	was text;
+	now_st text;
+BEGIN
+	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch')
+	   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
+		PERFORM hagen._upload_abandon(j);
+	END IF;
+	CASE j.kind
+	WHEN 'clip' THEN
+		-- The project's row first: whoever changes the clips of a project
+		-- holds it, so the status read here is the one its counts hold.
+		PERFORM 1 FROM hagen.video_project v WHERE v.id = j.project_id FOR UPDATE;
+		UPDATE hagen.video_clip c
+		SET status = CASE WHEN c.status = 'canceled' AND st <> 'completed' THEN c.status ELSE st END,
+			clip_url = CASE WHEN st = 'completed' THEN j.state ->> 'url' ELSE c.clip_url END,
+			cost_cents = c.cost_cents + j.cost_cents,
+			error_message = CASE WHEN st = 'failed' THEN j.last_error ELSE NULL END
+		FROM hagen.video_clip o
+		WHERE c.id = j.clip_id AND o.id = c.id
+		RETURNING o.status, c.status INTO was, now_st;
+	WHEN 'transition' THEN
+		UPDATE hagen.video_clip c
+		SET transition_status = CASE WHEN c.transition_status = 'canceled' AND st <> 'completed'
+									 THEN c.transition_status ELSE st END,
+			transition_clip_url = CASE WHEN st = 'completed' THEN j.state ->> 'url'
+									   ELSE c.transition_clip_url END,
+			cost_cents = c.cost_cents + j.cost_cents
+		WHERE c.id = j.clip_id;
+	WHEN 'compile' THEN
+		PERFORM hagen._compile_finished(j);
+	WHEN 'upload_part' THEN
+		PERFORM hagen._upload_part_finished(j);
+	WHEN 'fetch' THEN
+		PERFORM hagen._fetch_finished(j);
+	ELSE
+		NULL;
+	END CASE;
+	IF j.kind IN ('clip', 'transition') THEN
+		-- (The job's own end was counted by the trigger job_progress.)
+		PERFORM hagen._advance_project(j.project_id, NULL, 0, 0,
+			(now_st IS NOT DISTINCT FROM 'completed')::integer - (was IS NOT DISTINCT FROM 'completed')::integer,
+			coalesce(now_st IN ('failed', 'canceled'), false)::integer
+				- coalesce(was IN ('failed', 'canceled'), false)::integer,
+			j.cost_cents);
+	END IF;
+	PERFORM hagen._cleanup_if_settled(j.project_id);
+END;
+$$;
+CREATE OR REPLACE FUNCTION hagen._job_fraction(j hagen.job) RETURNS numeric
+	LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	IF j.status NOT IN ('queued', 'running') THEN
+		RETURN 1.0;
+	ELSIF j.step = 'upload_parts' THEN
+		RETURN 0.9 + 0.08 * (SELECT count(*) FROM jsonb_object_keys(j.state -> 'parts'))
+					 / greatest((j.state ->> 'part_count')::numeric, 1);
+	END IF;
+	RETURN CASE j.step
+		WHEN 'image_fetch' THEN 0.02 WHEN 'image_initiate' THEN 0.04 WHEN 'image_put' THEN 0.06
+		WHEN 'submit' THEN 0.08
+		WHEN 'poll' THEN CASE
+			WHEN j.state ->> 'provider_progress' ~ '^[0-9.]+$'
+				THEN 0.1 + 0.7 * least((j.state ->> 'provider_progress')::numeric, 100) / 100
+			WHEN j.state ->> 'provider_status' = 'IN_PROGRESS' THEN 0.45
+			ELSE 0.12 END
+		WHEN 'result' THEN 0.8 WHEN 'download' THEN 0.85 WHEN 'store' THEN 0.92
+		WHEN 'upload_create' THEN 0.9
+		WHEN 'upload_complete' THEN 0.98 WHEN 'upload_check' THEN 0.98
+		ELSE 0 END;
+END;
+$$;
+CREATE FUNCTION hagen._count_run(project uuid) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	UPDATE hagen.video_project v
+	SET clip_count = s.n, completed_clips = s.ok, failed_clips = s.bad, actual_cost_cents = s.cost,
+		run_jobs = r.n, run_jobs_done = r.done, run_fraction = r.fraction
+	FROM (SELECT count(*) AS n, count(*) FILTER (WHERE status = 'completed') AS ok,
+				 count(*) FILTER (WHERE status IN ('failed', 'canceled')) AS bad,
+				 coalesce(sum(cost_cents), 0) AS cost
+		  FROM hagen.video_clip WHERE project_id = project) AS s,
+		 (SELECT count(*) AS n, count(*) FILTER (WHERE q.status NOT IN ('queued', 'running')) AS done,
+				 coalesce(sum(hagen._job_fraction(q)), 0) AS fraction
+		  FROM hagen.job q JOIN hagen.video_project p ON p.id = q.project_id
+		  WHERE q.project_id = project AND q.kind IN ('clip', 'transition')
+			AND q.created_at >= p.started_at) AS r
+	WHERE v.id = project;
+END;
+$$;
+
+DROP FUNCTION hagen._advance_project(uuid);
+CREATE FUNCTION hagen._advance_project(project uuid, job_created timestamptz DEFAULT NULL,
+									   d_fraction numeric DEFAULT 0, d_done integer DEFAULT 0,
+									   d_completed integer DEFAULT 0, d_failed integer DEFAULT 0,
+									   d_cost integer DEFAULT 0, moved boolean DEFAULT true)
+	RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project;
+	errors text;
+BEGIN
+	UPDATE hagen.video_project v
+	SET run_fraction = v.run_fraction
+			+ CASE WHEN job_created >= v.started_at THEN d_fraction ELSE 0 END,
+		run_jobs_done = v.run_jobs_done
+			+ CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END,
+		completed_clips = v.completed_clips + d_completed,
+		failed_clips = v.failed_clips + d_failed,
+		actual_cost_cents = v.actual_cost_cents + d_cost,
+		progress = CASE
+			WHEN NOT moved OR v.run_jobs_done
+							  + CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END
+							  >= v.run_jobs
+			THEN v.progress
+			ELSE jsonb_build_object('step', 'generating',
+				'label', format('Generating clips (%s of %s done)',
+								v.run_jobs_done + CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END,
+								v.run_jobs),
+				'percent', greatest(coalesce((v.progress ->> 'percent')::numeric, 0),
+					least(100, round(coalesce(85.0 * ((v.run_fraction
+						+ CASE WHEN job_created >= v.started_at THEN d_fraction ELSE 0 END)
+						/ v.run_jobs), 0), 1))))
+			END
+	WHERE v.id = project AND v.status = 'generating'
+	RETURNING v.* INTO p;
+	IF NOT FOUND OR NOT moved OR p.run_jobs_done < p.run_jobs THEN
+		RETURN;
+	END IF;
+
+	-- No generation job is live: compile, or fail when no clip completed.
+	IF p.completed_clips = 0 THEN
+		SELECT string_agg(format('clip %s: %s', c.sequence_order,
+								 coalesce(c.error_message, c.status)), '; ' ORDER BY c.sequence_order)
+		INTO errors FROM hagen.video_clip c WHERE c.project_id = p.id;
+		UPDATE hagen.video_project v
+		SET status = 'failed', completed_at = now(),
+			error_message = format('all %s clips failed: %s', p.clip_count, errors),
+			progress = jsonb_build_object('step', 'failed', 'label', 'Failed',
+				'percent', coalesce((v.progress ->> 'percent')::numeric, 0))
+		WHERE v.id = p.id;
+		PERFORM hagen._log(NULL, p.id, 'error', 'run failed: no clip completed');
+		RETURN;
+	END IF;
+
+	UPDATE hagen.video_project v SET status = 'compiling' WHERE v.id = p.id RETURNING * INTO p;
+	PERFORM hagen._compile_queue(p);
+END;
+$$;
+
+CREATE FUNCTION hagen._job_progress() RETURNS trigger
+	LANGUAGE plpgsql AS $$
+DECLARE
+	d numeric := hagen._job_fraction(NEW) - hagen._job_fraction(OLD);
+	ended integer := (OLD.status IN ('queued', 'running'))::integer
+					 - (NEW.status IN ('queued', 'running'))::integer;
+	moved boolean := NEW.status IN ('queued', 'running')
+		AND (NEW.step IS DISTINCT FROM OLD.step
+			 OR NEW.state ->> 'provider_status' IS DISTINCT FROM OLD.state ->> 'provider_status'
+			 OR NEW.state ->> 'provider_progress' IS DISTINCT FROM OLD.state ->> 'provider_progress'
+			 OR (NEW.step = 'upload_parts' AND NEW.state -> 'parts' IS DISTINCT FROM OLD.state -> 'parts'
+				 AND (SELECT count(*) FROM jsonb_object_keys(NEW.state -> 'parts'))
+					 < (NEW.state ->> 'part_count')::integer));
+BEGIN
+	IF d <> 0 OR ended <> 0 OR moved THEN
+		PERFORM hagen._advance_project(NEW.project_id, NEW.created_at, d, ended, 0, 0, 0, moved);
+	END IF;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER job_progress AFTER UPDATE ON hagen.job
+	FOR EACH ROW
+	WHEN (NEW.kind IN ('clip', 'transition')
+		  AND ((OLD.status IN ('queued', 'running')) IS DISTINCT FROM (NEW.status IN ('queued', 'running'))
+			   OR OLD.step IS DISTINCT FROM NEW.step
+			   OR OLD.state -> 'provider_status' IS DISTINCT FROM NEW.state -> 'provider_status'
+			   OR OLD.state -> 'provider_progress' IS DISTINCT FROM NEW.state -> 'provider_progress'
+			   OR OLD.state -> 'parts' IS DISTINCT FROM NEW.state -> 'parts'))
+	EXECUTE FUNCTION hagen._job_progress();
+CREATE OR REPLACE FUNCTION hagen._upload_part_finished(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.job;
+BEGIN
+	SELECT * INTO p FROM hagen.job WHERE id = j.parent_id FOR UPDATE;
+	IF NOT FOUND OR p.step <> 'upload_parts' OR p.status NOT IN ('queued', 'running')
+	   OR p.state ->> 'upload_id' IS DISTINCT FROM j.state ->> 'upload_id' THEN
+		RETURN;
+	END IF;
+	IF j.status = 'succeeded' THEN
+		p.state := jsonb_set(p.state, ARRAY['parts', j.state ->> 'part'], j.state -> 'etag');
+		UPDATE hagen.job SET state = p.state WHERE id = p.id;
+		IF (SELECT count(*) FROM jsonb_object_keys(p.state -> 'parts'))
+		   < (p.state ->> 'part_count')::integer THEN
+			PERFORM hagen._upload_schedule(p.id);
+			-- (A clip's or transition's progress moves with its parts by
+			-- the trigger job_progress; a compile's here.)
+			IF p.kind = 'compile' THEN
+				PERFORM hagen._compile_progress(p, 'store',
+					(SELECT count(*) FROM jsonb_object_keys(p.state -> 'parts'))
+					/ greatest((p.state ->> 'part_count')::numeric, 1));
+			END IF;
+			RETURN;
+		END IF;
+	END IF;
+	UPDATE hagen.job SET run_at = now() WHERE id = p.id AND status = 'queued';
+END;
+$$;
+
+REVOKE ALL ON FUNCTION hagen._complete_job(bigint, bigint, jsonb, boolean), hagen._count_run(uuid),
+	hagen._advance_project(uuid, timestamptz, numeric, integer, integer, integer, integer, boolean),
+	hagen._job_progress() FROM PUBLIC;
+
+-- Runs in flight count from here on.
+SELECT hagen._count_run(id) FROM hagen.video_project WHERE status = 'generating';

@@ -274,6 +274,7 @@ hagen_compile_worker_main(Datum arg)
 			hagen_recover_jobs("compile");
 			recovered = true;
 		}
+		hagen_lane_reading();
 		n = hagen_claim_jobs("compile", 1, loop_cxt, &claims, &next_due_ms);
 		if (n < 0)
 		{
@@ -291,6 +292,16 @@ hagen_compile_worker_main(Datum arg)
 			sleep_ms = next_due_ms < 0 ? SAFETY_TIMER_MS : Min(next_due_ms, SAFETY_TIMER_MS);
 		MemoryContextReset(loop_cxt);
 		if (sleep_ms > 0)
-			hagen_worker_wait(sleep_ms);
+		{
+			TimestampTz now = GetCurrentTimestamp();
+			TimestampTz wake_at;
+
+			/* Woken early only by compile work falling due before then. */
+			wake_at = hagen_lane_sleep(TimestampTzPlusMilliseconds(now, sleep_ms), true);
+			sleep_ms = TimestampDifferenceMilliseconds(now, wake_at);
+			if (sleep_ms > 0)
+				hagen_worker_wait(sleep_ms);
+			hagen_lane_awake();
+		}
 	}
 }

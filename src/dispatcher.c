@@ -5,11 +5,12 @@
  *	  effects out through the HTTP executor, and hands the outcomes back.
  *
  * It admits new work whenever a slot is free (up to hagen.max_inflight
- * transfers), sleeps on one wait set holding its latch and the transfers'
- * sockets, and is woken at commit by any transaction that queues work.
- * The next due time SQL reports (polls, back-offs) bounds the sleep; a
- * slow safety timer covers everything else.  No transaction is ever open
- * while a request is on the wire.
+ * transfers, counted over all dispatchers), sleeps on one wait set holding
+ * its latch and the transfers' sockets, and is woken at commit by a
+ * transaction that queues http work falling due before it would look
+ * again (shmem.c).  The next due time SQL reports (polls, back-offs) bounds
+ * the sleep; a slow safety timer covers everything else.  No transaction
+ * is ever open while a request is on the wire.
  *
  * IDENTIFICATION
  *	  src/dispatcher.c
@@ -21,12 +22,14 @@
 #include "http.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #define SAFETY_TIMER_MS 5000
 #define MAX_BATCH 128
 #define PURGE_INTERVAL_MS (3600 * 1000)
+#define STARVED_RETRY_MS 20
 
 static bool reported = false;
 
@@ -89,17 +92,29 @@ report_outcomes(HagenHttp *h)
 }
 #define NOT_INSTALLED_SLEEP_MS 10000
 
+/*
+ * hagen_dispatcher_main: dispatcher number arg (0-based) of
+ * hagen.dispatchers.  They share the http lane: claims are disjoint (SKIP
+ * LOCKED), hagen.max_inflight is reserved in shared memory before each
+ * claim, and only the first one purges old history.
+ */
 void
-hagen_dispatcher_main(Datum arg pg_attribute_unused())
+hagen_dispatcher_main(Datum arg)
 {
+	int			slot = DatumGetInt32(arg);
 	MemoryContext cxt;
 	MemoryContext loop_cxt;
 	HagenHttp  *h;
 	bool		recovered = false;
 	TimestampTz claim_at = 0;	/* when to claim next; 0: now */
 	TimestampTz last_purge = 0;
+	char		name[BGW_MAXLEN];
 
-	hagen_worker_start("hagenkit dispatcher", HAGEN_WORKER_DISPATCHER, 0);
+	if (hagen_dispatchers == 1)
+		snprintf(name, sizeof(name), "hagenkit dispatcher");
+	else
+		snprintf(name, sizeof(name), "hagenkit dispatcher %d", slot + 1);
+	hagen_worker_start(name, HAGEN_WORKER_DISPATCHER, slot);
 	cxt = AllocSetContextCreate(TopMemoryContext, "hagenkit dispatcher",
 								ALLOCSET_DEFAULT_SIZES);
 	loop_cxt = AllocSetContextCreate(cxt, "hagenkit dispatcher loop",
@@ -108,8 +123,8 @@ hagen_dispatcher_main(Datum arg pg_attribute_unused())
 
 	for (;;)
 	{
-		int			free_slots;
-		long		timeout_ms = SAFETY_TIMER_MS;
+		int			free_slots = -1;
+		long		timeout_ms;
 		TimestampTz now;
 
 		MemoryContextSwitchTo(loop_cxt);
@@ -117,58 +132,86 @@ hagen_dispatcher_main(Datum arg pg_attribute_unused())
 
 		/* Outcomes first: they free slots and may queue follow-up steps. */
 		report_outcomes(h);
-		if (reported)
-			claim_at = 0;
+		hagen_inflight_set(hagen_http_inflight(h));
 
 		if (!recovered)
 		{
 			hagen_recover_jobs("http");
 			recovered = true;
 		}
-		if (TimestampDifferenceExceeds(last_purge, GetCurrentTimestamp(), PURGE_INTERVAL_MS))
+		if (slot == 0 &&
+			TimestampDifferenceExceeds(last_purge, GetCurrentTimestamp(), PURGE_INTERVAL_MS))
 		{
 			hagen_purge_history();
 			last_purge = GetCurrentTimestamp();
 		}
 
-		free_slots = hagen_max_inflight - hagen_http_inflight(h);
 		now = GetCurrentTimestamp();
-		if (free_slots > 0 && now >= claim_at)
+		if (now >= claim_at && hagen_http_inflight(h) < hagen_max_inflight)
 		{
-			HagenClaim *claims;
-			long		next_due_ms;
-			int			n;
-			int			i;
-
-			n = hagen_claim_jobs("http", free_slots, loop_cxt, &claims, &next_due_ms);
-			if (n < 0)
+			free_slots = hagen_inflight_reserve(hagen_http_inflight(h),
+												hagen_max_inflight - hagen_http_inflight(h));
+			if (free_slots == 0)
 			{
-				/* Not installed here (yet), or the claim failed: try later. */
-				recovered = false;
-				claim_at = TimestampTzPlusMilliseconds(now, NOT_INSTALLED_SLEEP_MS);
+				/* The other dispatchers fill hagen.max_inflight: look again soon. */
+				claim_at = TimestampTzPlusMilliseconds(now, STARVED_RETRY_MS);
 			}
 			else
 			{
-				for (i = 0; i < n; i++)
+				HagenClaim *claims;
+				long		next_due_ms;
+				int			n;
+				int			i;
+
+				hagen_lane_reading();
+				n = hagen_claim_jobs("http", free_slots, loop_cxt, &claims, &next_due_ms);
+				if (n < 0)
 				{
-					pgstat_report_activity(STATE_RUNNING, "starting hagenkit transfers");
-					hagen_http_start(h, claims[i].job_id, claims[i].token, claims[i].effect);
+					/* Not installed here (yet), or the claim failed: try later. */
+					recovered = false;
+					claim_at = TimestampTzPlusMilliseconds(now, NOT_INSTALLED_SLEEP_MS);
 				}
-				if (n == free_slots)
-					claim_at = 0;	/* there may be more due already */
-				else if (next_due_ms < 0)
-					claim_at = TimestampTzPlusMilliseconds(now, SAFETY_TIMER_MS);
 				else
-					claim_at = TimestampTzPlusMilliseconds(now, Min(next_due_ms, SAFETY_TIMER_MS));
+				{
+					for (i = 0; i < n; i++)
+					{
+						pgstat_report_activity(STATE_RUNNING, "starting hagenkit transfers");
+						hagen_http_start(h, claims[i].job_id, claims[i].token, claims[i].effect);
+					}
+					if (n == free_slots)
+						claim_at = 0;	/* there may be more due already */
+					else if (next_due_ms < 0)
+						claim_at = TimestampTzPlusMilliseconds(now, SAFETY_TIMER_MS);
+					else
+						claim_at = TimestampTzPlusMilliseconds(now, Min(next_due_ms, SAFETY_TIMER_MS));
+				}
+				/* What was reserved and not used is given back. */
+				hagen_inflight_set(hagen_http_inflight(h));
+				pgstat_report_activity(STATE_IDLE, NULL);
 			}
-			pgstat_report_activity(STATE_IDLE, NULL);
 		}
 
-		if (free_slots > 0)
-			timeout_ms = Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), claim_at));
+		/*
+		 * Sleep until the next claim, or until transfers move.  Work
+		 * committed meanwhile (by anyone, outcomes of our own included)
+		 * that falls due earlier brings the claim forward; it sets our latch
+		 * only while we sleep with room for more requests.  When
+		 * hagen.max_inflight is full, a finished transfer is what frees a
+		 * slot.
+		 */
+		if (hagen_http_inflight(h) < hagen_max_inflight)
+		{
+			claim_at = hagen_lane_sleep(claim_at, free_slots != 0);
+			timeout_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), claim_at);
+		}
+		else
+		{
+			hagen_lane_sleep(DT_NOEND, false);
+			timeout_ms = SAFETY_TIMER_MS;
+		}
 		MemoryContextReset(loop_cxt);
 
-		if (hagen_http_wait(h, timeout_ms))
-			claim_at = 0;		/* woken: new work was committed */
+		(void) hagen_http_wait(h, timeout_ms);
+		hagen_lane_awake();
 	}
 }

@@ -37,6 +37,7 @@ char	   *hagen_public_url = NULL;
 char	   *hagen_work_dir = NULL;
 int			hagen_max_inflight = 64;
 int			hagen_compile_workers = 1;
+int			hagen_dispatchers = 1;
 int			hagen_max_download_bytes = 1024 * 1024 * 1024;
 int			hagen_stall_timeout_s = 60;
 char	   *hagen_trusted_hosts = NULL;
@@ -288,6 +289,12 @@ hagen_define_gucs(void)
 							   "Database in which the hagenkit workers run.",
 							   NULL, &hagen_database, "postgres", PGC_POSTMASTER,
 							   0, NULL, NULL, NULL);
+	DefineCustomIntVariable("hagen.dispatchers",
+							"Number of dispatchers (workers of the http lane).",
+							"They share the lane's jobs and hagen.max_inflight.",
+							&hagen_dispatchers, 1, 1,
+							HAGEN_MAX_DISPATCHERS, PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("hagen.compile_workers",
 							"Number of compile workers.",
 							NULL, &hagen_compile_workers, 1, 0,
@@ -351,7 +358,7 @@ hagen_define_gucs(void)
 				  "Directory for downloaded and compiled media (default: hagen_work in the data directory).",
 				  &hagen_work_dir, "", PGC_SIGHUP, NULL);
 	DefineCustomIntVariable("hagen.max_inflight",
-							"Maximum number of HTTP requests the dispatcher has in flight.",
+							"Maximum number of HTTP requests in flight, all dispatchers together.",
 							NULL, &hagen_max_inflight, 64, 1, 1024, PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("hagen.max_download_bytes",

@@ -4,8 +4,8 @@
  *	  Module entry point: settings, shared memory and background workers.
  *
  * hagenkit must be in shared_preload_libraries: its workers are registered
- * at postmaster start.  The dispatcher carries out the HTTP effects of the
- * "http" lane through libcurl; hagen.compile_workers compile workers carry
+ * at postmaster start.  hagen.dispatchers dispatchers carry out the HTTP
+ * effects of the "http" lane through libcurl; hagen.compile_workers compile workers carry
  * out the "compile" lane by running the hagen-compile helper.  See
  * hagenkit.h for the glossary and DESIGN.md for the architecture.
  *
@@ -67,8 +67,16 @@ _PG_init(void)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not initialize libcurl")));
 
-	register_worker("hagenkit dispatcher", "hagenkit dispatcher",
-					"hagen_dispatcher_main", 0, 5);
+	for (i = 0; i < hagen_dispatchers; i++)
+	{
+		char		name[BGW_MAXLEN];
+
+		if (hagen_dispatchers == 1)
+			snprintf(name, sizeof(name), "hagenkit dispatcher");
+		else
+			snprintf(name, sizeof(name), "hagenkit dispatcher %d", i + 1);
+		register_worker(name, "hagenkit dispatcher", "hagen_dispatcher_main", i, 5);
+	}
 	for (i = 0; i < hagen_compile_workers; i++)
 	{
 		char		name[BGW_MAXLEN];

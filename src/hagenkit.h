@@ -12,7 +12,8 @@
  *	lease	a claim on a job by a worker, named by a token; an outcome with
  *			a token that is no longer the job's is ignored by SQL.
  *	lane	which kind of worker carries a job's effects out: "http" (the
- *			dispatcher) or "compile" (the compile workers).
+ *			dispatchers, hagen.dispatchers of them) or "compile" (the
+ *			compile workers).
  *
  * IDENTIFICATION
  *	  src/hagenkit.h
@@ -24,11 +25,13 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "storage/latch.h"
 #include "fmgr.h"
 #include "utils/jsonb.h"
 
 #define HAGEN_MAX_COMPILE_WORKERS 16
+#define HAGEN_MAX_DISPATCHERS 16
 
 /* GUC variables (guc.c) */
 extern char *hagen_database;
@@ -44,6 +47,7 @@ extern char *hagen_public_url;
 extern char *hagen_work_dir;
 extern int	hagen_max_inflight;
 extern int	hagen_compile_workers;
+extern int	hagen_dispatchers;
 extern int	hagen_max_download_bytes;
 extern int	hagen_stall_timeout_s;
 extern char *hagen_trusted_hosts;
@@ -72,9 +76,22 @@ typedef enum HagenWorkerKind
 	HAGEN_WORKER_COMPILE
 } HagenWorkerKind;
 
+/* The lanes of hagen.job: which kind of worker carries a job's effects out. */
+typedef enum HagenLane
+{
+	HAGEN_LANE_HTTP,
+	HAGEN_LANE_COMPILE
+} HagenLane;
+#define HAGEN_LANES 2
+
 extern void hagen_shmem_init(void);
 extern void hagen_worker_attach(HagenWorkerKind kind, int slot);
 extern void hagen_wake_all(void);
+extern void hagen_lane_reading(void);
+extern TimestampTz hagen_lane_sleep(TimestampTz wake_at, bool want_work);
+extern void hagen_lane_awake(void);
+extern int	hagen_inflight_reserve(int have, int want);
+extern void hagen_inflight_set(int n);
 
 /* Worker plumbing (worker.c) */
 extern void hagen_worker_start(const char *name, HagenWorkerKind kind, int slot);

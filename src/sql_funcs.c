@@ -2,7 +2,8 @@
  *
  * sql_funcs.c
  *	  Small SQL-callable helpers written in C because they sit on the hot
- *	  path of every job: parsing answer bodies and waking the workers.
+ *	  path of every job: parsing answer bodies, encoding keys, stamping
+ *	  updated rows.  (The trigger that wakes the workers is in shmem.c.)
  *
  * IDENTIFICATION
  *	  src/sql_funcs.c
@@ -11,12 +12,17 @@
  */
 #include "hagenkit.h"
 
+#include "access/htup_details.h"
+#include "access/xact.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "common/jsonapi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(hagen_try_jsonb);
 
@@ -62,19 +68,42 @@ hagen_uri_encode(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
 }
 
-PG_FUNCTION_INFO_V1(hagen_wake_trigger);
+PG_FUNCTION_INFO_V1(hagen_touch);
 
 /*
- * hagen._wake_trigger(): a statement trigger on hagen.job that wakes the
- * workers when the transaction that queued work commits.
+ * hagen._touch(): a BEFORE UPDATE row trigger that sets the row's
+ * updated_at to the transaction's time.  In C because it runs for every
+ * update of a job or a project (as PL/pgSQL it cost more than the rest of
+ * some of those updates).
  */
 Datum
-hagen_wake_trigger(PG_FUNCTION_ARGS)
+hagen_touch(PG_FUNCTION_ARGS)
 {
-	if (!CALLED_AS_TRIGGER(fcinfo))
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	static Oid	cached_rel = InvalidOid;
+	static int	att;
+	int			cols[1];
+	Datum		values[1];
+	bool		nulls[1] = {false};
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("hagen._wake_trigger() must be called as a trigger")));
-	DirectFunctionCall1(hagen_wake, (Datum) 0);
-	return PointerGetDatum(NULL);
+				 errmsg("hagen._touch() must be called as a BEFORE UPDATE row trigger")));
+	if (RelationGetRelid(td->tg_relation) != cached_rel)
+	{
+		att = SPI_fnumber(RelationGetDescr(td->tg_relation), "updated_at");
+		if (att <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("table \"%s\" has no column \"updated_at\"",
+							RelationGetRelationName(td->tg_relation))));
+		cached_rel = RelationGetRelid(td->tg_relation);
+	}
+	cols[0] = att;
+	values[0] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_newtuple,
+													 RelationGetDescr(td->tg_relation),
+													 1, cols, values, nulls));
 }

@@ -61,7 +61,13 @@ CREATE TABLE hagen.video_project (
 	-- How a photo is fitted to the aspect ratio before it goes to the
 	-- provider: crop (the centre, filling the frame), pad (all of it, on
 	-- black) or none (sent as it is: the clip takes the photo's shape).
-	framing					text NOT NULL DEFAULT 'crop' CHECK (framing IN ('crop', 'pad', 'none'))
+	framing					text NOT NULL DEFAULT 'crop' CHECK (framing IN ('crop', 'pad', 'none')),
+	-- The current run's generation jobs, how many of them ended, and the
+	-- sum of how far each has come (0 to 1): the progress of the run, kept
+	-- up to date step by step instead of being recounted from the jobs.
+	run_jobs				integer NOT NULL DEFAULT 0,
+	run_jobs_done			integer NOT NULL DEFAULT 0,
+	run_fraction			numeric NOT NULL DEFAULT 0
 );
 CREATE INDEX video_project_workspace_idx ON hagen.video_project (workspace_id, created_at);
 CREATE INDEX video_project_property_idx ON hagen.video_project (workspace_id, property_id)

@@ -1,10 +1,10 @@
 -- hagenkit install script, part 10: small helpers shared by everything else.
 
--- Functions implemented in C (src/sql_funcs.c).
+-- Functions implemented in C (src/shmem.c, src/sql_funcs.c).
 CREATE FUNCTION hagen._wake() RETURNS void
 	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hagen_wake';
 COMMENT ON FUNCTION hagen._wake() IS
-	'Wakes the hagenkit workers when the calling transaction commits.';
+	'Wakes the hagenkit workers of every lane when the calling transaction commits.';
 
 CREATE FUNCTION hagen.provider_configured(provider text) RETURNS boolean
 	LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'hagen_provider_configured';
@@ -38,12 +38,16 @@ CREATE FUNCTION hagen._backoff(attempt integer, base interval DEFAULT '2 seconds
 	RETURN least(cap, base * power(2, greatest(attempt - 1, 0))::float8)
 		   * (0.5 + random() * 0.5);
 
--- Appends a line to the job log.
+-- Appends a line to the job log.  (PL/pgSQL, so that its INSERT is planned
+-- once per session: a SQL function's body is parsed and planned at every
+-- call.)
 CREATE FUNCTION hagen._log(job bigint, project uuid, level text, message text,
 						   detail jsonb DEFAULT '{}') RETURNS void
-	LANGUAGE sql VOLATILE AS $$
+	LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
 	INSERT INTO hagen.job_log (job_id, project_id, level, message, detail)
 	VALUES (job, project, level, message, coalesce(detail, '{}'));
+END;
 $$;
 
 -- May role `who` use the workspace?  Used by the API (for the session's
@@ -98,14 +102,9 @@ BEGIN
 END;
 $$;
 
--- Keeps updated_at current.
+-- Keeps updated_at current (in C: it runs for every update of a job).
 CREATE FUNCTION hagen._touch() RETURNS trigger
-	LANGUAGE plpgsql AS $$
-BEGIN
-	NEW.updated_at := now();
-	RETURN NEW;
-END;
-$$;
+	LANGUAGE c AS 'MODULE_PATHNAME', 'hagen_touch';
 CREATE TRIGGER video_project_touch BEFORE UPDATE ON hagen.video_project
 	FOR EACH ROW EXECUTE FUNCTION hagen._touch();
 CREATE TRIGGER video_clip_touch BEFORE UPDATE ON hagen.video_clip
@@ -126,11 +125,16 @@ BEGIN
 	RETURN NULL;
 END;
 $$;
-CREATE TRIGGER video_project_notify AFTER INSERT OR UPDATE ON hagen.video_project
+CREATE TRIGGER video_project_notify AFTER INSERT ON hagen.video_project
 	FOR EACH ROW EXECUTE FUNCTION hagen._notify_project();
+CREATE TRIGGER video_project_notify_update AFTER UPDATE ON hagen.video_project
+	FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM OLD.status OR NEW.progress IS DISTINCT FROM OLD.progress)
+	EXECUTE FUNCTION hagen._notify_project();
 
--- Jobs that become due wake the workers at commit.
+-- A job queued (or due again) wakes, when its transaction commits, the
+-- workers of its lane that would otherwise sleep past its due time.
 CREATE FUNCTION hagen._wake_trigger() RETURNS trigger
 	LANGUAGE c AS 'MODULE_PATHNAME', 'hagen_wake_trigger';
-CREATE TRIGGER job_wake AFTER INSERT OR UPDATE OF status, run_at ON hagen.job
-	FOR EACH STATEMENT EXECUTE FUNCTION hagen._wake_trigger();
+CREATE TRIGGER job_wake BEFORE INSERT OR UPDATE OF status, run_at, lane ON hagen.job
+	FOR EACH ROW WHEN (NEW.status = 'queued')
+	EXECUTE FUNCTION hagen._wake_trigger();

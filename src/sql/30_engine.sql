@@ -87,19 +87,27 @@ CREATE FUNCTION hagen.recover_jobs(lane text) RETURNS integer
 	LANGUAGE sql RETURN hagen._recover_lane(lane, false);
 
 -- The milliseconds until the next job of a lane falls due (0 when one is due
--- now), or NULL when nothing is queued or leased.
+-- now), or NULL when nothing is queued or leased.  PL/pgSQL, like every
+-- function on the workers' path: its statements are planned once per
+-- session, where a SQL function's body is parsed and planned at every call.
 CREATE FUNCTION hagen.next_due(lane text) RETURNS bigint
-	LANGUAGE sql STABLE AS $$
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	t timestamptz;
+BEGIN
 	-- ORDER BY ... LIMIT 1, not min(): the planner's min() scanned every
 	-- queued job of the lane (milliseconds per call under load).
-	SELECT CASE WHEN t IS NOT NULL
-				THEN greatest(0, ceil(extract(epoch FROM (t - now())) * 1000))::bigint END
-	FROM (SELECT least(
-			(SELECT run_at FROM hagen.job
-			 WHERE status = 'queued' AND job.lane = next_due.lane ORDER BY run_at LIMIT 1),
-			(SELECT lease_expires_at FROM hagen.job
-			 WHERE status = 'running' AND job.lane = next_due.lane
-			 ORDER BY lease_expires_at LIMIT 1)) AS t) AS due;
+	SELECT least(
+		(SELECT run_at FROM hagen.job
+		 WHERE status = 'queued' AND job.lane = next_due.lane ORDER BY run_at LIMIT 1),
+		(SELECT lease_expires_at FROM hagen.job
+		 WHERE status = 'running' AND job.lane = next_due.lane
+		 ORDER BY lease_expires_at LIMIT 1)) INTO t;
+	IF t IS NULL THEN
+		RETURN NULL;
+	END IF;
+	RETURN greatest(0, ceil(extract(epoch FROM (t - now())) * 1000))::bigint;
+END;
 $$;
 
 -- Claims up to max_jobs due jobs of a lane for the calling worker.  Each
@@ -107,30 +115,43 @@ $$;
 -- With steps, only jobs whose "kind:step" is listed (remote compile
 -- workers, 62_remote.sql, take only the steps whose files go through the
 -- bucket).
+-- The due jobs are locked with one statement and leased with another,
+-- whatever their number; only a job past its time limit, of a canceled
+-- project, or whose effect cannot be prepared is handled on its own.
 CREATE FUNCTION hagen.claim_jobs(lane text, max_jobs integer,
 								 lease interval DEFAULT '2 minutes', steps text[] DEFAULT NULL)
 	RETURNS TABLE (job_id bigint, token bigint, effect jsonb)
 	LANGUAGE plpgsql AS $$
 DECLARE
+	due hagen.job[];
+	odd hagen.job[];
 	j hagen.job;
 	eff jsonb;
 	tok bigint;
-	timeout_ms bigint;
+	ids bigint[];
+	toks bigint[];
+	effs jsonb[];
 BEGIN
 	IF max_jobs IS NULL OR max_jobs <= 0 THEN
 		RETURN;
 	END IF;
-	PERFORM hagen._recover_lane(claim_jobs.lane, true);
+	IF EXISTS (SELECT 1 FROM hagen.job q WHERE q.lane = claim_jobs.lane AND q.status = 'running'
+			   AND q.lease_expires_at < now()) THEN
+		PERFORM hagen._recover_lane(claim_jobs.lane, true);
+	END IF;
 
-	FOR j IN
-		SELECT * FROM hagen.job q
-		WHERE q.lane = claim_jobs.lane AND q.status = 'queued' AND q.run_at <= now()
-		  AND (claim_jobs.steps IS NULL OR q.kind || ':' || q.step = ANY (claim_jobs.steps))
-		ORDER BY q.run_at, q.id
-		LIMIT max_jobs
-		FOR UPDATE SKIP LOCKED
-	LOOP
-		-- A job past its time limit, or of a canceled project, gets no effect.
+	SELECT array_agg(q.job) FILTER (WHERE NOT q.odd), array_agg(q.job) FILTER (WHERE q.odd)
+	INTO due, odd
+	FROM (SELECT q AS job, (q.deadline_at IS NOT NULL AND q.deadline_at < now()) OR q.cancel_requested AS odd
+		  FROM hagen.job q
+		  WHERE q.lane = claim_jobs.lane AND q.status = 'queued' AND q.run_at <= now()
+			AND (claim_jobs.steps IS NULL OR q.kind || ':' || q.step = ANY (claim_jobs.steps))
+		  ORDER BY q.run_at, q.id
+		  LIMIT max_jobs
+		  FOR UPDATE SKIP LOCKED) q;
+
+	-- A job past its time limit, or of a canceled project, gets no effect.
+	FOREACH j IN ARRAY coalesce(odd, '{}') LOOP
 		IF j.deadline_at IS NOT NULL AND j.deadline_at < now() THEN
 			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail', 'error',
 				format('%s job did not finish within its time limit (%s)', j.kind,
@@ -142,34 +163,56 @@ BEGIN
 					jsonb_build_object('request_id', j.request_id, 'for_job', j.id,
 									   'model', j.state ->> 'model', 'cancel_url', j.state ->> 'cancel_url'));
 			END IF;
-			CONTINUE;
-		END IF;
-		IF j.cancel_requested THEN
+		ELSE
 			PERFORM hagen._cancel_job(j);
-			CONTINUE;
 		END IF;
-
-		BEGIN
-			eff := hagen._effect(j);
-		EXCEPTION WHEN others THEN
-			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail',
-				'error', format('could not prepare step %s: %s', j.step, SQLERRM)));
-			CONTINUE;
-		END;
-
-		tok := nextval('hagen.lease_token_seq');
-		timeout_ms := coalesce((eff ->> 'timeout_ms')::bigint, 60000);
-		UPDATE hagen.job
-		SET status = 'running', lease_token = tok, lease_owner = pg_backend_pid(),
-			lease_expires_at = now() + greatest(lease, make_interval(secs => timeout_ms / 1000.0 + 60)),
-			attempts = attempts + 1, total_attempts = total_attempts + 1,
-			started_at = coalesce(started_at, now())
-		WHERE id = j.id;
-		job_id := j.id;
-		token := tok;
-		effect := eff;
-		RETURN NEXT;
 	END LOOP;
+	IF due IS NULL THEN
+		RETURN;
+	END IF;
+
+	BEGIN
+		WITH e AS (SELECT d.id, hagen._effect(d) AS eff FROM unnest(due) AS d),
+		leased AS (
+			UPDATE hagen.job q
+			SET status = 'running', lease_token = nextval('hagen.lease_token_seq'),
+				lease_owner = pg_backend_pid(),
+				lease_expires_at = now() + greatest(lease, make_interval(secs =>
+					coalesce((e.eff ->> 'timeout_ms')::bigint, 60000) / 1000.0 + 60)),
+				attempts = q.attempts + 1, total_attempts = q.total_attempts + 1,
+				started_at = coalesce(q.started_at, now())
+			FROM e WHERE q.id = e.id
+			RETURNING q.id, q.lease_token, e.eff)
+		SELECT array_agg(l.id), array_agg(l.lease_token), array_agg(l.eff) INTO ids, toks, effs
+		FROM leased l;
+	EXCEPTION WHEN others THEN
+		-- An effect could not be prepared: one job at a time, so that only
+		-- that one fails.
+		ids := '{}';
+		toks := '{}';
+		effs := '{}';
+		FOREACH j IN ARRAY due LOOP
+			BEGIN
+				eff := hagen._effect(j);
+			EXCEPTION WHEN others THEN
+				PERFORM hagen._apply(j, jsonb_build_object('action', 'fail',
+					'error', format('could not prepare step %s: %s', j.step, SQLERRM)));
+				CONTINUE;
+			END;
+			tok := nextval('hagen.lease_token_seq');
+			UPDATE hagen.job
+			SET status = 'running', lease_token = tok, lease_owner = pg_backend_pid(),
+				lease_expires_at = now() + greatest(lease, make_interval(secs =>
+					coalesce((eff ->> 'timeout_ms')::bigint, 60000) / 1000.0 + 60)),
+				attempts = attempts + 1, total_attempts = total_attempts + 1,
+				started_at = coalesce(started_at, now())
+			WHERE id = j.id;
+			ids := ids || j.id;
+			toks := toks || tok;
+			effs := effs || eff;
+		END LOOP;
+	END;
+	RETURN QUERY SELECT * FROM unnest(ids, toks, effs);
 END;
 $$;
 
@@ -202,13 +245,23 @@ $$;
 -- worker never overwrites newer state.
 CREATE FUNCTION hagen.complete_job(job_id bigint, token bigint, outcome jsonb)
 	RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN hagen._complete_job(job_id, token, outcome, true);
+END;
+$$;
+
+-- complete_job's work.  With careful, an error while reading the answer
+-- becomes a retry of the step (in a subtransaction); without, it is raised,
+-- and complete_jobs takes the batch again carefully.
+CREATE FUNCTION hagen._complete_job(job_id bigint, token bigint, outcome jsonb, careful boolean)
+	RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
 	j hagen.job;
 	o jsonb := coalesce(outcome, '{}');
 	decision jsonb;
 BEGIN
-	SELECT * INTO j FROM hagen.job WHERE id = complete_job.job_id FOR UPDATE;
-	IF NOT FOUND OR j.status <> 'running' OR j.lease_token IS DISTINCT FROM complete_job.token THEN
+	SELECT * INTO j FROM hagen.job WHERE id = _complete_job.job_id FOR UPDATE;
+	IF NOT FOUND OR j.status <> 'running' OR j.lease_token IS DISTINCT FROM _complete_job.token THEN
 		RETURN 'stale';
 	END IF;
 
@@ -217,12 +270,16 @@ BEGIN
 		o := o || jsonb_build_object('body', hagen._try_jsonb(o ->> 'body_text'));
 	END IF;
 
-	BEGIN
+	IF careful THEN
+		BEGIN
+			decision := hagen._interpret(j, o);
+		EXCEPTION WHEN others THEN
+			decision := jsonb_build_object('action', 'retry',
+				'error', format('could not interpret the answer to step %s: %s', j.step, SQLERRM));
+		END;
+	ELSE
 		decision := hagen._interpret(j, o);
-	EXCEPTION WHEN others THEN
-		decision := jsonb_build_object('action', 'retry',
-			'error', format('could not interpret the answer to step %s: %s', j.step, SQLERRM));
-	END;
+	END IF;
 	IF decision IS NULL OR NOT decision ? 'action' THEN
 		decision := jsonb_build_object('action', 'fail',
 			'error', format('no decision for step %s of a %s job', j.step, j.kind));
@@ -246,24 +303,57 @@ END;
 $$;
 
 -- Takes back many outcomes in one transaction: a JSON array of
--- {"job_id", "token", "outcome"}.  Each is applied in a subtransaction of
--- its own, so a bad one is failed alone.  Returns how many were applied.
+-- {"job_id", "token", "outcome"}.  Returns how many were applied.  They are
+-- taken in the order of their projects, so that two dispatchers handing
+-- back outcomes at once lock projects in the same order, never in a cycle.
+-- All at once first, in one subtransaction; should one of them raise an
+-- error, the batch is rolled back and taken again one outcome at a time,
+-- each in a subtransaction of its own, so that only that one is failed (a
+-- deadlock is not its fault: that outcome is tried again).
 CREATE FUNCTION hagen.complete_jobs(outcomes jsonb) RETURNS integer
 	LANGUAGE plpgsql AS $$
 DECLARE
 	x jsonb;
 	n integer := 0;
+	try integer;
 BEGIN
-	FOR x IN SELECT * FROM jsonb_array_elements(outcomes) LOOP
-		BEGIN
-			IF hagen.complete_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
-								  x -> 'outcome') = 'applied' THEN
+	BEGIN
+		FOR x IN SELECT o.value FROM jsonb_array_elements(outcomes) AS o
+				 LEFT JOIN hagen.job q ON q.id = (o.value ->> 'job_id')::bigint
+				 ORDER BY q.project_id, q.id
+		LOOP
+			IF hagen._complete_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+								   x -> 'outcome', false) = 'applied' THEN
 				n := n + 1;
 			END IF;
-		EXCEPTION WHEN others THEN
-			PERFORM hagen.fail_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
-				'the outcome of this step could not be recorded: ' || SQLERRM);
-		END;
+		END LOOP;
+		RETURN n;
+	EXCEPTION WHEN others THEN
+		n := 0;
+	END;
+	FOR x IN SELECT o.value FROM jsonb_array_elements(outcomes) AS o
+			 LEFT JOIN hagen.job q ON q.id = (o.value ->> 'job_id')::bigint
+			 ORDER BY q.project_id, q.id
+	LOOP
+		FOR try IN 1 .. 3 LOOP
+			BEGIN
+				IF hagen.complete_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+									  x -> 'outcome') = 'applied' THEN
+					n := n + 1;
+				END IF;
+				EXIT;
+			EXCEPTION
+				WHEN deadlock_detected OR lock_not_available OR serialization_failure THEN
+					IF try = 3 THEN
+						PERFORM hagen.fail_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+							'the outcome of this step could not be recorded: ' || SQLERRM);
+					END IF;
+				WHEN others THEN
+					PERFORM hagen.fail_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+						'the outcome of this step could not be recorded: ' || SQLERRM);
+					EXIT;
+			END;
+		END LOOP;
 	END LOOP;
 	RETURN n;
 END;
@@ -278,7 +368,8 @@ CREATE FUNCTION hagen.fail_job(job_id bigint, token bigint, error text)
 $$;
 
 -- Applies a decision to a job: advance to a step, retry the step after a
--- back-off, fail, or succeed.  Logs what it does.
+-- back-off, fail, or succeed.  Logs what it does.  (What the change means
+-- for the job's project is counted by the trigger job_progress.)
 CREATE FUNCTION hagen._apply(j hagen.job, decision jsonb, outcome jsonb DEFAULT NULL)
 	RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -323,11 +414,6 @@ BEGIN
 		END IF;
 		IF (decision ->> 'schedule_parts')::boolean THEN
 			PERFORM hagen._upload_schedule(j.id);
-		END IF;
-		IF j.kind IN ('clip', 'transition') AND (decision ->> 'step' IS DISTINCT FROM j.step
-			OR new_state ->> 'provider_status' IS DISTINCT FROM j.state ->> 'provider_status'
-			OR new_state ->> 'provider_progress' IS DISTINCT FROM j.state ->> 'provider_progress') THEN
-			PERFORM hagen._advance_project(j.project_id);
 		END IF;
 	WHEN 'retry' THEN
 		delay := hagen._backoff(j.attempts);

@@ -37,13 +37,15 @@ CREATE FUNCTION hagen._stored_url(key text) RETURNS text
 
 -- Sets a project's progress.  The percent only moves forward while a run lasts.
 CREATE FUNCTION hagen._set_progress(project uuid, step text, label text, percent numeric)
-	RETURNS void LANGUAGE sql AS $$
+	RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
 	UPDATE hagen.video_project p
-	SET progress = jsonb_build_object('step', coalesce(step, p.progress ->> 'step'),
-		'label', coalesce(label, p.progress ->> 'label'),
+	SET progress = jsonb_build_object('step', coalesce(_set_progress.step, p.progress ->> 'step'),
+		'label', coalesce(_set_progress.label, p.progress ->> 'label'),
 		'percent', greatest(coalesce((p.progress ->> 'percent')::numeric, 0),
-							least(100, round(coalesce(percent, 0), 1))))
+							least(100, round(coalesce(_set_progress.percent, 0), 1))))
 	WHERE p.id = project;
+END;
 $$;
 
 -- The project as apps see it.
@@ -220,6 +222,7 @@ BEGIN
 	WHERE v.id = p.id;
 	PERFORM hagen._log(NULL, p.id, 'info', 'run started',
 					   jsonb_build_object('jobs', n, 'run_cost_cents', run_cost));
+	PERFORM hagen._count_run(p.id);
 	PERFORM hagen._advance_project(p.id);
 	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n, 'run_cost_cents', run_cost);
 END;
@@ -321,6 +324,8 @@ CREATE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
 	LANGUAGE plpgsql AS $$
 DECLARE
 	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
+	was text;
+	now_st text;
 BEGIN
 	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch', 'chunk')
 	   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
@@ -328,12 +333,17 @@ BEGIN
 	END IF;
 	CASE j.kind
 	WHEN 'clip' THEN
+		-- The project's row first: whoever changes the clips of a project
+		-- holds it, so the status read here is the one its counts hold.
+		PERFORM 1 FROM hagen.video_project v WHERE v.id = j.project_id FOR UPDATE;
 		UPDATE hagen.video_clip c
 		SET status = CASE WHEN c.status = 'canceled' AND st <> 'completed' THEN c.status ELSE st END,
 			clip_url = CASE WHEN st = 'completed' THEN j.state ->> 'url' ELSE c.clip_url END,
 			cost_cents = c.cost_cents + j.cost_cents,
 			error_message = CASE WHEN st = 'failed' THEN j.last_error ELSE NULL END
-		WHERE c.id = j.clip_id;
+		FROM hagen.video_clip o
+		WHERE c.id = j.clip_id AND o.id = c.id
+		RETURNING o.status, c.status INTO was, now_st;
 	WHEN 'transition' THEN
 		UPDATE hagen.video_clip c
 		SET transition_status = CASE WHEN c.transition_status = 'canceled' AND st <> 'completed'
@@ -354,7 +364,12 @@ BEGIN
 		NULL;
 	END CASE;
 	IF j.kind IN ('clip', 'transition') THEN
-		PERFORM hagen._advance_project(j.project_id);
+		-- (The job's own end was counted by the trigger job_progress.)
+		PERFORM hagen._advance_project(j.project_id, NULL, 0, 0,
+			(now_st IS NOT DISTINCT FROM 'completed')::integer - (was IS NOT DISTINCT FROM 'completed')::integer,
+			coalesce(now_st IN ('failed', 'canceled'), false)::integer
+				- coalesce(was IN ('failed', 'canceled'), false)::integer,
+			j.cost_cents);
 	END IF;
 	PERFORM hagen._cleanup_if_settled(j.project_id);
 END;
@@ -363,62 +378,99 @@ $$;
 -- How far a generation job has come, from 0 to 1, by its step (and the
 -- provider's own progress where it gives one).
 CREATE FUNCTION hagen._job_fraction(j hagen.job) RETURNS numeric
-	LANGUAGE sql IMMUTABLE
-	RETURN CASE WHEN j.status NOT IN ('queued', 'running') THEN 1.0
-		ELSE CASE j.step
-			WHEN 'image_fetch' THEN 0.02 WHEN 'image_initiate' THEN 0.04 WHEN 'image_put' THEN 0.06
-			WHEN 'submit' THEN 0.08
-			WHEN 'poll' THEN CASE
-				WHEN j.state ->> 'provider_progress' ~ '^[0-9.]+$'
-					THEN 0.1 + 0.7 * least((j.state ->> 'provider_progress')::numeric, 100) / 100
-				WHEN j.state ->> 'provider_status' = 'IN_PROGRESS' THEN 0.45
-				ELSE 0.12 END
-			WHEN 'result' THEN 0.8 WHEN 'download' THEN 0.85 WHEN 'store' THEN 0.92
-			WHEN 'upload_create' THEN 0.9
-			WHEN 'upload_parts' THEN 0.9 + 0.08 * (SELECT count(*) FROM jsonb_object_keys(j.state -> 'parts'))
-										 / greatest((j.state ->> 'part_count')::numeric, 1)
-			WHEN 'upload_complete' THEN 0.98 WHEN 'upload_check' THEN 0.98
-			ELSE 0 END
-		END;
-
--- Moves a generating project on: counts and progress, and once no
--- generation job is live, queues the compile (or fails the project when no
--- clip completed).
-CREATE FUNCTION hagen._advance_project(project uuid) RETURNS void
-	LANGUAGE plpgsql AS $$
-DECLARE
-	p hagen.video_project;
-	n_done integer;
-	n_all integer;
-	live boolean;
-	fraction numeric;
-	errors text;
+	LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-	SELECT * INTO p FROM hagen.video_project WHERE id = project FOR UPDATE;
-	IF NOT FOUND OR p.status <> 'generating' THEN
-		RETURN;
+	IF j.status NOT IN ('queued', 'running') THEN
+		RETURN 1.0;
+	ELSIF j.step = 'upload_parts' THEN
+		RETURN 0.9 + 0.08 * (SELECT count(*) FROM jsonb_object_keys(j.state -> 'parts'))
+					 / greatest((j.state ->> 'part_count')::numeric, 1);
 	END IF;
+	RETURN CASE j.step
+		WHEN 'image_fetch' THEN 0.02 WHEN 'image_initiate' THEN 0.04 WHEN 'image_put' THEN 0.06
+		WHEN 'submit' THEN 0.08
+		WHEN 'poll' THEN CASE
+			WHEN j.state ->> 'provider_progress' ~ '^[0-9.]+$'
+				THEN 0.1 + 0.7 * least((j.state ->> 'provider_progress')::numeric, 100) / 100
+			WHEN j.state ->> 'provider_status' = 'IN_PROGRESS' THEN 0.45
+			ELSE 0.12 END
+		WHEN 'result' THEN 0.8 WHEN 'download' THEN 0.85 WHEN 'store' THEN 0.92
+		WHEN 'upload_create' THEN 0.9
+		WHEN 'upload_complete' THEN 0.98 WHEN 'upload_check' THEN 0.98
+		ELSE 0 END;
+END;
+$$;
+
+-- Counts a run from scratch when it starts: its clips (count, completed,
+-- failed or canceled, cost) and its generation jobs (how many, how many
+-- ended, the sum of their fractions).  From then on the counters move with
+-- every change, in O(1) (_advance_project): nothing on the workers' path
+-- reads all of a project's jobs or clips.
+CREATE FUNCTION hagen._count_run(project uuid) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
 	UPDATE hagen.video_project v
-	SET clip_count = s.n, completed_clips = s.ok, failed_clips = s.bad,
-		actual_cost_cents = s.cost
+	SET clip_count = s.n, completed_clips = s.ok, failed_clips = s.bad, actual_cost_cents = s.cost,
+		run_jobs = r.n, run_jobs_done = r.done, run_fraction = r.fraction
 	FROM (SELECT count(*) AS n, count(*) FILTER (WHERE status = 'completed') AS ok,
 				 count(*) FILTER (WHERE status IN ('failed', 'canceled')) AS bad,
 				 coalesce(sum(cost_cents), 0) AS cost
-		  FROM hagen.video_clip WHERE project_id = p.id) AS s
-	WHERE v.id = p.id
-	RETURNING v.* INTO p;
+		  FROM hagen.video_clip WHERE project_id = project) AS s,
+		 (SELECT count(*) AS n, count(*) FILTER (WHERE q.status NOT IN ('queued', 'running')) AS done,
+				 coalesce(sum(hagen._job_fraction(q)), 0) AS fraction
+		  FROM hagen.job q JOIN hagen.video_project p ON p.id = q.project_id
+		  WHERE q.project_id = project AND q.kind IN ('clip', 'transition')
+			AND q.created_at >= p.started_at) AS r
+	WHERE v.id = project;
+END;
+$$;
 
-	SELECT count(*) FILTER (WHERE status NOT IN ('queued', 'running')), count(*),
-		   bool_or(status IN ('queued', 'running')), avg(hagen._job_fraction(job))
-	INTO n_done, n_all, live, fraction
-	FROM hagen.job WHERE project_id = p.id AND kind IN ('clip', 'transition')
-	  AND created_at >= p.started_at;
-	IF coalesce(live, false) THEN
-		PERFORM hagen._set_progress(p.id, 'generating',
-			format('Generating clips (%s of %s done)', n_done, n_all), 85.0 * fraction);
+-- Moves a generating project on by what changed: d_fraction (how much
+-- further one of its generation jobs came), d_done (jobs that ended),
+-- d_completed and d_failed (clips that completed, or failed or were
+-- canceled; negative when one left that state), d_cost (cents).  A change of
+-- a job counts only if the job belongs to the current run (queued after it
+-- started).  With moved, the progress is set from the counters and, once no
+-- generation job is live, the compile is queued (or the project fails when
+-- no clip completed).  One UPDATE of the project's row whatever its size.
+CREATE FUNCTION hagen._advance_project(project uuid, job_created timestamptz DEFAULT NULL,
+									   d_fraction numeric DEFAULT 0, d_done integer DEFAULT 0,
+									   d_completed integer DEFAULT 0, d_failed integer DEFAULT 0,
+									   d_cost integer DEFAULT 0, moved boolean DEFAULT true)
+	RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project;
+	errors text;
+BEGIN
+	UPDATE hagen.video_project v
+	SET run_fraction = v.run_fraction
+			+ CASE WHEN job_created >= v.started_at THEN d_fraction ELSE 0 END,
+		run_jobs_done = v.run_jobs_done
+			+ CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END,
+		completed_clips = v.completed_clips + d_completed,
+		failed_clips = v.failed_clips + d_failed,
+		actual_cost_cents = v.actual_cost_cents + d_cost,
+		progress = CASE
+			WHEN NOT moved OR v.run_jobs_done
+							  + CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END
+							  >= v.run_jobs
+			THEN v.progress
+			ELSE jsonb_build_object('step', 'generating',
+				'label', format('Generating clips (%s of %s done)',
+								v.run_jobs_done + CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END,
+								v.run_jobs),
+				'percent', greatest(coalesce((v.progress ->> 'percent')::numeric, 0),
+					least(100, round(coalesce(85.0 * ((v.run_fraction
+						+ CASE WHEN job_created >= v.started_at THEN d_fraction ELSE 0 END)
+						/ v.run_jobs), 0), 1))))
+			END
+	WHERE v.id = project AND v.status = 'generating'
+	RETURNING v.* INTO p;
+	IF NOT FOUND OR NOT moved OR p.run_jobs_done < p.run_jobs THEN
 		RETURN;
 	END IF;
 
+	-- No generation job is live: compile, or fail when no clip completed.
 	IF p.completed_clips = 0 THEN
 		SELECT string_agg(format('clip %s: %s', c.sequence_order,
 								 coalesce(c.error_message, c.status)), '; ' ORDER BY c.sequence_order)
@@ -437,3 +489,40 @@ BEGIN
 	PERFORM hagen._compile_queue(p);
 END;
 $$;
+
+-- Counts every change of a clip or transition job in its project: how far
+-- it came (its fraction), whether it ended.  The progress moves on when the
+-- job changes step, when the provider reports a new status or progress, and
+-- when a part of its multipart upload is stored (but the last); a job that
+-- ended moves its project on from _job_finished, once its clip is recorded.
+-- A trigger, so that no path that changes a job can leave the counters
+-- behind.
+CREATE FUNCTION hagen._job_progress() RETURNS trigger
+	LANGUAGE plpgsql AS $$
+DECLARE
+	d numeric := hagen._job_fraction(NEW) - hagen._job_fraction(OLD);
+	ended integer := (OLD.status IN ('queued', 'running'))::integer
+					 - (NEW.status IN ('queued', 'running'))::integer;
+	moved boolean := NEW.status IN ('queued', 'running')
+		AND (NEW.step IS DISTINCT FROM OLD.step
+			 OR NEW.state ->> 'provider_status' IS DISTINCT FROM OLD.state ->> 'provider_status'
+			 OR NEW.state ->> 'provider_progress' IS DISTINCT FROM OLD.state ->> 'provider_progress'
+			 OR (NEW.step = 'upload_parts' AND NEW.state -> 'parts' IS DISTINCT FROM OLD.state -> 'parts'
+				 AND (SELECT count(*) FROM jsonb_object_keys(NEW.state -> 'parts'))
+					 < (NEW.state ->> 'part_count')::integer));
+BEGIN
+	IF d <> 0 OR ended <> 0 OR moved THEN
+		PERFORM hagen._advance_project(NEW.project_id, NEW.created_at, d, ended, 0, 0, 0, moved);
+	END IF;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER job_progress AFTER UPDATE ON hagen.job
+	FOR EACH ROW
+	WHEN (NEW.kind IN ('clip', 'transition')
+		  AND ((OLD.status IN ('queued', 'running')) IS DISTINCT FROM (NEW.status IN ('queued', 'running'))
+			   OR OLD.step IS DISTINCT FROM NEW.step
+			   OR OLD.state -> 'provider_status' IS DISTINCT FROM NEW.state -> 'provider_status'
+			   OR OLD.state -> 'provider_progress' IS DISTINCT FROM NEW.state -> 'provider_progress'
+			   OR OLD.state -> 'parts' IS DISTINCT FROM NEW.state -> 'parts'))
+	EXECUTE FUNCTION hagen._job_progress();

@@ -320,12 +320,12 @@ BEGIN
 		IF (SELECT count(*) FROM jsonb_object_keys(p.state -> 'parts'))
 		   < (p.state ->> 'part_count')::integer THEN
 			PERFORM hagen._upload_schedule(p.id);
+			-- (A clip's or transition's progress moves with its parts by
+			-- the trigger job_progress; a compile's here.)
 			IF p.kind = 'compile' THEN
 				PERFORM hagen._compile_progress(p, 'store',
 					(SELECT count(*) FROM jsonb_object_keys(p.state -> 'parts'))
 					/ greatest((p.state ->> 'part_count')::numeric, 1));
-			ELSE
-				PERFORM hagen._advance_project(p.project_id);
 			END IF;
 			RETURN;
 		END IF;
