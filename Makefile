@@ -31,7 +31,7 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl libcrypto)
 # throwaway server with test/hagenkit.conf instead (what test/run.sh does).
 # The TAP tests (test/t) always make their own clusters; TAP_TESTS= leaves
 # them out.
-REGRESS = api engine pipeline privileges storage hostile rooms projects models budgets music framing
+REGRESS = api engine pipeline privileges storage hostile rooms projects models budgets music framing scale
 ISOLATION = concurrent_start concurrent_claim notify concurrent_budget
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso
 ifneq ($(TEMP_INSTANCE),)

@@ -5010,9 +5010,282 @@ BEGIN
 END;
 $$;
 
+-- Polls that follow the provider (70_generation.sql).
+CREATE INDEX job_generation_ms_idx ON hagen.job (provider, (state ->> 'model'), id)
+	WHERE state ? 'generation_ms';
+DROP FUNCTION hagen._poll_delay_ms(hagen.job);
+CREATE FUNCTION hagen._poll_interval_ms() RETURNS bigint
+	LANGUAGE sql STABLE
+	RETURN greatest(1, extract(epoch FROM hagen._setting_interval('hagen.poll_interval', '2 seconds'))
+					   * 1000)::bigint;
+
+CREATE FUNCTION hagen._now_ms() RETURNS bigint
+	LANGUAGE sql VOLATILE
+	RETURN (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+
+CREATE FUNCTION hagen._typical_generation_ms(provider text, model text) RETURNS bigint
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	t double precision;
+BEGIN
+	SELECT CASE WHEN count(*) >= 3 THEN percentile_cont(0.5) WITHIN GROUP (ORDER BY g) END INTO t
+	FROM (SELECT (q.state ->> 'generation_ms')::double precision AS g FROM hagen.job q
+		  WHERE q.provider = _typical_generation_ms.provider
+			AND q.state ->> 'model' = _typical_generation_ms.model AND q.state ? 'generation_ms'
+		  ORDER BY q.id DESC LIMIT 20) AS recent;
+	RETURN round(t)::bigint;
+END;
+$$;
+
+CREATE FUNCTION hagen._poll_delay_ms(st jsonb, now_ms bigint) RETURNS bigint
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	base numeric := hagen._poll_interval_ms();
+	cap numeric := 8 * hagen._poll_interval_ms();
+	since numeric := (st ->> 'generating_since_ms')::numeric;
+	typical numeric := nullif((st ->> 'typical_ms')::numeric, 0);
+	elapsed numeric;
+	progress numeric;
+	remaining numeric;
+	margin numeric;
+BEGIN
+	IF since IS NULL THEN
+		-- In the provider's queue (or not known to generate yet).
+		RETURN least(cap, base * power(1.5, greatest(coalesce((st ->> 'queue_polls')::integer, 1) - 1, 0))
+						  * (1 + least(coalesce((st ->> 'queue_position')::numeric, 0), 3)))::bigint;
+	END IF;
+	elapsed := greatest(now_ms - since, 0);
+	IF st ->> 'provider_progress' ~ '^[0-9]+(\.[0-9]+)?$' THEN
+		progress := (st ->> 'provider_progress')::numeric;
+	END IF;
+	IF progress > 0 AND progress < 100 AND elapsed > 0 THEN
+		remaining := elapsed * (100 - progress) / progress;
+		margin := greatest(base, 0.05 * (elapsed + remaining));
+		IF remaining > 2 * margin THEN
+			RETURN ((remaining - margin) / 2)::bigint;
+		END IF;
+	ELSIF typical IS NOT NULL THEN
+		remaining := typical - elapsed;
+		margin := greatest(base, 0.05 * typical);
+		IF remaining > margin THEN
+			RETURN (remaining - margin)::bigint;
+		END IF;
+	ELSE
+		RETURN least(cap, base * power(1.5, greatest(coalesce((st ->> 'polls')::integer, 1)
+													- coalesce((st ->> 'queue_polls')::integer, 0) - 1, 0)))::bigint;
+	END IF;
+	-- Near the expected end, or past it: the interval, growing as it runs
+	-- late (a quarter of the delay so far).
+	RETURN least(cap, greatest(base, -remaining / 4))::bigint;
+END;
+$$;
+
+CREATE FUNCTION hagen._poll_again(j hagen.job, provider_status text, queue_position jsonb,
+								  progress jsonb, generating boolean, since_ms bigint DEFAULT NULL)
+	RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+	now_ms bigint := hagen._now_ms();
+	st jsonb;
+BEGIN
+	st := jsonb_strip_nulls(jsonb_build_object(
+		'provider_status', provider_status, 'queue_position', queue_position,
+		'provider_progress', progress,
+		'polls', coalesce((j.state ->> 'polls')::integer, 0) + 1,
+		'polled_ms', now_ms,
+		'queue_polls', CASE WHEN NOT generating
+							THEN coalesce((j.state ->> 'queue_polls')::integer, 0) + 1 END,
+		'generating_since_ms', CASE WHEN generating AND NOT j.state ? 'generating_since_ms'
+			THEN coalesce(since_ms,
+						  (now_ms + coalesce((j.state ->> 'polled_ms')::bigint,
+											 (j.state ->> 'submitted_ms')::bigint, now_ms)) / 2) END,
+		'typical_ms', CASE WHEN generating AND NOT j.state ? 'typical_ms'
+			THEN coalesce(hagen._typical_generation_ms(j.provider, j.state ->> 'model'), 0) END));
+	RETURN jsonb_build_object('action', 'advance', 'step', 'poll',
+							  'delay_ms', hagen._poll_delay_ms(j.state || st, now_ms), 'state', st);
+END;
+$$;
+
+CREATE FUNCTION hagen._poll_done(j hagen.job, inference_s numeric DEFAULT NULL) RETURNS jsonb
+	LANGUAGE sql VOLATILE
+	RETURN jsonb_strip_nulls(jsonb_build_object('polled_ms', hagen._now_ms(),
+		'generation_ms', coalesce(round(inference_s * 1000)::bigint,
+								  hagen._now_ms() - (j.state ->> 'generating_since_ms')::bigint,
+								  hagen._now_ms() - (j.state ->> 'submitted_ms')::bigint)));
+CREATE OR REPLACE FUNCTION hagen._fal_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	b jsonb := o -> 'body';
+	req text;
+	msg text := hagen._error_text(o);
+BEGIN
+	IF j.step LIKE 'image\_%' THEN
+		RETURN hagen._fal_upload_interpret(j, o);
+	END IF;
+	CASE j.step
+	WHEN 'submit' THEN
+		req := coalesce(CASE WHEN jsonb_typeof(b -> 'request_id') = 'string' THEN b ->> 'request_id' END,
+						o -> 'headers' ->> 'x-fal-request-id');
+		IF status BETWEEN 200 AND 299 AND req IS NOT NULL THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'request_id', req,
+				'delay_ms', hagen._poll_interval_ms(),
+				'log', format('submitted to Fal.ai as request %s', req),
+				'state', jsonb_strip_nulls(jsonb_build_object('request_id', req,
+					'submitted_ms', hagen._now_ms(),
+					'status_url', CASE WHEN jsonb_typeof(b) = 'object' THEN b ->> 'status_url' END,
+					'response_url', CASE WHEN jsonb_typeof(b) = 'object' THEN b ->> 'response_url' END,
+					'cancel_url', CASE WHEN jsonb_typeof(b) = 'object' THEN b ->> 'cancel_url' END)));
+		END IF;
+		-- Certainly not received: safe to send again.
+		IF status IN (429, 503) OR (status = 0 AND o ->> 'phase' = 'connect') THEN
+			RETURN hagen._transient(o, 'submit to Fal.ai');
+		END IF;
+		IF status IN (400, 401, 403, 404, 422) OR (status BETWEEN 400 AND 499) THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('Fal.ai refused the request (HTTP %s): %s', status, coalesce(msg, 'no detail')));
+		END IF;
+		-- The request may have arrived (and be billed): never send it twice
+		-- on our own.
+		IF coalesce(hagen._setting('hagen.resubmit_unconfirmed', 'off')::boolean, false) THEN
+			RETURN jsonb_build_object('action', 'retry', 'unconfirmed', true,
+				'error', format('submit to Fal.ai unconfirmed (%s); sending it again as configured',
+								coalesce(msg, 'no answer')));
+		END IF;
+		RETURN jsonb_build_object('action', 'fail', 'unconfirmed', true,
+			'error', format('submit to Fal.ai unconfirmed: %s. The request may have reached Fal.ai and be billed, so it was not sent again; hagen.retry_video() sends it again.',
+							CASE WHEN status = 0 THEN coalesce(o ->> 'error', 'no answer')
+								 ELSE format('HTTP %s%s', status, coalesce(': ' || msg, '')) END));
+	WHEN 'poll' THEN
+		IF status = 202 OR (status = 200 AND jsonb_typeof(b) = 'object'
+							AND b ->> 'status' IN ('IN_QUEUE', 'IN_PROGRESS')) THEN
+			-- Still queued or generating: no log line, the job keeps count.
+			RETURN hagen._poll_again(j, b ->> 'status', b -> 'queue_position', NULL,
+									 coalesce(b ->> 'status' = 'IN_PROGRESS', false));
+		ELSIF status = 200 THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'result',
+				'state', jsonb_strip_nulls(jsonb_build_object('provider_status', 'COMPLETED',
+					'provider_error', b ->> 'error', 'provider_error_type', b ->> 'error_type'))
+					|| CASE WHEN b ->> 'error' IS NULL THEN hagen._poll_done(j,
+						CASE WHEN b -> 'metrics' ->> 'inference_time' ~ '^[0-9]+(\.[0-9]+)?$'
+							 THEN (b -> 'metrics' ->> 'inference_time')::numeric END)
+							ELSE '{}' END);
+		ELSIF status = 404 THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('Fal.ai does not know request %s (HTTP 404)', j.request_id));
+		END IF;
+		RETURN coalesce(hagen._transient(o, 'Fal.ai status'),
+			jsonb_build_object('action', 'fail',
+				'error', format('Fal.ai status of request %s failed (HTTP %s): %s',
+								j.request_id, status, coalesce(msg, 'no detail'))));
+	WHEN 'result' THEN
+		IF status BETWEEN 200 AND 299 THEN
+			IF jsonb_typeof(b) = 'object' AND jsonb_typeof(b -> 'video') = 'object'
+			   AND jsonb_typeof(b -> 'video' -> 'url') = 'string' THEN
+				RETURN jsonb_build_object('action', 'advance', 'step', 'download',
+					'state', jsonb_build_object('video_url', b -> 'video' ->> 'url'));
+			ELSIF b IS NULL THEN
+				RETURN jsonb_build_object('action', 'retry',
+					'error', 'Fal.ai result is not valid JSON: ' || coalesce(left(o ->> 'body_text', 100), ''));
+			END IF;
+			RETURN jsonb_build_object('action', 'fail',
+				'error', 'Fal.ai result has no video.url: ' || left(b::text, 300));
+		ELSIF status = 400 AND msg ~* 'in progress' THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'poll',
+									  'delay_ms', hagen._poll_delay_ms(j.state, hagen._now_ms()));
+		ELSIF status BETWEEN 400 AND 499 AND status <> 429 THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('Fal.ai could not generate the video (HTTP %s): %s', status,
+								coalesce(msg, j.state ->> 'provider_error', 'no detail')));
+		ELSIF j.state ? 'provider_error' AND status >= 500 THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('Fal.ai could not generate the video: %s (%s)',
+								coalesce(msg, j.state ->> 'provider_error'),
+								coalesce(j.state ->> 'provider_error_type', 'HTTP ' || status)));
+		END IF;
+		RETURN hagen._transient(o, 'Fal.ai result');
+	END CASE;
+	RAISE EXCEPTION 'unknown Fal.ai step "%"', j.step;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION hagen._xai_interpret(j hagen.job, o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	status integer := coalesce((o ->> 'status')::integer, 0);
+	b jsonb := o -> 'body';
+	st text;
+	msg text := hagen._error_text(o);
+BEGIN
+	IF j.step = 'submit' THEN
+		IF status = 200 AND jsonb_typeof(b -> 'request_id') = 'string' AND b ->> 'request_id' <> '' THEN
+			RETURN jsonb_build_object('action', 'advance', 'step', 'poll',
+				'delay_ms', hagen._poll_interval_ms(),
+				'request_id', b ->> 'request_id',
+				'log', format('submitted to xAI as request %s', b ->> 'request_id'),
+				'state', jsonb_build_object('request_id', b ->> 'request_id',
+											'submitted_ms', hagen._now_ms()));
+		ELSIF status IN (429, 503) OR (status = 0 AND o ->> 'phase' = 'connect') THEN
+			RETURN hagen._transient(o, 'submit to xAI');
+		ELSIF status BETWEEN 400 AND 499 THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', format('xAI refused the request (HTTP %s): %s', status, coalesce(msg, 'no detail')));
+		END IF;
+		RETURN jsonb_build_object('action', 'fail', 'unconfirmed', true,
+			'error', format('submit to xAI unconfirmed: %s. The request may have reached xAI and be billed, so it was not sent again; hagen.retry_video() sends it again.',
+							CASE WHEN status = 0 THEN coalesce(o ->> 'error', 'no answer')
+								 ELSE format('HTTP %s%s', status, coalesce(': ' || msg, '')) END));
+	END IF;
+
+	-- poll (and result, which is the same request).  xAI has no queue
+	-- state: a request generates from its submit on.
+	IF status = 202 THEN
+		RETURN hagen._poll_again(j, 'pending', NULL, b -> 'progress', true,
+								 (j.state ->> 'submitted_ms')::bigint);
+	ELSIF status = 404 THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('xAI does not know request %s (HTTP 404)', j.request_id));
+	ELSIF status <> 200 THEN
+		RETURN coalesce(hagen._transient(o, 'xAI status'),
+			jsonb_build_object('action', 'fail',
+				'error', format('xAI status of request %s failed (HTTP %s): %s', j.request_id, status,
+								coalesce(msg, 'no detail'))));
+	ELSIF jsonb_typeof(b) <> 'object' THEN
+		RETURN jsonb_build_object('action', 'retry',
+			'error', 'xAI answered with a body that is not a JSON object');
+	END IF;
+	st := coalesce(b ->> 'status', CASE WHEN b -> 'video' ->> 'url' <> '' THEN 'done' END, 'pending');
+	IF st = 'done' THEN
+		IF (b -> 'video' ->> 'respect_moderation')::boolean IS FALSE THEN
+			RETURN jsonb_build_object('action', 'fail',
+				'error', 'xAI blocked the video by content moderation');
+		ELSIF coalesce(b -> 'video' ->> 'url', '') = '' THEN
+			RETURN jsonb_build_object('action', 'fail', 'error', 'xAI result has no video.url');
+		END IF;
+		-- What xAI charged, when it says (1 USD = 10^10 ticks, 1 cent = 10^8).
+		RETURN jsonb_build_object('action', 'advance', 'step', 'download',
+			'state', jsonb_strip_nulls(jsonb_build_object('video_url', b -> 'video' ->> 'url',
+				'provider_duration', b -> 'video' -> 'duration',
+				'actual_cost_cents', CASE WHEN b -> 'usage' ->> 'cost_in_usd_ticks' ~ '^[0-9]+$'
+										  THEN ceil((b -> 'usage' ->> 'cost_in_usd_ticks')::numeric / 1e8)::integer END))
+				|| hagen._poll_done(j));
+	ELSIF st = 'failed' THEN
+		RETURN jsonb_build_object('action', 'fail',
+			'error', format('xAI could not generate the video (%s): %s',
+							coalesce(b -> 'error' ->> 'code', 'failed'),
+							coalesce(b -> 'error' ->> 'message', 'no detail')));
+	ELSIF st = 'expired' THEN
+		RETURN jsonb_build_object('action', 'fail', 'error', format('xAI request %s expired', j.request_id));
+	END IF;
+	RETURN hagen._poll_again(j, st, NULL, b -> 'progress', true, (j.state ->> 'submitted_ms')::bigint);
+END;
+$$;
+
 REVOKE ALL ON FUNCTION hagen._complete_job(bigint, bigint, jsonb, boolean), hagen._count_run(uuid),
 	hagen._advance_project(uuid, timestamptz, numeric, integer, integer, integer, integer, boolean),
-	hagen._job_progress() FROM PUBLIC;
+	hagen._job_progress(), hagen._poll_interval_ms(), hagen._now_ms(),
+	hagen._typical_generation_ms(text, text), hagen._poll_delay_ms(jsonb, bigint),
+	hagen._poll_again(hagen.job, text, jsonb, jsonb, boolean, bigint), hagen._poll_done(hagen.job, numeric)
+	FROM PUBLIC;
 
 -- Runs in flight count from here on.
 SELECT hagen._count_run(id) FROM hagen.video_project WHERE status = 'generating';

@@ -159,6 +159,9 @@ CREATE UNIQUE INDEX job_one_live_purge ON hagen.job ((state ->> 'prefix'))
 -- One live removal per directory of the work directory.
 CREATE UNIQUE INDEX job_one_live_cleanup ON hagen.job ((state ->> 'dir'))
 	WHERE kind = 'cleanup' AND status IN ('queued', 'running');
+-- The recent generations of a model, for its typical time (polling).
+CREATE INDEX job_generation_ms_idx ON hagen.job (provider, (state ->> 'model'), id)
+	WHERE state ? 'generation_ms';
 
 -- The structured log of every job, like a task logger.
 CREATE TABLE hagen.job_log (

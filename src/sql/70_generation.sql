@@ -115,3 +115,132 @@ BEGIN
 	RETURN hagen._transient(o, 'cancel request') || '{"max_attempts": 3}';
 END;
 $$;
+
+-- ---- Polling: when to ask the provider again ----
+--
+-- A request is polled at hagen.poll_interval only near the expected end of
+-- its generation.  While it waits in the provider's queue, the interval
+-- grows by half at each poll, and with the number of requests ahead.  Once
+-- it generates, the expected end comes from the provider's own progress
+-- where it reports one (xAI: the job polls again halfway to the end that
+-- progress predicts), else from the model's typical time (the median of its
+-- last 20 generations recorded in hagen.job): the job sleeps until just
+-- before that end, then polls at the interval, backing off as it runs late.
+-- A model with fewer than 3 generations recorded has no typical time: the
+-- interval then grows by half at each poll.  No wait exceeds 8 intervals,
+-- except the sleep until an expected end.  The state keeps what this needs:
+-- submitted_ms, polled_ms (the last poll), polls and queue_polls,
+-- generating_since_ms, typical_ms, and at the end generation_ms.
+
+-- hagen.poll_interval in milliseconds.
+CREATE FUNCTION hagen._poll_interval_ms() RETURNS bigint
+	LANGUAGE sql STABLE
+	RETURN greatest(1, extract(epoch FROM hagen._setting_interval('hagen.poll_interval', '2 seconds'))
+					   * 1000)::bigint;
+
+-- The time now in milliseconds since the epoch (as the state keeps times).
+CREATE FUNCTION hagen._now_ms() RETURNS bigint
+	LANGUAGE sql VOLATILE
+	RETURN (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+
+-- The typical time a model takes to generate, in milliseconds: the median
+-- of its last 20 generations recorded in hagen.job, or NULL when fewer than
+-- 3 are.  (Read once per job, when it starts generating.)
+CREATE FUNCTION hagen._typical_generation_ms(provider text, model text) RETURNS bigint
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	t double precision;
+BEGIN
+	SELECT CASE WHEN count(*) >= 3 THEN percentile_cont(0.5) WITHIN GROUP (ORDER BY g) END INTO t
+	FROM (SELECT (q.state ->> 'generation_ms')::double precision AS g FROM hagen.job q
+		  WHERE q.provider = _typical_generation_ms.provider
+			AND q.state ->> 'model' = _typical_generation_ms.model AND q.state ? 'generation_ms'
+		  ORDER BY q.id DESC LIMIT 20) AS recent;
+	RETURN round(t)::bigint;
+END;
+$$;
+
+-- How long to wait before the next poll of a request, from the job's state
+-- after the last poll (see above).
+CREATE FUNCTION hagen._poll_delay_ms(st jsonb, now_ms bigint) RETURNS bigint
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	base numeric := hagen._poll_interval_ms();
+	cap numeric := 8 * hagen._poll_interval_ms();
+	since numeric := (st ->> 'generating_since_ms')::numeric;
+	typical numeric := nullif((st ->> 'typical_ms')::numeric, 0);
+	elapsed numeric;
+	progress numeric;
+	remaining numeric;
+	margin numeric;
+BEGIN
+	IF since IS NULL THEN
+		-- In the provider's queue (or not known to generate yet).
+		RETURN least(cap, base * power(1.5, greatest(coalesce((st ->> 'queue_polls')::integer, 1) - 1, 0))
+						  * (1 + least(coalesce((st ->> 'queue_position')::numeric, 0), 3)))::bigint;
+	END IF;
+	elapsed := greatest(now_ms - since, 0);
+	IF st ->> 'provider_progress' ~ '^[0-9]+(\.[0-9]+)?$' THEN
+		progress := (st ->> 'provider_progress')::numeric;
+	END IF;
+	IF progress > 0 AND progress < 100 AND elapsed > 0 THEN
+		remaining := elapsed * (100 - progress) / progress;
+		margin := greatest(base, 0.05 * (elapsed + remaining));
+		IF remaining > 2 * margin THEN
+			RETURN ((remaining - margin) / 2)::bigint;
+		END IF;
+	ELSIF typical IS NOT NULL THEN
+		remaining := typical - elapsed;
+		margin := greatest(base, 0.05 * typical);
+		IF remaining > margin THEN
+			RETURN (remaining - margin)::bigint;
+		END IF;
+	ELSE
+		RETURN least(cap, base * power(1.5, greatest(coalesce((st ->> 'polls')::integer, 1)
+													- coalesce((st ->> 'queue_polls')::integer, 0) - 1, 0)))::bigint;
+	END IF;
+	-- Near the expected end, or past it: the interval, growing as it runs
+	-- late (a quarter of the delay so far).
+	RETURN least(cap, greatest(base, -remaining / 4))::bigint;
+END;
+$$;
+
+-- The decision after a poll that found the request still queued or
+-- generating: poll again, keeping what the poll learnt.  generating says
+-- whether the provider is generating it (not queued); since_ms is when it
+-- started, when the provider's answers tell (xAI: at its submit); otherwise
+-- the start is taken halfway between the last poll and this one.
+CREATE FUNCTION hagen._poll_again(j hagen.job, provider_status text, queue_position jsonb,
+								  progress jsonb, generating boolean, since_ms bigint DEFAULT NULL)
+	RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+	now_ms bigint := hagen._now_ms();
+	st jsonb;
+BEGIN
+	st := jsonb_strip_nulls(jsonb_build_object(
+		'provider_status', provider_status, 'queue_position', queue_position,
+		'provider_progress', progress,
+		'polls', coalesce((j.state ->> 'polls')::integer, 0) + 1,
+		'polled_ms', now_ms,
+		'queue_polls', CASE WHEN NOT generating
+							THEN coalesce((j.state ->> 'queue_polls')::integer, 0) + 1 END,
+		'generating_since_ms', CASE WHEN generating AND NOT j.state ? 'generating_since_ms'
+			THEN coalesce(since_ms,
+						  (now_ms + coalesce((j.state ->> 'polled_ms')::bigint,
+											 (j.state ->> 'submitted_ms')::bigint, now_ms)) / 2) END,
+		'typical_ms', CASE WHEN generating AND NOT j.state ? 'typical_ms'
+			THEN coalesce(hagen._typical_generation_ms(j.provider, j.state ->> 'model'), 0) END));
+	RETURN jsonb_build_object('action', 'advance', 'step', 'poll',
+							  'delay_ms', hagen._poll_delay_ms(j.state || st, now_ms), 'state', st);
+END;
+$$;
+
+-- What to keep when a poll finds the generation done: how long it took
+-- (the provider's own inference time when it reports one), for the model's
+-- typical time.
+CREATE FUNCTION hagen._poll_done(j hagen.job, inference_s numeric DEFAULT NULL) RETURNS jsonb
+	LANGUAGE sql VOLATILE
+	RETURN jsonb_strip_nulls(jsonb_build_object('polled_ms', hagen._now_ms(),
+		'generation_ms', coalesce(round(inference_s * 1000)::bigint,
+								  hagen._now_ms() - (j.state ->> 'generating_since_ms')::bigint,
+								  hagen._now_ms() - (j.state ->> 'submitted_ms')::bigint)));

@@ -25,14 +25,6 @@ BEGIN
 END;
 $$;
 
--- How long to wait before the next poll of a request: hagen.poll_interval,
--- doubling every 10 polls up to 8 times that, so that a generation of
--- several minutes is not polled hundreds of times.
-CREATE FUNCTION hagen._poll_delay_ms(j hagen.job) RETURNS bigint
-	LANGUAGE sql STABLE
-	RETURN (extract(epoch FROM hagen._setting_interval('hagen.poll_interval', '2 seconds')) * 1000
-			* least(power(2, coalesce((j.state ->> 'polls')::integer, 0) / 10), 8))::bigint;
-
 CREATE FUNCTION hagen._fal_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -67,7 +59,6 @@ DECLARE
 	status integer := coalesce((o ->> 'status')::integer, 0);
 	b jsonb := o -> 'body';
 	req text;
-	poll_ms bigint := hagen._poll_delay_ms(j);
 	msg text := hagen._error_text(o);
 BEGIN
 	IF j.step LIKE 'image\_%' THEN
@@ -79,9 +70,10 @@ BEGIN
 						o -> 'headers' ->> 'x-fal-request-id');
 		IF status BETWEEN 200 AND 299 AND req IS NOT NULL THEN
 			RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'request_id', req,
-				'delay_ms', poll_ms,
+				'delay_ms', hagen._poll_interval_ms(),
 				'log', format('submitted to Fal.ai as request %s', req),
 				'state', jsonb_strip_nulls(jsonb_build_object('request_id', req,
+					'submitted_ms', hagen._now_ms(),
 					'status_url', CASE WHEN jsonb_typeof(b) = 'object' THEN b ->> 'status_url' END,
 					'response_url', CASE WHEN jsonb_typeof(b) = 'object' THEN b ->> 'response_url' END,
 					'cancel_url', CASE WHEN jsonb_typeof(b) = 'object' THEN b ->> 'cancel_url' END)));
@@ -108,14 +100,17 @@ BEGIN
 	WHEN 'poll' THEN
 		IF status = 202 OR (status = 200 AND jsonb_typeof(b) = 'object'
 							AND b ->> 'status' IN ('IN_QUEUE', 'IN_PROGRESS')) THEN
-			RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
-				'state', jsonb_strip_nulls(jsonb_build_object(
-					'provider_status', b ->> 'status', 'queue_position', b -> 'queue_position',
-					'polls', coalesce((j.state ->> 'polls')::integer, 0) + 1)));
+			-- Still queued or generating: no log line, the job keeps count.
+			RETURN hagen._poll_again(j, b ->> 'status', b -> 'queue_position', NULL,
+									 coalesce(b ->> 'status' = 'IN_PROGRESS', false));
 		ELSIF status = 200 THEN
 			RETURN jsonb_build_object('action', 'advance', 'step', 'result',
 				'state', jsonb_strip_nulls(jsonb_build_object('provider_status', 'COMPLETED',
-					'provider_error', b ->> 'error', 'provider_error_type', b ->> 'error_type')));
+					'provider_error', b ->> 'error', 'provider_error_type', b ->> 'error_type'))
+					|| CASE WHEN b ->> 'error' IS NULL THEN hagen._poll_done(j,
+						CASE WHEN b -> 'metrics' ->> 'inference_time' ~ '^[0-9]+(\.[0-9]+)?$'
+							 THEN (b -> 'metrics' ->> 'inference_time')::numeric END)
+							ELSE '{}' END);
 		ELSIF status = 404 THEN
 			RETURN jsonb_build_object('action', 'fail',
 				'error', format('Fal.ai does not know request %s (HTTP 404)', j.request_id));
@@ -137,7 +132,8 @@ BEGIN
 			RETURN jsonb_build_object('action', 'fail',
 				'error', 'Fal.ai result has no video.url: ' || left(b::text, 300));
 		ELSIF status = 400 AND msg ~* 'in progress' THEN
-			RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms);
+			RETURN jsonb_build_object('action', 'advance', 'step', 'poll',
+									  'delay_ms', hagen._poll_delay_ms(j.state, hagen._now_ms()));
 		ELSIF status BETWEEN 400 AND 499 AND status <> 429 THEN
 			RETURN jsonb_build_object('action', 'fail',
 				'error', format('Fal.ai could not generate the video (HTTP %s): %s', status,

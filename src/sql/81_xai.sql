@@ -31,15 +31,16 @@ DECLARE
 	status integer := coalesce((o ->> 'status')::integer, 0);
 	b jsonb := o -> 'body';
 	st text;
-	poll_ms bigint := hagen._poll_delay_ms(j);
 	msg text := hagen._error_text(o);
 BEGIN
 	IF j.step = 'submit' THEN
 		IF status = 200 AND jsonb_typeof(b -> 'request_id') = 'string' AND b ->> 'request_id' <> '' THEN
-			RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
+			RETURN jsonb_build_object('action', 'advance', 'step', 'poll',
+				'delay_ms', hagen._poll_interval_ms(),
 				'request_id', b ->> 'request_id',
 				'log', format('submitted to xAI as request %s', b ->> 'request_id'),
-				'state', jsonb_build_object('request_id', b ->> 'request_id'));
+				'state', jsonb_build_object('request_id', b ->> 'request_id',
+											'submitted_ms', hagen._now_ms()));
 		ELSIF status IN (429, 503) OR (status = 0 AND o ->> 'phase' = 'connect') THEN
 			RETURN hagen._transient(o, 'submit to xAI');
 		ELSIF status BETWEEN 400 AND 499 THEN
@@ -52,12 +53,11 @@ BEGIN
 								 ELSE format('HTTP %s%s', status, coalesce(': ' || msg, '')) END));
 	END IF;
 
-	-- poll (and result, which is the same request)
+	-- poll (and result, which is the same request).  xAI has no queue
+	-- state: a request generates from its submit on.
 	IF status = 202 THEN
-		RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
-			'state', jsonb_strip_nulls(jsonb_build_object('provider_status', 'pending',
-				'provider_progress', b -> 'progress',
-				'polls', coalesce((j.state ->> 'polls')::integer, 0) + 1)));
+		RETURN hagen._poll_again(j, 'pending', NULL, b -> 'progress', true,
+								 (j.state ->> 'submitted_ms')::bigint);
 	ELSIF status = 404 THEN
 		RETURN jsonb_build_object('action', 'fail',
 			'error', format('xAI does not know request %s (HTTP 404)', j.request_id));
@@ -83,7 +83,8 @@ BEGIN
 			'state', jsonb_strip_nulls(jsonb_build_object('video_url', b -> 'video' ->> 'url',
 				'provider_duration', b -> 'video' -> 'duration',
 				'actual_cost_cents', CASE WHEN b -> 'usage' ->> 'cost_in_usd_ticks' ~ '^[0-9]+$'
-										  THEN ceil((b -> 'usage' ->> 'cost_in_usd_ticks')::numeric / 1e8)::integer END)));
+										  THEN ceil((b -> 'usage' ->> 'cost_in_usd_ticks')::numeric / 1e8)::integer END))
+				|| hagen._poll_done(j));
 	ELSIF st = 'failed' THEN
 		RETURN jsonb_build_object('action', 'fail',
 			'error', format('xAI could not generate the video (%s): %s',
@@ -92,8 +93,7 @@ BEGIN
 	ELSIF st = 'expired' THEN
 		RETURN jsonb_build_object('action', 'fail', 'error', format('xAI request %s expired', j.request_id));
 	END IF;
-	RETURN jsonb_build_object('action', 'advance', 'step', 'poll', 'delay_ms', poll_ms,
-		'state', jsonb_build_object('provider_status', st));
+	RETURN hagen._poll_again(j, st, NULL, b -> 'progress', true, (j.state ->> 'submitted_ms')::bigint);
 END;
 $$;
 
