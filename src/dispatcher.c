@@ -31,8 +31,6 @@
 #define PURGE_INTERVAL_MS (3600 * 1000)
 #define STARVED_RETRY_MS 20
 
-static bool reported = false;
-
 typedef struct Outcome
 {
 	int64		job_id;
@@ -41,55 +39,52 @@ typedef struct Outcome
 } Outcome;
 
 /*
- * Hands every finished transfer's outcome back to SQL, many in one
- * transaction; should that transaction fail as a whole, one by one.
+ * Takes up to MAX_BATCH finished transfers' outcomes into batch; returns how
+ * many, and the JSON array hagen.complete_jobs() takes (NULL when none).
  */
-static void
-report_outcomes(HagenHttp *h)
+static char *
+take_outcomes(HagenHttp *h, Outcome *batch, int *n)
 {
-	Outcome		batch[MAX_BATCH];
-	int			n;
+	StringInfoData buf;
+	HagenJson	w;
 	int			i;
 
-	reported = false;
-	for (;;)
+	*n = 0;
+	while (*n < MAX_BATCH &&
+		   hagen_http_next_done(h, &batch[*n].job_id, &batch[*n].token, &batch[*n].json))
+		(*n)++;
+	if (*n == 0)
+		return NULL;
+	initStringInfo(&buf);
+	hagen_json_init(&w, &buf);
+	hagen_json_array_start(&w, NULL);
+	for (i = 0; i < *n; i++)
 	{
-		StringInfoData buf;
-		HagenJson	w;
-
-		n = 0;
-		while (n < MAX_BATCH &&
-			   hagen_http_next_done(h, &batch[n].job_id, &batch[n].token, &batch[n].json))
-			n++;
-		if (n == 0)
-			return;
-		reported = true;
-		if (n == 1)
-		{
-			hagen_complete_job(batch[0].job_id, batch[0].token, batch[0].json);
-			pfree(batch[0].json);
-			continue;
-		}
-		initStringInfo(&buf);
-		hagen_json_init(&w, &buf);
-		hagen_json_array_start(&w, NULL);
-		for (i = 0; i < n; i++)
-		{
-			hagen_json_object_start(&w, NULL);
-			hagen_json_int(&w, "job_id", batch[i].job_id);
-			hagen_json_int(&w, "token", batch[i].token);
-			hagen_json_raw(&w, "outcome", batch[i].json);
-			hagen_json_object_end(&w);
-		}
-		hagen_json_array_end(&w);
-		if (!hagen_complete_jobs(buf.data))
-			for (i = 0; i < n; i++)
-				hagen_complete_job(batch[i].job_id, batch[i].token, batch[i].json);
-		for (i = 0; i < n; i++)
-			pfree(batch[i].json);
-		pfree(buf.data);
+		hagen_json_object_start(&w, NULL);
+		hagen_json_int(&w, "job_id", batch[i].job_id);
+		hagen_json_int(&w, "token", batch[i].token);
+		hagen_json_raw(&w, "outcome", batch[i].json);
+		hagen_json_object_end(&w);
 	}
+	hagen_json_array_end(&w);
+	return buf.data;
 }
+
+/*
+ * Hands a batch of outcomes back on its own, when handing it back with a
+ * claim failed: in one transaction, else one by one (each failed alone).
+ */
+static void
+report_apart(Outcome *batch, int n, const char *json)
+{
+	int			i;
+
+	if (n > 1 && hagen_complete_jobs(json))
+		return;
+	for (i = 0; i < n; i++)
+		hagen_complete_job(batch[i].job_id, batch[i].token, batch[i].json);
+}
+
 #define NOT_INSTALLED_SLEEP_MS 10000
 
 /*
@@ -123,6 +118,9 @@ hagen_dispatcher_main(Datum arg)
 
 	for (;;)
 	{
+		Outcome		batch[MAX_BATCH];
+		int			n_out;
+		char	   *outcomes;
 		int			free_slots = -1;
 		long		timeout_ms;
 		TimestampTz now;
@@ -130,8 +128,8 @@ hagen_dispatcher_main(Datum arg)
 		MemoryContextSwitchTo(loop_cxt);
 		CHECK_FOR_INTERRUPTS();
 
-		/* Outcomes first: they free slots and may queue follow-up steps. */
-		report_outcomes(h);
+		/* Outcomes of finished transfers: their slots are free now. */
+		outcomes = take_outcomes(h, batch, &n_out);
 		hagen_inflight_set(hagen_http_inflight(h));
 
 		if (!recovered)
@@ -151,45 +149,56 @@ hagen_dispatcher_main(Datum arg)
 		{
 			free_slots = hagen_inflight_reserve(hagen_http_inflight(h),
 												hagen_max_inflight - hagen_http_inflight(h));
+			/* The other dispatchers fill hagen.max_inflight: look again soon. */
 			if (free_slots == 0)
-			{
-				/* The other dispatchers fill hagen.max_inflight: look again soon. */
 				claim_at = TimestampTzPlusMilliseconds(now, STARVED_RETRY_MS);
-			}
-			else
-			{
-				HagenClaim *claims;
-				long		next_due_ms;
-				int			n;
-				int			i;
+		}
 
+		/* Claims and outcomes together, in one transaction. */
+		if (free_slots > 0 || n_out > 0)
+		{
+			HagenClaim *claims = NULL;
+			long		next_due_ms = -1;
+			int			n;
+			int			i;
+
+			if (free_slots > 0)
 				hagen_lane_reading();
-				n = hagen_claim_jobs("http", free_slots, loop_cxt, &claims, &next_due_ms);
-				if (n < 0)
+			n = hagen_exchange(outcomes, "http", Max(free_slots, 0), loop_cxt, &claims, &next_due_ms);
+			if (n == -2)
+			{
+				/* Failed as a whole: the outcomes first, then the claim, apart. */
+				if (n_out > 0)
+					report_apart(batch, n_out, outcomes);
+				n = free_slots > 0 ?
+					hagen_claim_jobs("http", free_slots, loop_cxt, &claims, &next_due_ms) : 0;
+			}
+			if (n < 0)
+			{
+				/* Not installed here (yet), or the claim failed: try later. */
+				recovered = false;
+				claim_at = TimestampTzPlusMilliseconds(now, NOT_INSTALLED_SLEEP_MS);
+			}
+			else if (free_slots > 0)
+			{
+				for (i = 0; i < n; i++)
 				{
-					/* Not installed here (yet), or the claim failed: try later. */
-					recovered = false;
-					claim_at = TimestampTzPlusMilliseconds(now, NOT_INSTALLED_SLEEP_MS);
+					pgstat_report_activity(STATE_RUNNING, "starting hagenkit transfers");
+					hagen_http_start(h, claims[i].job_id, claims[i].token, claims[i].effect);
 				}
+				if (n == free_slots)
+					claim_at = 0;	/* there may be more due already */
+				else if (next_due_ms < 0)
+					claim_at = TimestampTzPlusMilliseconds(now, SAFETY_TIMER_MS);
 				else
-				{
-					for (i = 0; i < n; i++)
-					{
-						pgstat_report_activity(STATE_RUNNING, "starting hagenkit transfers");
-						hagen_http_start(h, claims[i].job_id, claims[i].token, claims[i].effect);
-					}
-					if (n == free_slots)
-						claim_at = 0;	/* there may be more due already */
-					else if (next_due_ms < 0)
-						claim_at = TimestampTzPlusMilliseconds(now, SAFETY_TIMER_MS);
-					else
-						claim_at = TimestampTzPlusMilliseconds(now, Min(next_due_ms, SAFETY_TIMER_MS));
-				}
-				/* What was reserved and not used is given back. */
-				hagen_inflight_set(hagen_http_inflight(h));
+					claim_at = TimestampTzPlusMilliseconds(now, Min(next_due_ms, SAFETY_TIMER_MS));
 				pgstat_report_activity(STATE_IDLE, NULL);
 			}
+			/* What was reserved and not used is given back. */
+			hagen_inflight_set(hagen_http_inflight(h));
 		}
+		for (int i = 0; i < n_out; i++)
+			pfree(batch[i].json);
 
 		/*
 		 * Sleep until the next claim, or until transfers move.  Work
@@ -197,7 +206,7 @@ hagen_dispatcher_main(Datum arg)
 		 * that falls due earlier brings the claim forward; it sets our latch
 		 * only while we sleep with room for more requests.  When
 		 * hagen.max_inflight is full, a finished transfer is what frees a
-		 * slot.
+		 * slot.  A full batch of outcomes means more may be waiting.
 		 */
 		if (hagen_http_inflight(h) < hagen_max_inflight)
 		{
@@ -209,6 +218,8 @@ hagen_dispatcher_main(Datum arg)
 			hagen_lane_sleep(DT_NOEND, false);
 			timeout_ms = SAFETY_TIMER_MS;
 		}
+		if (n_out == MAX_BATCH)
+			timeout_ms = 0;
 		MemoryContextReset(loop_cxt);
 
 		(void) hagen_http_wait(h, timeout_ms);

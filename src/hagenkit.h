@@ -110,6 +110,8 @@ extern int	hagen_claim_jobs(const char *lane, int max_jobs, MemoryContext cxt,
 							 HagenClaim **claims, long *next_due_ms);
 extern bool hagen_complete_job(int64 job_id, int64 token, const char *outcome_json);
 extern bool hagen_complete_jobs(const char *outcomes_json);
+extern int	hagen_exchange(const char *outcomes_json, const char *lane, int max_jobs,
+						   MemoryContext cxt, HagenClaim **claims, long *next_due_ms);
 extern void hagen_recover_jobs(const char *lane);
 extern void hagen_purge_history(void);
 extern bool hagen_heartbeat(int64 job_id, int64 token, const char *progress_json);

@@ -147,17 +147,14 @@ typedef struct ClaimArgs
 	bool		installed;
 } ClaimArgs;
 
+/* Claims and reads the next due time, in the current transaction. */
 static void
-claim_body(void *arg)
+claim_in_xact(ClaimArgs *a)
 {
-	ClaimArgs  *a = (ClaimArgs *) arg;
 	Datum		values[2];
 	uint64		i;
 	bool		isnull;
 
-	a->installed = extension_installed();
-	if (!a->installed)
-		return;
 	values[0] = CStringGetTextDatum(a->lane);
 	values[1] = Int32GetDatum(a->max_jobs);
 	if (run_query(&q_claim, values, NULL, false, 0) != SPI_OK_SELECT)
@@ -186,6 +183,16 @@ claim_body(void *arg)
 
 		a->next_due_ms = isnull ? -1 : (long) DatumGetInt64(d);
 	}
+}
+
+static void
+claim_body(void *arg)
+{
+	ClaimArgs  *a = (ClaimArgs *) arg;
+
+	a->installed = extension_installed();
+	if (a->installed)
+		claim_in_xact(a);
 }
 
 /*
@@ -278,6 +285,66 @@ hagen_complete_job(int64 job_id, int64 token, const char *outcome_json)
 	a.query = &q_fail;
 	run_xact("failing a hagenkit job", complete_body, &a);
 	return false;
+}
+
+typedef struct ExchangeArgs
+{
+	ClaimArgs	claim;
+	const char *outcomes;
+} ExchangeArgs;
+
+static void
+exchange_body(void *arg)
+{
+	ExchangeArgs *a = (ExchangeArgs *) arg;
+
+	a->claim.installed = extension_installed();
+	if (!a->claim.installed)
+		return;
+	if (a->claim.max_jobs > 0)
+		claim_in_xact(&a->claim);
+	if (a->outcomes)
+	{
+		Datum		values[1];
+
+		values[0] = CStringGetTextDatum(a->outcomes);
+		if (run_query(&q_complete_many, values, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "hagen.complete_jobs failed");
+	}
+}
+
+/*
+ * hagen_exchange claims up to max_jobs due jobs of a lane (none when 0) and
+ * hands back a batch of outcomes (a JSON array as for hagen_complete_jobs,
+ * or NULL) in one transaction: one commit, one WAL flush, where claiming and
+ * reporting apart cost two.  The claims come first, so no job is claimed in
+ * the transaction that queued it.  Returns the number claimed, -1 when the
+ * extension is not installed, -2 when the transaction failed as a whole
+ * (nothing of it happened: the caller hands the outcomes back and claims on
+ * their own, apart).
+ */
+int
+hagen_exchange(const char *outcomes_json, const char *lane, int max_jobs, MemoryContext cxt,
+			   HagenClaim **claims, long *next_due_ms)
+{
+	ExchangeArgs a;
+
+	memset(&a, 0, sizeof(a));
+	a.claim.lane = lane;
+	a.claim.max_jobs = max_jobs;
+	a.claim.cxt = cxt;
+	a.claim.next_due_ms = -1;
+	a.outcomes = outcomes_json;
+	*claims = NULL;
+	*next_due_ms = -1;
+	if (!run_xact(max_jobs > 0 ? "claiming and reporting hagenkit jobs" : "reporting hagenkit job outcomes",
+				  exchange_body, &a))
+		return -2;
+	if (!a.claim.installed)
+		return -1;
+	*claims = a.claim.claims;
+	*next_due_ms = a.claim.next_due_ms;
+	return a.claim.n;
 }
 
 typedef struct RecoverArgs

@@ -156,7 +156,7 @@ def main():
     cur.execute("SELECT count(*) FROM hagen.job_log")
     logs = cur.fetchone()[0]
     cur.execute("""SELECT funcname || ' ' || calls || ' ' || round(self_time::numeric) || ' ' || round(total_time::numeric)
-                   FROM pg_stat_user_functions WHERE schemaname = 'hagen' ORDER BY self_time DESC LIMIT 15""")
+                   FROM pg_stat_user_functions WHERE schemaname = 'hagen' ORDER BY self_time DESC LIMIT 30""")
     top = [r[0] for r in cur.fetchall()]
     cur.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'")
     statements_top = []

@@ -4,12 +4,18 @@
 While it runs, every 100 ms: the latency of a trivial query on its own
 connection, the HTTP requests in flight (running jobs of the http lane),
 and the anonymous memory of every hagenkit worker.  Prints one JSON object.
+
+    drive.py DSN PGDATA [PID ...]     (PIDs: the test servers, counted as ours)
 """
 import json
+import os
 import sys
 import time
 
 import psycopg2
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import cpu  # noqa: E402
 
 
 def rss_kb(pid):
@@ -39,6 +45,8 @@ def pct(values, p):
 
 def main():
     dsn = sys.argv[1]
+    pgdata = sys.argv[2]
+    servers = [int(x) for x in sys.argv[3:]]
     control = psycopg2.connect(dsn)
     control.autocommit = True
     probe = psycopg2.connect(dsn)
@@ -52,6 +60,7 @@ def main():
     cpu0 = {pid: cpu_s(pid) for pid, _ in workers}
     mem = {pid: [rss_kb(pid)] for pid, _ in workers}
 
+    meter = cpu.Meter([os.getpid(), cpu.postmaster_pid(pgdata)] + servers)
     t0 = time.monotonic()
     cur.execute("SELECT count(hagen.start_video(id)) FROM hagen.video_project WHERE status = 'pending'")
     projects = cur.fetchone()[0]
@@ -74,30 +83,57 @@ def main():
             break
         time.sleep(0.1)
     wall = time.monotonic() - t0
+    cpu_use = meter.stop()
     cur.execute("SELECT status, count(*) FROM hagen.video_project GROUP BY 1 ORDER BY 1")
     statuses = dict(cur.fetchall())
     cur.execute("""SELECT count(*), count(*) FILTER (WHERE kind IN ('clip', 'transition')),
                           count(*) FILTER (WHERE kind = 'compile'), sum(total_attempts)
                    FROM hagen.job""")
     jobs, gen_jobs, compiles, effects = cur.fetchone()
-    cpu = {pid: cpu_s(pid) - cpu0[pid] for pid, _ in workers}
-    dispatcher = [pid for pid, t in workers if t == "hagenkit dispatcher"][0]
-    # Bookkeeping: the time spent in the engine's SQL (claims, outcomes,
-    # heartbeats), from track_functions.
-    # complete_jobs only loops over complete_job, whose time is counted.
-    cur.execute("""SELECT coalesce(sum(total_time), 0), string_agg(funcname || '=' || calls, ' ' ORDER BY funcname)
-                   FROM pg_stat_user_functions WHERE schemaname = 'hagen'
-                   AND funcname IN ('claim_jobs', 'complete_job', 'heartbeat', 'fail_job')""")
+    # The generation phase: from the start to the end of the last clip or
+    # transition job; the http lane's effects in it.
+    cur.execute("""SELECT extract(epoch FROM max(finished_at) - min(created_at)),
+                          sum(total_attempts) FILTER (WHERE lane = 'http')
+                   FROM hagen.job WHERE kind IN ('clip', 'transition', 'upload_part')""")
+    gen_wall, gen_effects = cur.fetchone()
+    # Polls per clip: the answers "still queued / generating" each job kept
+    # count of, plus the one that found it done.
+    cur.execute("""SELECT round(avg(coalesce((state ->> 'polls')::int, 0) + 1), 2),
+                          percentile_cont(0.5) WITHIN GROUP (ORDER BY coalesce((state ->> 'polls')::int, 0) + 1),
+                          max(coalesce((state ->> 'polls')::int, 0) + 1),
+                          round(avg(extract(epoch FROM finished_at - created_at))::numeric, 1)
+                   FROM hagen.job WHERE kind IN ('clip', 'transition') AND status = 'succeeded'""")
+    polls_avg, polls_median, polls_max, job_s = cur.fetchone()
+    cur.execute("SELECT count(*) FROM hagen.job_log")
+    log_rows = cur.fetchone()[0]
+    cpu_w = {pid: cpu_s(pid) - cpu0[pid] for pid, _ in workers}
+    dispatchers = [pid for pid, t in workers if t == "hagenkit dispatcher"]
+    # Bookkeeping: the time spent in the engine's SQL, i.e. in the protocol
+    # statements the workers run (claim_jobs, next_due, complete_job(s),
+    # heartbeat, fail_job, recover_jobs), timed by pg_stat_statements as
+    # top-level statements.  (Summing pg_stat_user_functions instead counts
+    # a function called inside another twice, and its instrumentation of
+    # every nested call slows them down; it is kept for the breakdown.)
+    cur.execute("""SELECT coalesce(sum(total_exec_time), 0),
+                          string_agg(substring(query from 'hagen\\.([a-z_]+)\\(') || '=' || calls, ' ')
+                   FROM pg_stat_statements
+                   WHERE query ~ '^SELECT (job_id, token, effect FROM )?hagen\\.(claim_jobs|next_due|complete_jobs?|heartbeat|fail_job|recover_jobs)\\('""")
     book_ms, calls = cur.fetchone()
     cur.execute("""SELECT funcname, calls, round(self_time::numeric, 1), round(total_time::numeric, 1)
                    FROM pg_stat_user_functions WHERE schemaname = 'hagen' ORDER BY self_time DESC LIMIT 8""")
     top = [list(map(str, r)) for r in cur.fetchall()]
-    curve = mem[dispatcher]
+    curve = mem[dispatchers[0]]
+    dispatcher_cpu = sum(cpu_w[p] for p in dispatchers)
     step = max(1, len(curve) // 10)
     out = {
         "projects": projects, "statuses": statuses, "wall_s": round(wall, 1),
         "jobs": jobs, "generation_jobs": gen_jobs, "compile_jobs": compiles, "effects": int(effects),
         "jobs_per_s": round(jobs / wall, 1), "effects_per_s": round(int(effects) / wall, 1),
+        "generation_phase_s": round(float(gen_wall), 1),
+        "generation_effects_per_s": round(int(gen_effects) / float(gen_wall), 1),
+        "polls_per_clip": {"mean": float(polls_avg), "median": float(polls_median), "max": polls_max},
+        "generation_job_s_mean": float(job_s),
+        "log_rows": log_rows, "log_rows_per_effect": round(log_rows / int(effects), 2),
         "max_inflight": max_inflight, "inflight_peak": inflight_peak,
         "select1_ms": {"p50": round(pct(latencies, 50), 2), "p99": round(pct(latencies, 99), 2),
                        "max": round(max(latencies), 2), "samples": len(latencies)},
@@ -106,10 +142,13 @@ def main():
         "bookkeeping_ms_per_job": round(float(book_ms) / jobs, 2),
         "bookkeeping_ms_per_effect": round(float(book_ms) / int(effects), 3),
         "dispatcher_rss_kb_curve": [curve[i] for i in range(0, len(curve), step)] + [curve[-1]],
-        "dispatcher_cpu_s": round(cpu[dispatcher], 2),
-        "dispatcher_cpu_ms_per_effect": round(cpu[dispatcher] * 1000 / int(effects), 3),
+        "dispatchers": len(dispatchers),
+        "dispatcher_cpu_s": round(dispatcher_cpu, 2),
+        "dispatcher_cpu_ms_per_effect": round(dispatcher_cpu * 1000 / int(effects), 3),
+        "cpu": cpu_use,
         "worker_rss_kb": {t + " " + str(pid): {"start": mem[pid][0], "peak": max(m for m in mem[pid] if m),
                                                "end": mem[pid][-1]} for pid, t in workers},
+        "worker_cpu_s": {t + " " + str(pid): round(cpu_w[pid], 2) for pid, t in workers},
     }
     print(json.dumps(out, indent=1))
 
