@@ -5105,12 +5105,11 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION hagen._poll_done(j hagen.job, inference_s numeric DEFAULT NULL) RETURNS jsonb
+CREATE FUNCTION hagen._poll_done(j hagen.job) RETURNS jsonb
 	LANGUAGE sql VOLATILE
 	RETURN jsonb_strip_nulls(jsonb_build_object('polled_ms', hagen._now_ms(),
-		'generation_ms', coalesce(round(inference_s * 1000)::bigint,
-								  hagen._now_ms() - (j.state ->> 'generating_since_ms')::bigint,
-								  hagen._now_ms() - (j.state ->> 'submitted_ms')::bigint)));
+		'generation_ms', hagen._now_ms() - coalesce((j.state ->> 'generating_since_ms')::bigint,
+													(j.state ->> 'submitted_ms')::bigint)));
 CREATE OR REPLACE FUNCTION hagen._fal_interpret(j hagen.job, o jsonb) RETURNS jsonb
 	LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -5165,10 +5164,7 @@ BEGIN
 			RETURN jsonb_build_object('action', 'advance', 'step', 'result',
 				'state', jsonb_strip_nulls(jsonb_build_object('provider_status', 'COMPLETED',
 					'provider_error', b ->> 'error', 'provider_error_type', b ->> 'error_type'))
-					|| CASE WHEN b ->> 'error' IS NULL THEN hagen._poll_done(j,
-						CASE WHEN b -> 'metrics' ->> 'inference_time' ~ '^[0-9]+(\.[0-9]+)?$'
-							 THEN (b -> 'metrics' ->> 'inference_time')::numeric END)
-							ELSE '{}' END);
+					|| CASE WHEN b ->> 'error' IS NULL THEN hagen._poll_done(j) ELSE '{}' END);
 		ELSIF status = 404 THEN
 			RETURN jsonb_build_object('action', 'fail',
 				'error', format('Fal.ai does not know request %s (HTTP 404)', j.request_id));
@@ -5284,7 +5280,7 @@ REVOKE ALL ON FUNCTION hagen._complete_job(bigint, bigint, jsonb, boolean), hage
 	hagen._advance_project(uuid, timestamptz, numeric, integer, integer, integer, integer, boolean),
 	hagen._job_progress(), hagen._poll_interval_ms(), hagen._now_ms(),
 	hagen._typical_generation_ms(text, text), hagen._poll_delay_ms(jsonb, bigint),
-	hagen._poll_again(hagen.job, text, jsonb, jsonb, boolean, bigint), hagen._poll_done(hagen.job, numeric)
+	hagen._poll_again(hagen.job, text, jsonb, jsonb, boolean, bigint), hagen._poll_done(hagen.job)
 	FROM PUBLIC;
 
 -- Runs in flight count from here on.

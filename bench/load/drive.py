@@ -61,10 +61,18 @@ def main():
     mem = {pid: [rss_kb(pid)] for pid, _ in workers}
 
     meter = cpu.Meter([os.getpid(), cpu.postmaster_pid(pgdata)] + servers)
+    # WAVES=N: the projects are started in N waves, each once the one before
+    # has ended (so that the later ones find the generation times of the
+    # earlier ones in the table, as a server that has been running does).
+    waves = int(os.environ.get("WAVES", "1"))
+    cur.execute("SELECT array_agg(id::text ORDER BY created_at, id) FROM hagen.video_project WHERE status = 'pending'")
+    pending = cur.fetchone()[0]
+    groups = [pending[i * len(pending) // waves:(i + 1) * len(pending) // waves] for i in range(waves)]
+    projects = len(pending)
     t0 = time.monotonic()
-    cur.execute("SELECT count(hagen.start_video(id)) FROM hagen.video_project WHERE status = 'pending'")
-    projects = cur.fetchone()[0]
     latencies, inflight_peak, samples = [], 0, 0
+    wave = 0
+    cur.execute("SELECT count(hagen.start_video(id)) FROM unnest(%s::uuid[]) id", (groups[0],))
     while True:
         s = time.monotonic()
         pcur.execute("SELECT 1")
@@ -80,7 +88,10 @@ def main():
             for pid, _ in workers:
                 mem[pid].append(rss_kb(pid))
         if live == 0:
-            break
+            wave += 1
+            if wave == waves:
+                break
+            cur.execute("SELECT count(hagen.start_video(id)) FROM unnest(%s::uuid[]) id", (groups[wave],))
         time.sleep(0.1)
     wall = time.monotonic() - t0
     cpu_use = meter.stop()
@@ -104,6 +115,14 @@ def main():
                           round(avg(extract(epoch FROM finished_at - created_at))::numeric, 1)
                    FROM hagen.job WHERE kind IN ('clip', 'transition') AND status = 'succeeded'""")
     polls_avg, polls_median, polls_max, job_s = cur.fetchone()
+    per_wave = []
+    for g in groups:
+        cur.execute("""SELECT round(avg(coalesce((state ->> 'polls')::int, 0) + 1), 2),
+                              round(avg(extract(epoch FROM finished_at - created_at))::numeric, 1)
+                       FROM hagen.job WHERE kind IN ('clip', 'transition') AND status = 'succeeded'
+                         AND project_id = ANY(%s::uuid[])""", (g,))
+        a, js = cur.fetchone()
+        per_wave.append({"projects": len(g), "polls_per_clip": float(a), "job_s": float(js)})
     cur.execute("SELECT count(*) FROM hagen.job_log")
     log_rows = cur.fetchone()[0]
     cpu_w = {pid: cpu_s(pid) - cpu0[pid] for pid, _ in workers}
@@ -132,6 +151,7 @@ def main():
         "generation_phase_s": round(float(gen_wall), 1),
         "generation_effects_per_s": round(int(gen_effects) / float(gen_wall), 1),
         "polls_per_clip": {"mean": float(polls_avg), "median": float(polls_median), "max": polls_max},
+        "waves": per_wave,
         "generation_job_s_mean": float(job_s),
         "log_rows": log_rows, "log_rows_per_effect": round(log_rows / int(effects), 2),
         "max_inflight": max_inflight, "inflight_peak": inflight_peak,

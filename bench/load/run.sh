@@ -20,6 +20,8 @@
 #                      clip are what they would be against Fal.ai at 2 s
 #   POLL_INTERVAL      hagen.poll_interval (default 100ms, or 2 s x TIME_SCALE when paced)
 #   MAX_CONCURRENT=N   the simulated account runs N requests at once, the rest wait in its queue
+#   WAVES=N            the projects start in N waves, each when the one before has ended (a
+#                      model's typical generation time is learnt from the jobs of earlier waves)
 #   TRACK_FUNCTIONS=all  adds the busiest SQL functions (the instrumentation slows every call)
 #
 # Run as root after make install.

@@ -124,8 +124,9 @@ $$;
 -- it generates, the expected end comes from the provider's own progress
 -- where it reports one (xAI: the job polls again halfway to the end that
 -- progress predicts), else from the model's typical time (the median of its
--- last 20 generations recorded in hagen.job): the job sleeps until just
--- before that end, then polls at the interval, backing off as it runs late.
+-- last 20 generations recorded in hagen.job, as the engine saw them): the
+-- job sleeps until just before that end, then polls at the interval,
+-- backing off as it runs late.
 -- A model with fewer than 3 generations recorded has no typical time: the
 -- interval then grows by half at each poll.  No wait exceeds 8 intervals,
 -- except the sleep until an expected end.  The state keeps what this needs:
@@ -235,12 +236,15 @@ BEGIN
 END;
 $$;
 
--- What to keep when a poll finds the generation done: how long it took
--- (the provider's own inference time when it reports one), for the model's
--- typical time.
-CREATE FUNCTION hagen._poll_done(j hagen.job, inference_s numeric DEFAULT NULL) RETURNS jsonb
+-- What to keep when a poll finds the generation done: how long it took as
+-- the engine saw it (from the estimated start to this answer), for the
+-- model's typical time.  Not the provider's own figure (Fal.ai's
+-- metrics.inference_time): the expected end is reckoned on the engine's
+-- clock, from its own estimate of the start, and a provider's figure may
+-- leave out time it spends around the inference (or, in a simulator, be
+-- in simulated time).
+CREATE FUNCTION hagen._poll_done(j hagen.job) RETURNS jsonb
 	LANGUAGE sql VOLATILE
 	RETURN jsonb_strip_nulls(jsonb_build_object('polled_ms', hagen._now_ms(),
-		'generation_ms', coalesce(round(inference_s * 1000)::bigint,
-								  hagen._now_ms() - (j.state ->> 'generating_since_ms')::bigint,
-								  hagen._now_ms() - (j.state ->> 'submitted_ms')::bigint)));
+		'generation_ms', hagen._now_ms() - coalesce((j.state ->> 'generating_since_ms')::bigint,
+													(j.state ->> 'submitted_ms')::bigint)));

@@ -107,10 +107,7 @@ BEGIN
 			RETURN jsonb_build_object('action', 'advance', 'step', 'result',
 				'state', jsonb_strip_nulls(jsonb_build_object('provider_status', 'COMPLETED',
 					'provider_error', b ->> 'error', 'provider_error_type', b ->> 'error_type'))
-					|| CASE WHEN b ->> 'error' IS NULL THEN hagen._poll_done(j,
-						CASE WHEN b -> 'metrics' ->> 'inference_time' ~ '^[0-9]+(\.[0-9]+)?$'
-							 THEN (b -> 'metrics' ->> 'inference_time')::numeric END)
-							ELSE '{}' END);
+					|| CASE WHEN b ->> 'error' IS NULL THEN hagen._poll_done(j) ELSE '{}' END);
 		ELSIF status = 404 THEN
 			RETURN jsonb_build_object('action', 'fail',
 				'error', format('Fal.ai does not know request %s (HTTP 404)', j.request_id));
