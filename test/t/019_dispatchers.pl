@@ -6,30 +6,20 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::RealBin/../lib";
+use lib "$FindBin::Bin/../lib";
 use HagenTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 
-my $root = "$FindBin::RealBin/../..";
-my $url = HagenTest::start_server('slow', "$root/test/lib/slow_server.js", '--delay-ms', 200);
+my $url = start_server('slow', "$FindBin::Bin/../lib/slow_server.js", '--delay-ms', 200);
 my $max_inflight = 8;
 
-my $node = PostgreSQL::Test::Cluster->new('dispatchers');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'hagenkit'
-hagen.database = 'postgres'
-hagen.dispatchers = 2
-hagen.max_inflight = $max_inflight
-hagen.fal_key = 'test-id:test-secret'
-hagen.fal_queue_url = '$url/queue'
-track_functions = 'all'
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION hagenkit');
+my $node = hagen_node('dispatchers', settings => {
+	'hagen.dispatchers' => 2, 'hagen.max_inflight' => $max_inflight,
+	'hagen.fal_key' => 'test-id:test-secret', 'hagen.fal_queue_url' => "$url/queue",
+	'track_functions' => 'all' });
 my $psql = sub { return $node->safe_psql('postgres', $_[0]); };
 
 is($psql->(q{SELECT string_agg(application_name, ', ' ORDER BY application_name)
@@ -99,5 +89,5 @@ my $log = slurp_file($node->logfile);
 unlike($log, qr/deadlock detected/, 'no deadlock between the dispatchers');
 
 $node->stop;
-HagenTest::stop_servers();
+stop_servers();
 done_testing();
