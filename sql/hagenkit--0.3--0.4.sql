@@ -4793,7 +4793,6 @@ BEGIN
 	WHERE v.id = p.id;
 	PERFORM hagen._log(NULL, p.id, 'info', 'run started',
 					   jsonb_build_object('jobs', n, 'run_cost_cents', run_cost));
-	PERFORM hagen._count_run(p.id);
 	PERFORM hagen._advance_project(p.id);
 	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n, 'run_cost_cents', run_cost);
 END;
@@ -4842,7 +4841,7 @@ BEGIN
 	END CASE;
 	IF j.kind IN ('clip', 'transition') THEN
 		-- (The job's own end was counted by the trigger job_progress.)
-		PERFORM hagen._advance_project(j.project_id, NULL, 0, 0,
+		PERFORM hagen._project_moved(j.project_id, NULL, 0, 0,
 			(now_st IS NOT DISTINCT FROM 'completed')::integer - (was IS NOT DISTINCT FROM 'completed')::integer,
 			coalesce(now_st IN ('failed', 'canceled'), false)::integer
 				- coalesce(was IN ('failed', 'canceled'), false)::integer,
@@ -4893,11 +4892,20 @@ BEGIN
 END;
 $$;
 
-DROP FUNCTION hagen._advance_project(uuid);
-CREATE FUNCTION hagen._advance_project(project uuid, job_created timestamptz DEFAULT NULL,
-									   d_fraction numeric DEFAULT 0, d_done integer DEFAULT 0,
-									   d_completed integer DEFAULT 0, d_failed integer DEFAULT 0,
-									   d_cost integer DEFAULT 0, moved boolean DEFAULT true)
+CREATE OR REPLACE FUNCTION hagen._advance_project(project uuid) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM 1 FROM hagen.video_project v WHERE v.id = project AND v.status = 'generating' FOR UPDATE;
+	IF FOUND THEN
+		PERFORM hagen._count_run(project);
+		PERFORM hagen._project_moved(project);
+	END IF;
+END;
+$$;
+CREATE FUNCTION hagen._project_moved(project uuid, job_created timestamptz DEFAULT NULL,
+									 d_fraction numeric DEFAULT 0, d_done integer DEFAULT 0,
+									 d_completed integer DEFAULT 0, d_failed integer DEFAULT 0,
+									 d_cost integer DEFAULT 0, moved boolean DEFAULT true)
 	RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
 	p hagen.video_project;
@@ -4966,7 +4974,7 @@ DECLARE
 					 < (NEW.state ->> 'part_count')::integer));
 BEGIN
 	IF d <> 0 OR ended <> 0 OR moved THEN
-		PERFORM hagen._advance_project(NEW.project_id, NEW.created_at, d, ended, 0, 0, 0, moved);
+		PERFORM hagen._project_moved(NEW.project_id, NEW.created_at, d, ended, 0, 0, 0, moved);
 	END IF;
 	RETURN NULL;
 END;
@@ -5277,7 +5285,7 @@ END;
 $$;
 
 REVOKE ALL ON FUNCTION hagen._complete_job(bigint, bigint, jsonb, boolean), hagen._count_run(uuid),
-	hagen._advance_project(uuid, timestamptz, numeric, integer, integer, integer, integer, boolean),
+	hagen._project_moved(uuid, timestamptz, numeric, integer, integer, integer, integer, boolean),
 	hagen._job_progress(), hagen._poll_interval_ms(), hagen._now_ms(),
 	hagen._typical_generation_ms(text, text), hagen._poll_delay_ms(jsonb, bigint),
 	hagen._poll_again(hagen.job, text, jsonb, jsonb, boolean, bigint), hagen._poll_done(hagen.job)

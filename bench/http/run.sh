@@ -3,7 +3,7 @@
 # that answers at once, and the dispatcher's peak memory, beside the same
 # requests through curl (a plain loop, and curl's own parallel mode).
 #
-#   bash bench/http/run.sh [N_JOBS] [MAX_INFLIGHT]
+#   bash bench/http/run.sh [N_JOBS] [MAX_INFLIGHT] [DISPATCHERS]
 #
 # Each job is a provider cancel (one PUT): claimed, sent, answered, and its
 # outcome recorded (job row, two log rows) in its own transaction: the full
@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-20000}
 inflight=${2:-64}
+dispatchers=${3:-1}
 work=$(mktemp -d /tmp/hagenkit-bench.XXXXXX)
 chown postgres "$work"
 pids=()
@@ -39,6 +40,7 @@ hagen.database = 'postgres'
 hagen.fal_key = 'bench:key'
 hagen.fal_queue_url = '$url/queue'
 hagen.max_inflight = $inflight
+hagen.dispatchers = $dispatchers
 shared_buffers = '256MB'
 synchronous_commit = off
 CONF
@@ -46,12 +48,13 @@ su postgres -c "pg_ctl -D '$work/pgdata' -l '$work/server.log' -w start" >/dev/n
 psql_() { su postgres -c "psql -h '$work' -p $port -d postgres -X -q -At -v ON_ERROR_STOP=1 -c \"$1\""; }
 psql_ "CREATE EXTENSION hagenkit"
 project=$(psql_ "SELECT hagen.create_project('bench')")
-dpid=$(psql_ "SELECT pid FROM pg_stat_activity WHERE backend_type = 'hagenkit dispatcher'")
+dpids=$(psql_ "SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = 'hagenkit dispatcher'")
+dpid=${dpids%% *}
 rss_before=$(awk "/RssAnon/ {print \$2}" /proc/$dpid/status)
-# The dispatcher's CPU time (user + system, clock ticks): it runs the claim
-# and outcome SQL itself, so this is the cost of an effect whatever else
-# loads the machine.
-cpu_ticks() { awk '{print $14 + $15}' /proc/$dpid/stat; }
+# The dispatchers' CPU time (user + system, clock ticks): they run the
+# claim and outcome SQL themselves, so this is the cost of an effect
+# whatever else loads the machine.
+cpu_ticks() { local t=0; for p in $dpids; do t=$(( t + $(awk '{print $14 + $15}' /proc/$p/stat) )); done; echo $t; }
 cpu_before=$(cpu_ticks)
 
 start=$(date +%s%N)
@@ -90,11 +93,11 @@ rate=$(( n * 1000 / (ms > 0 ? ms : 1) ))
 crate=$(( n * 1000 / (cms > 0 ? cms : 1) ))
 lrate=$(( 1000 * 1000 / (lms > 0 ? lms : 1) ))
 cat <<REPORT
-jobs: $n, hagen.max_inflight: $inflight, failed: $failed, job_log rows: $logs, peak running seen: $peak_inflight
+jobs: $n, hagen.max_inflight: $inflight, hagen.dispatchers: $dispatchers, failed: $failed, job_log rows: $logs, peak running seen: $peak_inflight
 hagenkit dispatcher : $ms ms  -> $rate effects/s (claim + HTTP + outcome transaction each)
 curl --parallel     : $cms ms -> $crate requests/s (no bookkeeping)
 curl loop           : $lms ms for 1000 -> $lrate requests/s
-dispatcher CPU      : $cpu_ms ms user+system -> $(( cpu_ms * 1000 / n )) us per effect
+dispatchers' CPU    : $cpu_ms ms user+system -> $(( cpu_ms * 1000 / n )) us per effect
 dispatcher memory   : private (RssAnon) $rss_before kB before, $rss_after kB after; peak RSS incl. shared buffers touched (VmHWM) $hwm kB
 ratio hagenkit / curl --parallel: $(awk "BEGIN {printf \"%.2f\", $rate / $crate}")
 REPORT

@@ -222,7 +222,6 @@ BEGIN
 	WHERE v.id = p.id;
 	PERFORM hagen._log(NULL, p.id, 'info', 'run started',
 					   jsonb_build_object('jobs', n, 'run_cost_cents', run_cost));
-	PERFORM hagen._count_run(p.id);
 	PERFORM hagen._advance_project(p.id);
 	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n, 'run_cost_cents', run_cost);
 END;
@@ -365,7 +364,7 @@ BEGIN
 	END CASE;
 	IF j.kind IN ('clip', 'transition') THEN
 		-- (The job's own end was counted by the trigger job_progress.)
-		PERFORM hagen._advance_project(j.project_id, NULL, 0, 0,
+		PERFORM hagen._project_moved(j.project_id, NULL, 0, 0,
 			(now_st IS NOT DISTINCT FROM 'completed')::integer - (was IS NOT DISTINCT FROM 'completed')::integer,
 			coalesce(now_st IN ('failed', 'canceled'), false)::integer
 				- coalesce(was IN ('failed', 'canceled'), false)::integer,
@@ -404,7 +403,7 @@ $$;
 -- Counts a run from scratch when it starts: its clips (count, completed,
 -- failed or canceled, cost) and its generation jobs (how many, how many
 -- ended, the sum of their fractions).  From then on the counters move with
--- every change, in O(1) (_advance_project): nothing on the workers' path
+-- every change, in O(1) (_project_moved): nothing on the workers' path
 -- reads all of a project's jobs or clips.
 CREATE FUNCTION hagen._count_run(project uuid) RETURNS void
 	LANGUAGE plpgsql AS $$
@@ -425,6 +424,21 @@ BEGIN
 END;
 $$;
 
+-- Moves a generating project on after counting it from scratch: at the
+-- start of a run, or for a project whose jobs or clips were changed by
+-- hand.  (The workers' path moves projects on by difference,
+-- _project_moved.)
+CREATE FUNCTION hagen._advance_project(project uuid) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM 1 FROM hagen.video_project v WHERE v.id = project AND v.status = 'generating' FOR UPDATE;
+	IF FOUND THEN
+		PERFORM hagen._count_run(project);
+		PERFORM hagen._project_moved(project);
+	END IF;
+END;
+$$;
+
 -- Moves a generating project on by what changed: d_fraction (how much
 -- further one of its generation jobs came), d_done (jobs that ended),
 -- d_completed and d_failed (clips that completed, or failed or were
@@ -433,10 +447,10 @@ $$;
 -- started).  With moved, the progress is set from the counters and, once no
 -- generation job is live, the compile is queued (or the project fails when
 -- no clip completed).  One UPDATE of the project's row whatever its size.
-CREATE FUNCTION hagen._advance_project(project uuid, job_created timestamptz DEFAULT NULL,
-									   d_fraction numeric DEFAULT 0, d_done integer DEFAULT 0,
-									   d_completed integer DEFAULT 0, d_failed integer DEFAULT 0,
-									   d_cost integer DEFAULT 0, moved boolean DEFAULT true)
+CREATE FUNCTION hagen._project_moved(project uuid, job_created timestamptz DEFAULT NULL,
+									 d_fraction numeric DEFAULT 0, d_done integer DEFAULT 0,
+									 d_completed integer DEFAULT 0, d_failed integer DEFAULT 0,
+									 d_cost integer DEFAULT 0, moved boolean DEFAULT true)
 	RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
 	p hagen.video_project;
@@ -512,7 +526,7 @@ DECLARE
 					 < (NEW.state ->> 'part_count')::integer));
 BEGIN
 	IF d <> 0 OR ended <> 0 OR moved THEN
-		PERFORM hagen._advance_project(NEW.project_id, NEW.created_at, d, ended, 0, 0, 0, moved);
+		PERFORM hagen._project_moved(NEW.project_id, NEW.created_at, d, ended, 0, 0, 0, moved);
 	END IF;
 	RETURN NULL;
 END;
