@@ -4397,6 +4397,7 @@ ALTER TABLE hagen.video_project
 DROP TRIGGER video_project_notify ON hagen.video_project;
 DROP TRIGGER job_wake ON hagen.job;
 
+ALTER TABLE hagen.job_log DROP CONSTRAINT job_log_job_id_fkey, DROP CONSTRAINT job_log_project_id_fkey;
 CREATE FUNCTION hagen._spent_today(workspace text) RETURNS bigint
 	LANGUAGE sql STABLE
 	RETURN coalesce((SELECT s.cents FROM hagen.workspace_spending s
@@ -4422,6 +4423,23 @@ $$;
 
 CREATE OR REPLACE FUNCTION hagen._touch() RETURNS trigger
 	LANGUAGE c AS 'MODULE_PATHNAME', 'hagen_touch';
+CREATE FUNCTION hagen._delete_logs() RETURNS trigger
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp AS $$
+BEGIN
+	IF TG_TABLE_NAME = 'job' THEN
+		DELETE FROM hagen.job_log l USING gone g WHERE l.job_id = g.id;
+	ELSE
+		DELETE FROM hagen.job_log l USING gone g WHERE l.project_id = g.id;
+	END IF;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER job_delete_logs AFTER DELETE ON hagen.job
+	REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION hagen._delete_logs();
+
+CREATE TRIGGER video_project_delete_logs AFTER DELETE ON hagen.video_project
+	REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION hagen._delete_logs();
+REVOKE ALL ON FUNCTION hagen._delete_logs() FROM PUBLIC;
 COMMENT ON FUNCTION hagen._wake() IS
 	'Wakes the hagenkit workers of every lane when the calling transaction commits.';
 

@@ -244,3 +244,19 @@ SELECT t.run() > 0 AS ran;
 
 DROP TRIGGER zz_check_progress ON hagen.video_project;
 DROP TRIGGER zz_see ON hagen.video_project;
+
+-- 4. The log has no foreign keys (see hagen.job_log): deleting a project
+-- deletes its lines and its jobs' lines, as the foreign keys did, and a
+-- purge of old jobs their lines; no line is left naming a job or a project
+-- that is gone.
+SELECT count(*) > 0 AS has_lines FROM hagen.job_log WHERE project_id = :'p';
+DELETE FROM hagen.video_project WHERE id = :'p';
+SELECT count(*) AS project_lines_left FROM hagen.job_log WHERE project_id = :'p';
+UPDATE hagen.job SET finished_at = now() - interval '30 days' WHERE status NOT IN ('queued', 'running');
+SELECT hagen.purge_history(interval '20 days') > 0 AS purged;
+SELECT count(*) FILTER (WHERE l.job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM hagen.job j WHERE j.id = l.job_id))
+		AS lines_of_gone_jobs,
+	   count(*) FILTER (WHERE l.project_id IS NOT NULL
+						AND NOT EXISTS (SELECT 1 FROM hagen.video_project p WHERE p.id = l.project_id))
+		AS lines_of_gone_projects
+FROM hagen.job_log l;

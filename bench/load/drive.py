@@ -78,7 +78,10 @@ def main():
         pcur.execute("SELECT 1")
         pcur.fetchone()
         latencies.append((time.monotonic() - s) * 1000)
-        cur.execute("""SELECT count(*) FILTER (WHERE status = 'running' AND lane = 'http'),
+        # Requests in flight: running jobs of the http lane, but those
+        # whose step only waits (their effect is a no-op, no request).
+        cur.execute("""SELECT count(*) FILTER (WHERE status = 'running' AND lane = 'http'
+                                              AND step <> 'upload_parts' AND NOT (kind = 'compile' AND step = 'fetch')),
                               (SELECT count(*) FROM hagen.video_project WHERE status IN ('generating', 'compiling'))
                        FROM hagen.job""")
         running, live = cur.fetchone()

@@ -163,11 +163,15 @@ CREATE UNIQUE INDEX job_one_live_cleanup ON hagen.job ((state ->> 'dir'))
 CREATE INDEX job_generation_ms_idx ON hagen.job (provider, (state ->> 'model'), id)
 	WHERE state ? 'generation_ms';
 
--- The structured log of every job, like a task logger.
+-- The structured log of every job, like a task logger.  A line names its
+-- job and project without foreign keys: checking them locked the project's
+-- row (FOR KEY SHARE) from every worker logging for it at once, and cost as
+-- much as writing the line; the lines of a job or a project that is deleted
+-- go with it by the triggers job_delete_logs and video_project_delete_logs.
 CREATE TABLE hagen.job_log (
 	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	job_id		bigint REFERENCES hagen.job (id) ON DELETE CASCADE,
-	project_id	uuid REFERENCES hagen.video_project (id) ON DELETE CASCADE,
+	job_id		bigint,
+	project_id	uuid,
 	logged_at	timestamptz NOT NULL DEFAULT clock_timestamp(),
 	level		text NOT NULL CHECK (level IN ('debug', 'info', 'warning', 'error')),
 	message		text NOT NULL,

@@ -50,6 +50,24 @@ BEGIN
 END;
 $$;
 
+-- Deletes the log lines of the jobs or projects a statement deleted (what
+-- foreign keys with ON DELETE CASCADE did; see hagen.job_log).
+CREATE FUNCTION hagen._delete_logs() RETURNS trigger
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp AS $$
+BEGIN
+	IF TG_TABLE_NAME = 'job' THEN
+		DELETE FROM hagen.job_log l USING gone g WHERE l.job_id = g.id;
+	ELSE
+		DELETE FROM hagen.job_log l USING gone g WHERE l.project_id = g.id;
+	END IF;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER job_delete_logs AFTER DELETE ON hagen.job
+	REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION hagen._delete_logs();
+CREATE TRIGGER video_project_delete_logs AFTER DELETE ON hagen.video_project
+	REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION hagen._delete_logs();
+
 -- May role `who` use the workspace?  Used by the API (for the session's
 -- role) and by the row-level security policies (for the current role).
 CREATE FUNCTION hagen._workspace_allowed(workspace text, who name) RETURNS boolean
