@@ -49,6 +49,9 @@ class Provider:
                     "result": {"duration": 5.0 * len(eff["segments"]), "mode": "copy"}}
         if eff.get("type") == "remove":
             return {"status": "ok", "removed": True}
+        if eff.get("type") == "image":
+            return {"status": "ok", "result": {"width": 1280, "height": 720, "bytes": 90000,
+                                               "source": {"width": 1280, "height": 720, "orientation": "1"}}}
         if eff.get("type") == "noop":
             return {"type": "noop"}
         method, url = eff.get("method", "GET"), eff.get("url", "")

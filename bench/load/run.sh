@@ -106,6 +106,8 @@ hagen.poll_interval = '$poll_interval'
 hagen.compile_workers = 2
 hagen.work_dir = '$work/hagen_work'
 shared_buffers = '256MB'
+# Projects of up to 1000 clips (0.4 limits them to 20 by default; older builds ignore this).
+hagen.max_clips_per_project = 1000
 track_functions = '${TRACK_FUNCTIONS:-none}'
 CONF
 su postgres -c "pg_ctl -D '$work/pgdata' -l '$work/server.log' -w start" >/dev/null
@@ -118,6 +120,10 @@ psql_ "SELECT count(hagen.add_clip(p, '$photos/' || i || '.jpg',
 		transition_type => CASE WHEN i % 5 = 4 AND i < $clips - 1 THEN 'seamless' ELSE 'cut' END))
 	FROM (SELECT hagen.create_project('load-' || n) p FROM generate_series(1, $projects) n) ps,
 		generate_series(0, $clips - 1) i" >/dev/null
+# Photos go as they are: fitting them to the aspect ratio (hagen.video_project.framing,
+# from 0.4 on) runs hagen-compile on the compile workers for every photo, which would set
+# the pace here and is not what this measures.  (Older builds have no such column.)
+psql_ "UPDATE hagen.video_project SET framing = 'none'" 2>/dev/null || true
 psql_ "SELECT pg_stat_statements_reset()" >/dev/null
 echo "load: $projects projects x $clips clips, hagen.max_inflight = $inflight, $dispatchers dispatcher(s), provider $provider${GENERATION_S:+ paced ${GENERATION_S} s}, poll interval $poll_interval" >&2
 su postgres -c "python3 bench/load/drive.py 'host=$work port=$port dbname=postgres' '$work/pgdata' ${pids[*]}"
