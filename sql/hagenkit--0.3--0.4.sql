@@ -4511,8 +4511,8 @@ BEGIN
 		IF j.deadline_at IS NOT NULL AND j.deadline_at < now() THEN
 			PERFORM hagen._apply(j, jsonb_build_object('action', 'fail', 'error',
 				format('%s job did not finish within its time limit (%s)', j.kind,
-					   CASE j.kind WHEN 'compile' THEN 'hagen.compile_timeout'
-								   ELSE 'hagen.clip_timeout' END)));
+					   CASE WHEN j.kind IN ('compile', 'chunk') THEN 'hagen.compile_timeout'
+							ELSE 'hagen.clip_timeout' END)));
 			-- A request still at the provider is canceled there.
 			IF j.request_id IS NOT NULL AND j.step IN ('poll', 'result') THEN
 				PERFORM hagen._enqueue(j.project_id, j.clip_id, 'cancel', j.provider, 'cancel',
@@ -4823,7 +4823,7 @@ DECLARE
 	was text;
 	now_st text;
 BEGIN
-	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch')
+	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch', 'chunk')
 	   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
 		PERFORM hagen._upload_abandon(j);
 	END IF;
@@ -4850,6 +4850,8 @@ BEGIN
 		WHERE c.id = j.clip_id;
 	WHEN 'compile' THEN
 		PERFORM hagen._compile_finished(j);
+	WHEN 'chunk' THEN
+		PERFORM hagen._chunk_finished(j);
 	WHEN 'upload_part' THEN
 		PERFORM hagen._upload_part_finished(j);
 	WHEN 'fetch' THEN
