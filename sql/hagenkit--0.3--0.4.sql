@@ -416,7 +416,11 @@ BEGIN
 	IF progress IS NOT NULL AND j.kind IN ('compile', 'chunk') THEN
 		PERFORM hagen._compile_progress(j, j.step, (progress ->> 'fraction')::numeric);
 	END IF;
-	RETURN NOT j.cancel_requested;
+	-- A project canceled while this job's row was locked (cancel_video
+	-- skips those) stops its job here too.
+	RETURN NOT j.cancel_requested
+		AND NOT EXISTS (SELECT 1 FROM hagen.video_project v WHERE v.id = j.project_id
+						AND v.status = 'canceled');
 END;
 $$;
 
@@ -4377,9 +4381,56 @@ BEGIN
 END;
 $$;
 
--- Functions created above are granted to no one, as at install
--- (src/sql/90_privileges.sql); keep this section last.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA hagen FROM PUBLIC;
+-- cancel_video skips the job rows a worker holds instead of waiting for
+-- them (a deadlock with the worker otherwise); claims and heartbeats see
+-- the project canceled.  Replacing it resets its attributes: the API's are
+-- applied again.
+-- Stops a project's work: queued jobs are canceled at once, running ones as
+-- soon as their current effect returns, and provider requests already made
+-- get a cancel request.  Completed clips are kept.
+CREATE OR REPLACE FUNCTION hagen.cancel_video(project_id uuid) RETURNS jsonb
+	LANGUAGE plpgsql AS $$
+DECLARE
+	p hagen.video_project := hagen._project(project_id);
+	j hagen.job;
+BEGIN
+	SELECT * INTO p FROM hagen.video_project v WHERE v.id = p.id FOR UPDATE;
+	IF p.status = 'completed' THEN
+		RAISE EXCEPTION 'video project % is already completed', p.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'There is nothing to cancel.';
+	ELSIF p.status = 'canceled' THEN
+		RETURN hagen.video_status(p.id) || '{"note": "already canceled"}';
+	END IF;
+	UPDATE hagen.video_project v
+	SET status = 'canceled', completed_at = now(),
+		progress = jsonb_build_object('step', 'canceled', 'label', 'Canceled',
+									  'percent', coalesce((v.progress ->> 'percent')::numeric, 0))
+	WHERE v.id = p.id;
+	-- Jobs whose rows a worker holds right now (recording an outcome, a
+	-- claim, a heartbeat) are skipped, not waited for: waiting while this
+	-- transaction holds the project's row could deadlock with that worker,
+	-- which may need the row too.  They see the project canceled at their
+	-- next claim or heartbeat.
+	FOR j IN SELECT * FROM hagen.job q WHERE q.project_id = p.id AND q.status = 'queued'
+			 AND q.kind <> 'cancel' ORDER BY q.id FOR UPDATE SKIP LOCKED
+	LOOP
+		PERFORM hagen._cancel_job(j);
+	END LOOP;
+	UPDATE hagen.job q SET cancel_requested = true
+	WHERE q.id IN (SELECT r.id FROM hagen.job r WHERE r.project_id = p.id AND r.status = 'running'
+				   AND r.kind <> 'cancel' FOR UPDATE SKIP LOCKED);
+	UPDATE hagen.video_clip c SET status = 'canceled'
+	WHERE c.project_id = p.id AND c.status IN ('pending', 'processing');
+	UPDATE hagen.video_clip c SET transition_status = 'canceled'
+	WHERE c.project_id = p.id AND c.transition_status IN ('pending', 'processing');
+	PERFORM hagen._log(NULL, p.id, 'info', 'run canceled');
+	RETURN hagen.video_status(p.id);
+END;
+$$;
+
+ALTER FUNCTION hagen.cancel_video(uuid) SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
+
 
 -- 0.4, the engine at scale (issue 15): a project's progress kept step by
 -- step in O(1) (counters on the project, the trigger job_progress), claims
@@ -4498,7 +4549,12 @@ BEGIN
 
 	SELECT array_agg(q.job) FILTER (WHERE NOT q.odd), array_agg(q.job) FILTER (WHERE q.odd)
 	INTO due, odd
-	FROM (SELECT q AS job, (q.deadline_at IS NOT NULL AND q.deadline_at < now()) OR q.cancel_requested AS odd
+	FROM (SELECT q AS job, (q.deadline_at IS NOT NULL AND q.deadline_at < now()) OR q.cancel_requested
+					 -- of a project canceled while this job's row was locked
+					 -- (cancel_video skips those rather than wait for them)
+					 OR (q.kind <> 'cancel' AND q.project_id IS NOT NULL
+						 AND EXISTS (SELECT 1 FROM hagen.video_project v WHERE v.id = q.project_id
+									 AND v.status = 'canceled')) AS odd
 		  FROM hagen.job q
 		  WHERE q.lane = claim_jobs.lane AND q.status = 'queued' AND q.run_at <= now()
 			AND (claim_jobs.steps IS NULL OR q.kind || ':' || q.step = ANY (claim_jobs.steps))
@@ -4610,7 +4666,12 @@ BEGIN
 			'error', format('no decision for step %s of a %s job', j.step, j.kind));
 	END IF;
 
-	IF j.cancel_requested THEN
+	-- Canceled: flagged by cancel_video, or of a project canceled while a
+	-- worker held this job's row (cancel_video skips those).
+	IF j.cancel_requested
+	   OR (j.kind <> 'cancel' AND j.project_id IS NOT NULL
+		   AND EXISTS (SELECT 1 FROM hagen.video_project v WHERE v.id = j.project_id
+					   AND v.status = 'canceled')) THEN
 		-- Keep what we learnt (a provider request id above all, or a
 		-- multipart upload to abort), then stop.
 		IF decision ? 'request_id' OR decision ? 'state' THEN
@@ -5313,3 +5374,7 @@ REVOKE ALL ON FUNCTION hagen._complete_job(bigint, bigint, jsonb, boolean), hage
 
 -- Runs in flight count from here on.
 SELECT hagen._count_run(id) FROM hagen.video_project WHERE status = 'generating';
+
+-- Functions created above are granted to no one, as at install
+-- (src/sql/90_privileges.sql); keep this section last.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA hagen FROM PUBLIC;

@@ -142,7 +142,12 @@ BEGIN
 
 	SELECT array_agg(q.job) FILTER (WHERE NOT q.odd), array_agg(q.job) FILTER (WHERE q.odd)
 	INTO due, odd
-	FROM (SELECT q AS job, (q.deadline_at IS NOT NULL AND q.deadline_at < now()) OR q.cancel_requested AS odd
+	FROM (SELECT q AS job, (q.deadline_at IS NOT NULL AND q.deadline_at < now()) OR q.cancel_requested
+					 -- of a project canceled while this job's row was locked
+					 -- (cancel_video skips those rather than wait for them)
+					 OR (q.kind <> 'cancel' AND q.project_id IS NOT NULL
+						 AND EXISTS (SELECT 1 FROM hagen.video_project v WHERE v.id = q.project_id
+									 AND v.status = 'canceled')) AS odd
 		  FROM hagen.job q
 		  WHERE q.lane = claim_jobs.lane AND q.status = 'queued' AND q.run_at <= now()
 			AND (claim_jobs.steps IS NULL OR q.kind || ':' || q.step = ANY (claim_jobs.steps))
@@ -235,7 +240,11 @@ BEGIN
 	IF progress IS NOT NULL AND j.kind IN ('compile', 'chunk') THEN
 		PERFORM hagen._compile_progress(j, j.step, (progress ->> 'fraction')::numeric);
 	END IF;
-	RETURN NOT j.cancel_requested;
+	-- A project canceled while this job's row was locked (cancel_video
+	-- skips those) stops its job here too.
+	RETURN NOT j.cancel_requested
+		AND NOT EXISTS (SELECT 1 FROM hagen.video_project v WHERE v.id = j.project_id
+						AND v.status = 'canceled');
 END;
 $$;
 
@@ -285,7 +294,12 @@ BEGIN
 			'error', format('no decision for step %s of a %s job', j.step, j.kind));
 	END IF;
 
-	IF j.cancel_requested THEN
+	-- Canceled: flagged by cancel_video, or of a project canceled while a
+	-- worker held this job's row (cancel_video skips those).
+	IF j.cancel_requested
+	   OR (j.kind <> 'cancel' AND j.project_id IS NOT NULL
+		   AND EXISTS (SELECT 1 FROM hagen.video_project v WHERE v.id = j.project_id
+					   AND v.status = 'canceled')) THEN
 		-- Keep what we learnt (a provider request id above all, or a
 		-- multipart upload to abort), then stop.
 		IF decision ? 'request_id' OR decision ? 'state' THEN

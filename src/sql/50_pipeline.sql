@@ -302,13 +302,19 @@ BEGIN
 		progress = jsonb_build_object('step', 'canceled', 'label', 'Canceled',
 									  'percent', coalesce((v.progress ->> 'percent')::numeric, 0))
 	WHERE v.id = p.id;
+	-- Jobs whose rows a worker holds right now (recording an outcome, a
+	-- claim, a heartbeat) are skipped, not waited for: waiting while this
+	-- transaction holds the project's row could deadlock with that worker,
+	-- which may need the row too.  They see the project canceled at their
+	-- next claim or heartbeat.
 	FOR j IN SELECT * FROM hagen.job q WHERE q.project_id = p.id AND q.status = 'queued'
-			 AND q.kind <> 'cancel' ORDER BY q.id FOR UPDATE
+			 AND q.kind <> 'cancel' ORDER BY q.id FOR UPDATE SKIP LOCKED
 	LOOP
 		PERFORM hagen._cancel_job(j);
 	END LOOP;
 	UPDATE hagen.job q SET cancel_requested = true
-	WHERE q.project_id = p.id AND q.status = 'running' AND q.kind <> 'cancel';
+	WHERE q.id IN (SELECT r.id FROM hagen.job r WHERE r.project_id = p.id AND r.status = 'running'
+				   AND r.kind <> 'cancel' FOR UPDATE SKIP LOCKED);
 	UPDATE hagen.video_clip c SET status = 'canceled'
 	WHERE c.project_id = p.id AND c.status IN ('pending', 'processing');
 	UPDATE hagen.video_clip c SET transition_status = 'canceled'
