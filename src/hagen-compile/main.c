@@ -16,6 +16,9 @@
 
 #include <stdio.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <libavutil/log.h>
 
 int
@@ -24,6 +27,19 @@ main(int argc, char **argv)
 	/* Line-buffered: the compile worker reads progress as it comes. */
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	av_log_set_level(AV_LOG_ERROR);
+#ifdef __GLIBC__
+
+	/*
+	 * Every input is opened and probed in turn, and probing a 1080p clip
+	 * decodes a few frames into zeroed buffer pools that are freed at its
+	 * close.  With glibc's defaults the freed top of the heap went back to
+	 * the kernel each time and the next clip faulted it in again: 60,000
+	 * page faults and 0.13 s of system time for 20 clips (bench/compile,
+	 * silent case, 0.64 s against 0.50 s with this).  Keeping 16 MB of slack
+	 * at the top of the heap costs no resident memory when nothing uses it.
+	 */
+	mallopt(M_TOP_PAD, 16 * 1024 * 1024);
+#endif
 	if (argc >= 2 && strcmp(argv[1], "probe") == 0)
 		return hc_probe_main(argc - 2, argv + 2);
 	if (argc >= 2 && strcmp(argv[1], "compile") == 0)
