@@ -28,7 +28,6 @@ main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	av_log_set_level(AV_LOG_ERROR);
 #ifdef __GLIBC__
-
 	/*
 	 * Every input is opened and probed in turn, and probing a 1080p clip
 	 * decodes a few frames into zeroed buffer pools that are freed at its
