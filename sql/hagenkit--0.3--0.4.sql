@@ -2848,115 +2848,8 @@ BEGIN
 END;
 $$;
 
--- Starts (or resumes) a run of a locked project: queues what is missing and
--- moves it to generating.  Returns the status with the number of new jobs
--- and the estimated cost of what they generate.
-CREATE OR REPLACE FUNCTION hagen._begin_run(p hagen.video_project) RETURNS jsonb
-	LANGUAGE plpgsql AS $$
-DECLARE
-	n integer;
-	run_cost integer;
-BEGIN
-	PERFORM hagen._check_runnable(p);
-	run_cost := hagen._run_cost_cents(p);
-	PERFORM hagen._check_budget(p, run_cost);
-	PERFORM hagen._cancel_cleanup(p.id);
-	UPDATE hagen.video_project v
-	SET status = 'generating', started_at = now(), completed_at = NULL, error_message = NULL,
-		final_video_url = NULL, thumbnail_url = NULL, duration = NULL,
-		progress = '{"step": "generating", "label": "Generating clips", "percent": 0}'
-	WHERE v.id = p.id
-	RETURNING * INTO p;
-	n := hagen._enqueue_generation(p);
-	UPDATE hagen.video_project v SET estimated_cost_cents = hagen._estimate_cents(p)
-	WHERE v.id = p.id;
-	PERFORM hagen._log(NULL, p.id, 'info', 'run started',
-					   jsonb_build_object('jobs', n, 'run_cost_cents', run_cost));
-	PERFORM hagen._advance_project(p.id);
-	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n, 'run_cost_cents', run_cost);
-END;
-$$;
-
--- Adds a clip to a project that has not started yet and returns its id.
--- A NULL sequence_order appends the clip after the last one.
-CREATE OR REPLACE FUNCTION hagen.add_clip(project_id uuid,
-							   source_image_url text,
-							   end_image_url text DEFAULT NULL,
-							   room_type text DEFAULT NULL,
-							   room_label text DEFAULT NULL,
-							   motion_prompt text DEFAULT NULL,
-							   duration real DEFAULT 5,
-							   transition_type text DEFAULT 'cut',
-							   sequence_order integer DEFAULT NULL,
-							   image_id text DEFAULT NULL)
-	RETURNS uuid LANGUAGE plpgsql AS $$
-DECLARE
-	p hagen.video_project;
-	seq integer := sequence_order;
-	new_id uuid;
-BEGIN
-	p := hagen._project(project_id);
-	PERFORM 1 FROM hagen.video_project v WHERE v.id = p.id FOR UPDATE;
-	IF p.status NOT IN ('pending', 'failed', 'canceled', 'completed') THEN
-		RAISE EXCEPTION 'cannot add a clip to video project % while it is %', p.id, p.status
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = 'Wait until the project has finished, or cancel it with hagen.cancel_video().';
-	END IF;
-	PERFORM hagen._check_url('source image URL', source_image_url);
-	IF end_image_url IS NOT NULL THEN
-		PERFORM hagen._check_url('end image URL', end_image_url);
-	END IF;
-	PERFORM hagen._check_choice('clip duration', duration, ARRAY[5, 10]::real[]);
-	PERFORM hagen._check_choice('transition type', transition_type, ARRAY['cut', 'seamless']);
-	IF length(room_type) > 100 OR length(room_label) > 200 THEN
-		RAISE EXCEPTION 'room % "%..." is % characters long',
-			CASE WHEN length(room_type) > 100 THEN 'type' ELSE 'label' END,
-			left(CASE WHEN length(room_type) > 100 THEN room_type ELSE room_label END, 40),
-			length(CASE WHEN length(room_type) > 100 THEN room_type ELSE room_label END)
-			USING ERRCODE = 'string_data_right_truncation',
-				  HINT = 'A room type has at most 100 characters and a room label at most 200; both go into the prompt.';
-	END IF;
-	IF motion_prompt IS NOT NULL AND length(motion_prompt) > 2000 THEN
-		RAISE EXCEPTION 'motion prompt is % characters long', length(motion_prompt)
-			USING ERRCODE = 'string_data_right_truncation',
-				  HINT = 'Keep it under 2000 characters; providers refuse longer prompts.';
-	END IF;
-	IF coalesce(hagen._setting('hagen.max_clips_per_project')::integer, 20) > 0
-	   AND (SELECT count(*) FROM hagen.video_clip c WHERE c.project_id = p.id)
-		   >= coalesce(hagen._setting('hagen.max_clips_per_project')::integer, 20) THEN
-		RAISE EXCEPTION 'video project % already has % clips, the most hagen.max_clips_per_project allows',
-			p.id, hagen._setting('hagen.max_clips_per_project', '20')
-			USING ERRCODE = 'program_limit_exceeded',
-				  HINT = 'Make another project for the other photos, or ask for a higher limit.';
-	END IF;
-	IF seq IS NULL THEN
-		SELECT coalesce(max(c.sequence_order) + 1, 0) INTO seq
-		FROM hagen.video_clip c WHERE c.project_id = p.id;
-	ELSIF seq < 0 THEN
-		RAISE EXCEPTION 'invalid sequence order %', seq
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use a number of 0 or more, or NULL to append.';
-	ELSIF EXISTS (SELECT 1 FROM hagen.video_clip c
-				  WHERE c.project_id = p.id AND c.sequence_order = seq) THEN
-		RAISE EXCEPTION 'video project % already has a clip at sequence order %', p.id, seq
-			USING ERRCODE = 'unique_violation',
-				  HINT = 'Pick a free position, or pass NULL to append.';
-	END IF;
-
-	INSERT INTO hagen.video_clip AS c (project_id, image_id, source_image_url, end_image_url,
-			room_type, room_label, motion_prompt, duration, transition_type, sequence_order)
-	VALUES (p.id, image_id, source_image_url, end_image_url, room_type, room_label,
-			nullif(btrim(motion_prompt), ''), duration, transition_type, seq)
-	RETURNING c.id INTO new_id;
-	UPDATE hagen.video_project v SET clip_count = v.clip_count + 1 WHERE v.id = p.id;
-	RETURN new_id;
-END;
-$$;
-
 REVOKE ALL ON FUNCTION hagen._today(), hagen._record_spending(), hagen._spent_today(text),
 	hagen._check_budget(hagen.video_project, integer), hagen.workspace_budget_status(text) FROM PUBLIC;
-ALTER FUNCTION hagen.add_clip(uuid, text, text, text, text, text, real, text, integer, text)
-	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 ALTER FUNCTION hagen.workspace_budget_status(text)
 	SECURITY DEFINER SET search_path = pg_catalog, hagen, pg_temp;
 GRANT EXECUTE ON FUNCTION hagen.workspace_budget_status(text) TO hagen_user;
@@ -3045,46 +2938,6 @@ BEGIN
 			add_music_track.workspace_id)
 	RETURNING m.id INTO new_id;
 	RETURN new_id;
-END;
-$$;
-
--- Checks the settings of a project (all but its workspace), as
--- create_project and update_project are given them.
-CREATE OR REPLACE FUNCTION hagen._check_settings(p hagen.video_project) RETURNS void
-	LANGUAGE plpgsql STABLE AS $$
-BEGIN
-	PERFORM hagen._check_choice('aspect ratio', p.aspect_ratio, ARRAY['16:9', '9:16', '1:1']);
-	PERFORM hagen._check_choice('provider', p.provider, ARRAY['fal', 'xai']);
-	IF p.generate_native_audio IS NULL THEN
-		RAISE EXCEPTION 'generate_native_audio must not be null'
-			USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass true or false.';
-	END IF;
-	PERFORM hagen._check_volume('music volume', p.music_volume);
-	PERFORM hagen._check_volume('video volume', p.video_volume);
-	IF p.metadata IS NULL OR jsonb_typeof(p.metadata) <> 'object' THEN
-		RAISE EXCEPTION 'metadata must be a JSON object'
-			USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass ''{}'' for none.';
-	END IF;
-	IF p.crossfade IS NULL OR NOT (p.crossfade = 0 OR p.crossfade BETWEEN 0.1 AND 2) THEN
-		RAISE EXCEPTION 'invalid crossfade %', coalesce(p.crossfade::text, 'NULL')
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'The crossfade is the length in seconds of the fade at each cut between clips.',
-				  HINT = 'Pass 0 for hard cuts, or from 0.1 to 2 seconds (0.5 is a common choice).';
-	END IF;
-	-- A track of another workspace is not there as far as this one knows.
-	IF p.music_track_id IS NOT NULL
-	   AND NOT EXISTS (SELECT 1 FROM hagen.music_track m WHERE m.id = p.music_track_id
-					   AND (m.workspace_id IS NULL OR m.workspace_id = p.workspace_id)) THEN
-		RAISE EXCEPTION 'music track % does not exist', p.music_track_id
-			USING ERRCODE = 'foreign_key_violation',
-				  HINT = 'Create it with hagen.add_music_track() first, shared or in the project''s workspace.';
-	END IF;
-	IF length(p.property_id) > 200 OR p.property_id ~ '[[:cntrl:]]' THEN
-		RAISE EXCEPTION 'invalid property id "%"', left(p.property_id, 200)
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use the app''s id of the property: at most 200 characters, no control characters.';
-	END IF;
-	PERFORM hagen._check_choice('framing', p.framing, ARRAY['crop', 'pad', 'none']);
 END;
 $$;
 
@@ -4854,32 +4707,6 @@ BEGIN
 		'percent', greatest(coalesce((p.progress ->> 'percent')::numeric, 0),
 							least(100, round(coalesce(_set_progress.percent, 0), 1))))
 	WHERE p.id = project;
-END;
-$$;
-
-CREATE OR REPLACE FUNCTION hagen._begin_run(p hagen.video_project) RETURNS jsonb
-	LANGUAGE plpgsql AS $$
-DECLARE
-	n integer;
-	run_cost integer;
-BEGIN
-	PERFORM hagen._check_runnable(p);
-	run_cost := hagen._run_cost_cents(p);
-	PERFORM hagen._check_budget(p, run_cost);
-	PERFORM hagen._cancel_cleanup(p.id);
-	UPDATE hagen.video_project v
-	SET status = 'generating', started_at = now(), completed_at = NULL, error_message = NULL,
-		final_video_url = NULL, thumbnail_url = NULL, duration = NULL,
-		progress = '{"step": "generating", "label": "Generating clips", "percent": 0}'
-	WHERE v.id = p.id
-	RETURNING * INTO p;
-	n := hagen._enqueue_generation(p);
-	UPDATE hagen.video_project v SET estimated_cost_cents = hagen._estimate_cents(p)
-	WHERE v.id = p.id;
-	PERFORM hagen._log(NULL, p.id, 'info', 'run started',
-					   jsonb_build_object('jobs', n, 'run_cost_cents', run_cost));
-	PERFORM hagen._advance_project(p.id);
-	RETURN hagen.video_status(p.id) || jsonb_build_object('enqueued_jobs', n, 'run_cost_cents', run_cost);
 END;
 $$;
 
