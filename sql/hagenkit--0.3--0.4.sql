@@ -1594,11 +1594,16 @@ CREATE FUNCTION hagen._room_key(room_type text) RETURNS text
 -- The room of a room type: its own row, the row that lists it as an alias,
 -- else the row of "other" (or, if an operator deleted that, a general one).
 CREATE FUNCTION hagen._room(room_type text) RETURNS hagen.room_prompt
-	LANGUAGE sql STABLE AS $$
-	SELECT r FROM (
-		SELECT r, 0 AS rank FROM hagen.room_prompt r WHERE r.room_type = hagen._room_key($1)
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	found hagen.room_prompt;
+BEGIN
+	-- (PL/pgSQL: a SQL function with a query for body is parsed and planned
+	-- at every call.)
+	SELECT (f.r).* INTO found FROM (
+		SELECT r, 0 AS rank FROM hagen.room_prompt r WHERE r.room_type = hagen._room_key(_room.room_type)
 		UNION ALL
-		SELECT r, 1 FROM hagen.room_prompt r WHERE hagen._room_key($1) = ANY (r.aliases)
+		SELECT r, 1 FROM hagen.room_prompt r WHERE hagen._room_key(_room.room_type) = ANY (r.aliases)
 		UNION ALL
 		SELECT r, 2 FROM hagen.room_prompt r WHERE r.room_type = 'other'
 		UNION ALL
@@ -1606,8 +1611,10 @@ CREATE FUNCTION hagen._room(room_type text) RETURNS hagen.room_prompt
 				   'wide shot at eye level', 'the space',
 				   'photorealistic real estate video, natural light, stabilized gimbal motion',
 				   'a natural, quiet ambience of the space', '{}'::text[])::hagen.room_prompt, 3
-	) AS found
+	) AS f
 	ORDER BY rank, (r).room_type LIMIT 1;
+	RETURN found;
+END;
 $$;
 
 -- What a room is called in prose: its label, else the name of its room
@@ -4505,11 +4512,7 @@ BEGIN
 		RETURN 'stale';
 	END IF;
 
-	-- Read a JSON body once, so adapters see it as jsonb under "body".
-	IF o ? 'body_text' AND NOT o ? 'body' THEN
-		o := o || jsonb_build_object('body', hagen._try_jsonb(o ->> 'body_text'));
-	END IF;
-
+	o := hagen._read_outcome(o);
 	IF careful THEN
 		BEGIN
 			decision := hagen._interpret(j, o);
@@ -4546,20 +4549,175 @@ BEGIN
 	RETURN 'applied';
 END;
 $$;
+-- An outcome as the adapters read it: a JSON body is parsed once, so that
+-- they see it as jsonb under "body".
+CREATE FUNCTION hagen._read_outcome(o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	IF o ? 'body_text' AND NOT o ? 'body' THEN
+		RETURN o || jsonb_build_object('body', hagen._try_jsonb(o ->> 'body_text'));
+	END IF;
+	RETURN coalesce(o, '{}');
+END;
+$$;
+
+-- What a log line of a step says of its outcome.
+-- (STABLE as jsonb_build_object is, so that it is inlined.)
+CREATE FUNCTION hagen._step_summary(step text, attempt integer, outcome jsonb) RETURNS jsonb
+	LANGUAGE sql STABLE AS $$
+	SELECT jsonb_strip_nulls(jsonb_build_object('step', step, 'attempt', attempt,
+		'http_status', outcome -> 'status', 'transport_error', outcome -> 'error',
+		'elapsed_ms', outcome -> 'elapsed_ms'))
+$$;
+
+-- The job as a decision to advance to a step, or to retry this one after a
+-- back-off, leaves it: queued again, its lease given up; and the lines that
+-- say so in its log.  NULL (job and lines) for any other decision, and for
+-- a retry with no attempts left (_apply fails the job then).  Written by
+-- _requeue_write, one job (_apply) or a batch (complete_jobs) at a time.
+CREATE FUNCTION hagen._requeued(j hagen.job, decision jsonb, outcome jsonb,
+								OUT job hagen.job, OUT lines hagen.job_log[])
+	LANGUAGE plpgsql AS $$
+DECLARE
+	action text := decision ->> 'action';
+	delay interval;
+	retry_after interval;
+	summary jsonb;
+	l hagen.job_log;
+BEGIN
+	IF action IS NULL OR action NOT IN ('advance', 'retry')
+	   OR (action = 'retry' AND j.attempts >= coalesce((decision ->> 'max_attempts')::integer,
+														hagen._max_attempts())) THEN
+		RETURN;
+	END IF;
+	summary := hagen._step_summary(j.step, j.attempts, outcome);
+	lines := '{}';
+	l.job_id := j.id;
+	l.project_id := j.project_id;
+	l.detail := summary;
+	IF decision ? 'log' THEN
+		l.level := 'info';
+		l.message := decision ->> 'log';
+		lines := lines || l;
+	END IF;
+	job := j;
+	job.status := 'queued';
+	job.state := j.state || coalesce(decision -> 'state', '{}');
+	job.request_id := coalesce(decision ->> 'request_id', j.request_id);
+	job.lease_token := NULL;
+	job.lease_owner := NULL;
+	job.lease_expires_at := NULL;
+	IF action = 'advance' THEN
+		delay := coalesce(make_interval(secs => (decision ->> 'delay_ms')::float8 / 1000), '0');
+		job.step := coalesce(decision ->> 'step', j.step);
+		job.lane := hagen._step_lane(j.kind, job.step);
+		job.attempts := CASE WHEN decision ->> 'step' = j.step AND (decision ->> 'keep_attempts')::boolean
+							 THEN j.attempts ELSE 0 END;
+		job.last_error := NULL;
+		job.submit_unconfirmed := coalesce((decision ->> 'unconfirmed')::boolean, false);
+		IF decision ->> 'step' IS DISTINCT FROM j.step THEN
+			l.level := 'info';
+			l.message := format('step %s done; next: %s', j.step, decision ->> 'step');
+			lines := lines || l;
+		END IF;
+	ELSE
+		delay := hagen._backoff(j.attempts);
+		retry_after := make_interval(secs => (decision ->> 'retry_after_ms')::float8 / 1000);
+		IF retry_after IS NOT NULL AND retry_after > delay THEN
+			delay := least(retry_after, interval '1 hour');
+		END IF;
+		job.last_error := decision ->> 'error';
+		l.level := 'warning';
+		l.message := format('step %s failed (attempt %s), retrying in %s ms: %s', j.step, j.attempts,
+							round(extract(epoch FROM delay) * 1000), decision ->> 'error');
+		l.detail := summary || jsonb_build_object('retry_in_ms', round(extract(epoch FROM delay) * 1000));
+		lines := lines || l;
+	END IF;
+	job.run_at := now() + delay;
+END;
+$$;
+
+-- Writes jobs as _requeued left them, and their log lines: two statements
+-- for any number of jobs.
+CREATE FUNCTION hagen._requeue_write(jobs hagen.job[], lines hagen.job_log[]) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	IF cardinality(jobs) > 0 THEN
+		UPDATE hagen.job q
+		SET status = r.status, step = r.step, state = r.state, lane = r.lane, request_id = r.request_id,
+			attempts = r.attempts, run_at = r.run_at, lease_token = NULL, lease_owner = NULL,
+			lease_expires_at = NULL, last_error = r.last_error, submit_unconfirmed = r.submit_unconfirmed
+		FROM unnest(jobs) AS r
+		WHERE q.id = r.id;
+	END IF;
+	IF cardinality(lines) > 0 THEN
+		INSERT INTO hagen.job_log (job_id, project_id, level, message, detail)
+		SELECT l.job_id, l.project_id, l.level, l.message, l.detail FROM unnest(lines) AS l;
+	END IF;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION hagen.complete_jobs(outcomes jsonb) RETURNS integer
 	LANGUAGE plpgsql AS $$
 DECLARE
-	x jsonb;
+	x record;
+	j hagen.job;
+	o jsonb;
+	decision jsonb;
+	r record;
 	n integer := 0;
 	try integer;
+	given jsonb;
+	this jsonb;
+	ids bigint[];
+	jobs hagen.job[] := '{}';
+	lines hagen.job_log[] := '{}';
+	later jsonb[] := '{}';
 BEGIN
 	BEGIN
-		FOR x IN SELECT o.value FROM jsonb_array_elements(outcomes) AS o
-				 LEFT JOIN hagen.job q ON q.id = (o.value ->> 'job_id')::bigint
-				 ORDER BY q.project_id, q.id
+		-- The outcomes by job (the first of a job given twice) and the jobs.
+		SELECT jsonb_object_agg(e.value ->> 'job_id', e.value), array_agg((e.value ->> 'job_id')::bigint)
+		INTO given, ids
+		FROM (SELECT e.value FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS e(value, i)
+			  ORDER BY i DESC) AS e;
+		FOR x IN
+			SELECT l.q AS job, l.project_id, l.id,
+				   (l.q).kind <> 'cancel' AND EXISTS (SELECT 1 FROM hagen.video_project v
+						WHERE v.id = l.project_id AND v.status = 'canceled') AS of_canceled
+			FROM (SELECT q, q.project_id, q.id FROM hagen.job q
+				  WHERE q.id = ANY (ids)
+				  ORDER BY q.project_id, q.id
+				  FOR UPDATE) AS l
+			ORDER BY l.project_id, l.id
 		LOOP
-			IF hagen._complete_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
-								   x -> 'outcome', false) = 'applied' THEN
+			j := x.job;
+			this := given -> j.id::text;
+			IF j.status <> 'running' OR j.lease_token IS DISTINCT FROM (this ->> 'token')::bigint THEN
+				CONTINUE;
+			END IF;
+			IF j.kind NOT IN ('clip', 'transition') OR j.cancel_requested OR x.of_canceled THEN
+				later := later || this;
+				CONTINUE;
+			END IF;
+			o := hagen._read_outcome(this -> 'outcome');
+			decision := hagen._interpret(j, o);
+			IF decision IS NULL OR (decision ->> 'schedule_parts')::boolean THEN
+				later := later || this;
+				CONTINUE;
+			END IF;
+			r := hagen._requeued(j, decision, o);
+			IF (r.job).id IS NULL THEN
+				later := later || this;
+				CONTINUE;
+			END IF;
+			jobs := jobs || r.job;
+			lines := lines || r.lines;
+			n := n + 1;
+		END LOOP;
+		PERFORM hagen._requeue_write(jobs, lines);
+		FOR x IN SELECT unnest(later) AS value LOOP
+			IF hagen._complete_job((x.value ->> 'job_id')::bigint, (x.value ->> 'token')::bigint,
+								   x.value -> 'outcome', false) = 'applied' THEN
 				n := n + 1;
 			END IF;
 		END LOOP;
@@ -4573,19 +4731,19 @@ BEGIN
 	LOOP
 		FOR try IN 1 .. 3 LOOP
 			BEGIN
-				IF hagen.complete_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
-									  x -> 'outcome') = 'applied' THEN
+				IF hagen.complete_job((x.value ->> 'job_id')::bigint, (x.value ->> 'token')::bigint,
+									  x.value -> 'outcome') = 'applied' THEN
 					n := n + 1;
 				END IF;
 				EXIT;
 			EXCEPTION
 				WHEN deadlock_detected OR lock_not_available OR serialization_failure THEN
 					IF try = 3 THEN
-						PERFORM hagen.fail_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+						PERFORM hagen.fail_job((x.value ->> 'job_id')::bigint, (x.value ->> 'token')::bigint,
 							'the outcome of this step could not be recorded: ' || SQLERRM);
 					END IF;
 				WHEN others THEN
-					PERFORM hagen.fail_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+					PERFORM hagen.fail_job((x.value ->> 'job_id')::bigint, (x.value ->> 'token')::bigint,
 						'the outcome of this step could not be recorded: ' || SQLERRM);
 					EXIT;
 			END;
@@ -4600,63 +4758,33 @@ CREATE OR REPLACE FUNCTION hagen._apply(j hagen.job, decision jsonb, outcome jso
 DECLARE
 	action text := decision ->> 'action';
 	err text := decision ->> 'error';
-	delay interval;
-	retry_after interval;
-	new_state jsonb := j.state || coalesce(decision -> 'state', '{}');
-	req text := coalesce(decision ->> 'request_id', j.request_id);
+	r record;
 	summary jsonb;
 BEGIN
-	summary := jsonb_strip_nulls(jsonb_build_object('step', j.step, 'attempt', j.attempts,
-		'http_status', outcome -> 'status', 'transport_error', outcome -> 'error',
-		'elapsed_ms', outcome -> 'elapsed_ms'));
-
-	IF action = 'retry' AND j.attempts >= coalesce((decision ->> 'max_attempts')::integer,
-													hagen._max_attempts()) THEN
+	IF action IN ('advance', 'retry') THEN
+		r := hagen._requeued(j, decision, outcome);
+		IF (r.job).id IS NOT NULL THEN
+			PERFORM hagen._requeue_write(ARRAY[r.job], r.lines);
+			IF (decision ->> 'schedule_parts')::boolean THEN
+				PERFORM hagen._upload_schedule(j.id);
+			END IF;
+			RETURN;
+		END IF;
+		-- A retry with no attempts left.
 		action := 'fail';
 		err := format('gave up on step %s after %s attempts: %s', j.step, j.attempts, err);
 	END IF;
 
+	summary := hagen._step_summary(j.step, j.attempts, outcome);
 	IF decision ? 'log' THEN
 		PERFORM hagen._log(j.id, j.project_id, 'info', decision ->> 'log', summary);
 	END IF;
 
 	CASE action
-	WHEN 'advance' THEN
-		delay := coalesce(make_interval(secs => (decision ->> 'delay_ms')::float8 / 1000), '0');
-		UPDATE hagen.job
-		SET status = 'queued', step = coalesce(decision ->> 'step', j.step), state = new_state,
-			lane = hagen._step_lane(j.kind, coalesce(decision ->> 'step', j.step)),
-			request_id = req, attempts = CASE WHEN decision ->> 'step' = j.step
-											  AND (decision ->> 'keep_attempts')::boolean
-											  THEN attempts ELSE 0 END,
-			run_at = now() + delay, lease_token = NULL, lease_owner = NULL,
-			lease_expires_at = NULL, last_error = NULL,
-			submit_unconfirmed = coalesce((decision ->> 'unconfirmed')::boolean, false)
-		WHERE id = j.id;
-		IF decision ->> 'step' IS DISTINCT FROM j.step THEN
-			PERFORM hagen._log(j.id, j.project_id, 'info',
-				format('step %s done; next: %s', j.step, decision ->> 'step'), summary);
-		END IF;
-		IF (decision ->> 'schedule_parts')::boolean THEN
-			PERFORM hagen._upload_schedule(j.id);
-		END IF;
-	WHEN 'retry' THEN
-		delay := hagen._backoff(j.attempts);
-		retry_after := make_interval(secs => (decision ->> 'retry_after_ms')::float8 / 1000);
-		IF retry_after IS NOT NULL AND retry_after > delay THEN
-			delay := least(retry_after, interval '1 hour');
-		END IF;
-		UPDATE hagen.job
-		SET status = 'queued', state = new_state, request_id = req, run_at = now() + delay,
-			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = err
-		WHERE id = j.id;
-		PERFORM hagen._log(j.id, j.project_id, 'warning',
-			format('step %s failed (attempt %s), retrying in %s ms: %s', j.step, j.attempts,
-				   round(extract(epoch FROM delay) * 1000), err),
-			summary || jsonb_build_object('retry_in_ms', round(extract(epoch FROM delay) * 1000)));
 	WHEN 'fail' THEN
 		UPDATE hagen.job
-		SET status = 'failed', state = new_state, request_id = req, last_error = err,
+		SET status = 'failed', state = j.state || coalesce(decision -> 'state', '{}'),
+			request_id = coalesce(decision ->> 'request_id', j.request_id), last_error = err,
 			submit_unconfirmed = coalesce((decision ->> 'unconfirmed')::boolean, submit_unconfirmed),
 			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
 		WHERE id = j.id
@@ -4665,7 +4793,8 @@ BEGIN
 		PERFORM hagen._job_finished(j);
 	WHEN 'succeed' THEN
 		UPDATE hagen.job
-		SET status = 'succeeded', state = new_state, request_id = req, last_error = NULL,
+		SET status = 'succeeded', state = j.state || coalesce(decision -> 'state', '{}'),
+			request_id = coalesce(decision ->> 'request_id', j.request_id), last_error = NULL,
 			cost_cents = coalesce((decision ->> 'cost_cents')::integer, cost_cents),
 			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
 		WHERE id = j.id
@@ -4876,31 +5005,74 @@ $$;
 CREATE FUNCTION hagen._job_progress() RETURNS trigger
 	LANGUAGE plpgsql AS $$
 DECLARE
-	d numeric := hagen._job_fraction(NEW) - hagen._job_fraction(OLD);
-	ended integer := (OLD.status IN ('queued', 'running'))::integer
-					 - (NEW.status IN ('queued', 'running'))::integer;
-	moved boolean := NEW.status IN ('queued', 'running')
-		AND (NEW.step IS DISTINCT FROM OLD.step
-			 OR NEW.state ->> 'provider_status' IS DISTINCT FROM OLD.state ->> 'provider_status'
-			 OR NEW.state ->> 'provider_progress' IS DISTINCT FROM OLD.state ->> 'provider_progress'
-			 OR (NEW.step = 'upload_parts' AND NEW.state -> 'parts' IS DISTINCT FROM OLD.state -> 'parts'
-				 AND (SELECT count(*) FROM jsonb_object_keys(NEW.state -> 'parts'))
-					 < (NEW.state ->> 'part_count')::integer));
+	project uuid;
 BEGIN
-	IF d <> 0 OR ended <> 0 OR moved THEN
-		PERFORM hagen._project_moved(NEW.project_id, NEW.created_at, d, ended, 0, 0, 0, moved);
+	-- Most statements change no generation job in a way that counts (a
+	-- claim, a compile's progress): they stop here.
+	IF NOT EXISTS (SELECT 1 FROM hagen_new_jobs n JOIN hagen_old_jobs o ON o.id = n.id
+				   WHERE n.kind IN ('clip', 'transition')
+					 AND ((o.status IN ('queued', 'running')) IS DISTINCT FROM (n.status IN ('queued', 'running'))
+						  OR o.step IS DISTINCT FROM n.step
+						  OR o.state -> 'provider_status' IS DISTINCT FROM n.state -> 'provider_status'
+						  OR o.state -> 'provider_progress' IS DISTINCT FROM n.state -> 'provider_progress'
+						  OR o.state -> 'parts' IS DISTINCT FROM n.state -> 'parts')) THEN
+		RETURN NULL;
 	END IF;
+	FOR project IN
+		WITH d AS (
+			SELECT n.project_id, n.created_at,
+				   hagen._job_fraction(n) - hagen._job_fraction(o) AS d,
+				   (o.status IN ('queued', 'running'))::integer
+				   - (n.status IN ('queued', 'running'))::integer AS ended,
+				   n.status IN ('queued', 'running')
+				   AND (n.step IS DISTINCT FROM o.step
+						OR n.state ->> 'provider_status' IS DISTINCT FROM o.state ->> 'provider_status'
+						OR n.state ->> 'provider_progress' IS DISTINCT FROM o.state ->> 'provider_progress'
+						OR (n.step = 'upload_parts' AND n.state -> 'parts' IS DISTINCT FROM o.state -> 'parts'
+							AND (SELECT count(*) FROM jsonb_object_keys(n.state -> 'parts'))
+								< (n.state ->> 'part_count')::integer)) AS moved
+			FROM hagen_new_jobs n JOIN hagen_old_jobs o ON o.id = n.id
+			WHERE n.kind IN ('clip', 'transition')
+			  AND ((o.status IN ('queued', 'running')) IS DISTINCT FROM (n.status IN ('queued', 'running'))
+				   OR o.step IS DISTINCT FROM n.step
+				   OR o.state -> 'provider_status' IS DISTINCT FROM n.state -> 'provider_status'
+				   OR o.state -> 'provider_progress' IS DISTINCT FROM n.state -> 'provider_progress'
+				   OR o.state -> 'parts' IS DISTINCT FROM n.state -> 'parts')),
+		c AS (SELECT * FROM d WHERE d.d <> 0 OR d.ended <> 0 OR d.moved),
+		p AS (SELECT v.id, v.started_at FROM hagen.video_project v
+			  WHERE v.id IN (SELECT c.project_id FROM c) AND v.status = 'generating'
+			  ORDER BY v.id
+			  FOR UPDATE),
+		a AS (SELECT c.project_id,
+					 coalesce(sum(c.d) FILTER (WHERE c.created_at >= p.started_at), 0) AS fraction,
+					 coalesce(sum(c.ended) FILTER (WHERE c.created_at >= p.started_at), 0) AS done,
+					 bool_or(c.moved) AS moved
+			  FROM c JOIN p ON p.id = c.project_id
+			  GROUP BY c.project_id)
+		UPDATE hagen.video_project v
+		SET run_fraction = v.run_fraction + a.fraction,
+			run_jobs_done = v.run_jobs_done + a.done,
+			progress = CASE
+				WHEN NOT a.moved OR v.run_jobs_done + a.done >= v.run_jobs THEN v.progress
+				ELSE jsonb_build_object('step', 'generating',
+					'label', format('Generating clips (%s of %s done)', v.run_jobs_done + a.done, v.run_jobs),
+					'percent', greatest(coalesce((v.progress ->> 'percent')::numeric, 0),
+						least(100, round(coalesce(85.0 * ((v.run_fraction + a.fraction) / v.run_jobs), 0), 1))))
+				END
+		FROM a
+		WHERE v.id = a.project_id
+		RETURNING CASE WHEN a.moved AND v.run_jobs_done >= v.run_jobs THEN v.id END
+	LOOP
+		IF project IS NOT NULL THEN
+			PERFORM hagen._project_moved(project);
+		END IF;
+	END LOOP;
 	RETURN NULL;
 END;
 $$;
 CREATE TRIGGER job_progress AFTER UPDATE ON hagen.job
-	FOR EACH ROW
-	WHEN (NEW.kind IN ('clip', 'transition')
-		  AND ((OLD.status IN ('queued', 'running')) IS DISTINCT FROM (NEW.status IN ('queued', 'running'))
-			   OR OLD.step IS DISTINCT FROM NEW.step
-			   OR OLD.state -> 'provider_status' IS DISTINCT FROM NEW.state -> 'provider_status'
-			   OR OLD.state -> 'provider_progress' IS DISTINCT FROM NEW.state -> 'provider_progress'
-			   OR OLD.state -> 'parts' IS DISTINCT FROM NEW.state -> 'parts'))
+	REFERENCING OLD TABLE AS hagen_old_jobs NEW TABLE AS hagen_new_jobs
+	FOR EACH STATEMENT
 	EXECUTE FUNCTION hagen._job_progress();
 CREATE OR REPLACE FUNCTION hagen._upload_part_finished(j hagen.job) RETURNS void
 	LANGUAGE plpgsql AS $$
@@ -5207,6 +5379,21 @@ REVOKE ALL ON FUNCTION hagen._complete_job(bigint, bigint, jsonb, boolean), hage
 
 -- Runs in flight count from here on.
 SELECT hagen._count_run(id) FROM hagen.video_project WHERE status = 'generating';
+
+-- Jobs are written uncompressed up to a page: pglz compressed a job's ~2 kB
+-- at every step and decompressed it at every read of its state.
+ALTER TABLE hagen.job SET (toast_tuple_target = 8160);
+
+-- (PL/pgSQL: a SQL function with a query for body is parsed and planned at
+-- every call.)
+CREATE OR REPLACE FUNCTION hagen._fal_image_steps(images text[]) RETURNS jsonb
+	LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	RETURN (SELECT jsonb_agg(jsonb_build_object('url', u) ORDER BY first)
+			FROM (SELECT u, min(o) AS first FROM unnest(images) WITH ORDINALITY AS x(u, o)
+				  WHERE u IS NOT NULL GROUP BY u) AS distinct_images);
+END;
+$$;
 
 -- Functions created above are granted to no one, as at install
 -- (src/sql/90_privileges.sql); keep this section last.

@@ -141,7 +141,10 @@ CREATE TABLE hagen.job (
 	finished_at			timestamptz,
 	parent_id			bigint REFERENCES hagen.job (id) ON DELETE CASCADE,
 	CONSTRAINT job_project_check CHECK (project_id IS NOT NULL OR kind IN ('purge', 'cleanup', 'cancel'))
-);
+) WITH (toast_tuple_target = 8160);
+-- (toast_tuple_target: a job, about 2 kB of state, is stored uncompressed up
+-- to a page; pglz compressed it at every step and decompressed it at every
+-- read of its state.)
 -- At most one live job of each kind per clip, and one live compile per project:
 -- this is what makes start_video idempotent even under concurrency.
 CREATE UNIQUE INDEX job_one_live_per_clip ON hagen.job (clip_id, kind)

@@ -274,11 +274,7 @@ BEGIN
 		RETURN 'stale';
 	END IF;
 
-	-- Read a JSON body once, so adapters see it as jsonb under "body".
-	IF o ? 'body_text' AND NOT o ? 'body' THEN
-		o := o || jsonb_build_object('body', hagen._try_jsonb(o ->> 'body_text'));
-	END IF;
-
+	o := hagen._read_outcome(o);
 	IF careful THEN
 		BEGIN
 			decision := hagen._interpret(j, o);
@@ -316,10 +312,32 @@ BEGIN
 END;
 $$;
 
+-- An outcome as the adapters read it: a JSON body is parsed once, so that
+-- they see it as jsonb under "body".
+CREATE FUNCTION hagen._read_outcome(o jsonb) RETURNS jsonb
+	LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	IF o ? 'body_text' AND NOT o ? 'body' THEN
+		RETURN o || jsonb_build_object('body', hagen._try_jsonb(o ->> 'body_text'));
+	END IF;
+	RETURN coalesce(o, '{}');
+END;
+$$;
+
 -- Takes back many outcomes in one transaction: a JSON array of
--- {"job_id", "token", "outcome"}.  Returns how many were applied.  They are
--- taken in the order of their projects, so that two dispatchers handing
--- back outcomes at once lock projects in the same order, never in a cycle.
+-- {"job_id", "token", "outcome"}.  Returns how many were applied.  The jobs
+-- are locked in the order of their projects with one statement, so that
+-- two dispatchers handing back outcomes at once lock projects in the same
+-- order, never in a cycle.
+-- What most outcomes of a generation decide, a next step or a retry, is
+-- written for the whole batch at once: one UPDATE of the jobs, one INSERT
+-- of their log lines, and so one UPDATE of their projects' progress (the
+-- statement trigger job_progress); the costs of a statement (planning its
+-- constraints, triggers and partial indexes) are paid once a batch, not
+-- once an effect.  Every other outcome (a job that ends, a compile's, one
+-- of a canceled job) is then taken on its own by _complete_job, which reads
+-- its job again, as it always did.  Reading a generation's answer writes
+-- nothing, so deciding them all before writing any changes nothing.
 -- All at once first, in one subtransaction; should one of them raise an
 -- error, the batch is rolled back and taken again one outcome at a time,
 -- each in a subtransaction of its own, so that only that one is failed (a
@@ -327,17 +345,64 @@ $$;
 CREATE FUNCTION hagen.complete_jobs(outcomes jsonb) RETURNS integer
 	LANGUAGE plpgsql AS $$
 DECLARE
-	x jsonb;
+	x record;
+	j hagen.job;
+	o jsonb;
+	decision jsonb;
+	r record;
 	n integer := 0;
 	try integer;
+	given jsonb;
+	this jsonb;
+	ids bigint[];
+	jobs hagen.job[] := '{}';
+	lines hagen.job_log[] := '{}';
+	later jsonb[] := '{}';
 BEGIN
 	BEGIN
-		FOR x IN SELECT o.value FROM jsonb_array_elements(outcomes) AS o
-				 LEFT JOIN hagen.job q ON q.id = (o.value ->> 'job_id')::bigint
-				 ORDER BY q.project_id, q.id
+		-- The outcomes by job (the first of a job given twice) and the jobs.
+		SELECT jsonb_object_agg(e.value ->> 'job_id', e.value), array_agg((e.value ->> 'job_id')::bigint)
+		INTO given, ids
+		FROM (SELECT e.value FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS e(value, i)
+			  ORDER BY i DESC) AS e;
+		FOR x IN
+			SELECT l.q AS job, l.project_id, l.id,
+				   (l.q).kind <> 'cancel' AND EXISTS (SELECT 1 FROM hagen.video_project v
+						WHERE v.id = l.project_id AND v.status = 'canceled') AS of_canceled
+			FROM (SELECT q, q.project_id, q.id FROM hagen.job q
+				  WHERE q.id = ANY (ids)
+				  ORDER BY q.project_id, q.id
+				  FOR UPDATE) AS l
+			ORDER BY l.project_id, l.id
 		LOOP
-			IF hagen._complete_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
-								   x -> 'outcome', false) = 'applied' THEN
+			j := x.job;
+			this := given -> j.id::text;
+			IF j.status <> 'running' OR j.lease_token IS DISTINCT FROM (this ->> 'token')::bigint THEN
+				CONTINUE;
+			END IF;
+			IF j.kind NOT IN ('clip', 'transition') OR j.cancel_requested OR x.of_canceled THEN
+				later := later || this;
+				CONTINUE;
+			END IF;
+			o := hagen._read_outcome(this -> 'outcome');
+			decision := hagen._interpret(j, o);
+			IF decision IS NULL OR (decision ->> 'schedule_parts')::boolean THEN
+				later := later || this;
+				CONTINUE;
+			END IF;
+			r := hagen._requeued(j, decision, o);
+			IF (r.job).id IS NULL THEN
+				later := later || this;
+				CONTINUE;
+			END IF;
+			jobs := jobs || r.job;
+			lines := lines || r.lines;
+			n := n + 1;
+		END LOOP;
+		PERFORM hagen._requeue_write(jobs, lines);
+		FOR x IN SELECT unnest(later) AS value LOOP
+			IF hagen._complete_job((x.value ->> 'job_id')::bigint, (x.value ->> 'token')::bigint,
+								   x.value -> 'outcome', false) = 'applied' THEN
 				n := n + 1;
 			END IF;
 		END LOOP;
@@ -351,19 +416,19 @@ BEGIN
 	LOOP
 		FOR try IN 1 .. 3 LOOP
 			BEGIN
-				IF hagen.complete_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
-									  x -> 'outcome') = 'applied' THEN
+				IF hagen.complete_job((x.value ->> 'job_id')::bigint, (x.value ->> 'token')::bigint,
+									  x.value -> 'outcome') = 'applied' THEN
 					n := n + 1;
 				END IF;
 				EXIT;
 			EXCEPTION
 				WHEN deadlock_detected OR lock_not_available OR serialization_failure THEN
 					IF try = 3 THEN
-						PERFORM hagen.fail_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+						PERFORM hagen.fail_job((x.value ->> 'job_id')::bigint, (x.value ->> 'token')::bigint,
 							'the outcome of this step could not be recorded: ' || SQLERRM);
 					END IF;
 				WHEN others THEN
-					PERFORM hagen.fail_job((x ->> 'job_id')::bigint, (x ->> 'token')::bigint,
+					PERFORM hagen.fail_job((x.value ->> 'job_id')::bigint, (x.value ->> 'token')::bigint,
 						'the outcome of this step could not be recorded: ' || SQLERRM);
 					EXIT;
 			END;
@@ -381,71 +446,138 @@ CREATE FUNCTION hagen.fail_job(job_id bigint, token bigint, error text)
 		jsonb_build_object('status', 0, 'error', error, 'phase', 'worker'));
 $$;
 
--- Applies a decision to a job: advance to a step, retry the step after a
--- back-off, fail, or succeed.  Logs what it does.  (What the change means
--- for the job's project is counted by the trigger job_progress.)
-CREATE FUNCTION hagen._apply(j hagen.job, decision jsonb, outcome jsonb DEFAULT NULL)
-	RETURNS void LANGUAGE plpgsql AS $$
+-- What a log line of a step says of its outcome.
+-- (STABLE as jsonb_build_object is, so that it is inlined.)
+CREATE FUNCTION hagen._step_summary(step text, attempt integer, outcome jsonb) RETURNS jsonb
+	LANGUAGE sql STABLE AS $$
+	SELECT jsonb_strip_nulls(jsonb_build_object('step', step, 'attempt', attempt,
+		'http_status', outcome -> 'status', 'transport_error', outcome -> 'error',
+		'elapsed_ms', outcome -> 'elapsed_ms'))
+$$;
+
+-- The job as a decision to advance to a step, or to retry this one after a
+-- back-off, leaves it: queued again, its lease given up; and the lines that
+-- say so in its log.  NULL (job and lines) for any other decision, and for
+-- a retry with no attempts left (_apply fails the job then).  Written by
+-- _requeue_write, one job (_apply) or a batch (complete_jobs) at a time.
+CREATE FUNCTION hagen._requeued(j hagen.job, decision jsonb, outcome jsonb,
+								OUT job hagen.job, OUT lines hagen.job_log[])
+	LANGUAGE plpgsql AS $$
 DECLARE
 	action text := decision ->> 'action';
-	err text := decision ->> 'error';
 	delay interval;
 	retry_after interval;
-	new_state jsonb := j.state || coalesce(decision -> 'state', '{}');
-	req text := coalesce(decision ->> 'request_id', j.request_id);
 	summary jsonb;
+	l hagen.job_log;
 BEGIN
-	summary := jsonb_strip_nulls(jsonb_build_object('step', j.step, 'attempt', j.attempts,
-		'http_status', outcome -> 'status', 'transport_error', outcome -> 'error',
-		'elapsed_ms', outcome -> 'elapsed_ms'));
-
-	IF action = 'retry' AND j.attempts >= coalesce((decision ->> 'max_attempts')::integer,
-													hagen._max_attempts()) THEN
-		action := 'fail';
-		err := format('gave up on step %s after %s attempts: %s', j.step, j.attempts, err);
+	IF action IS NULL OR action NOT IN ('advance', 'retry')
+	   OR (action = 'retry' AND j.attempts >= coalesce((decision ->> 'max_attempts')::integer,
+														hagen._max_attempts())) THEN
+		RETURN;
 	END IF;
-
+	summary := hagen._step_summary(j.step, j.attempts, outcome);
+	lines := '{}';
+	l.job_id := j.id;
+	l.project_id := j.project_id;
+	l.detail := summary;
 	IF decision ? 'log' THEN
-		PERFORM hagen._log(j.id, j.project_id, 'info', decision ->> 'log', summary);
+		l.level := 'info';
+		l.message := decision ->> 'log';
+		lines := lines || l;
 	END IF;
-
-	CASE action
-	WHEN 'advance' THEN
+	job := j;
+	job.status := 'queued';
+	job.state := j.state || coalesce(decision -> 'state', '{}');
+	job.request_id := coalesce(decision ->> 'request_id', j.request_id);
+	job.lease_token := NULL;
+	job.lease_owner := NULL;
+	job.lease_expires_at := NULL;
+	IF action = 'advance' THEN
 		delay := coalesce(make_interval(secs => (decision ->> 'delay_ms')::float8 / 1000), '0');
-		UPDATE hagen.job
-		SET status = 'queued', step = coalesce(decision ->> 'step', j.step), state = new_state,
-			lane = hagen._step_lane(j.kind, coalesce(decision ->> 'step', j.step)),
-			request_id = req, attempts = CASE WHEN decision ->> 'step' = j.step
-											  AND (decision ->> 'keep_attempts')::boolean
-											  THEN attempts ELSE 0 END,
-			run_at = now() + delay, lease_token = NULL, lease_owner = NULL,
-			lease_expires_at = NULL, last_error = NULL,
-			submit_unconfirmed = coalesce((decision ->> 'unconfirmed')::boolean, false)
-		WHERE id = j.id;
+		job.step := coalesce(decision ->> 'step', j.step);
+		job.lane := hagen._step_lane(j.kind, job.step);
+		job.attempts := CASE WHEN decision ->> 'step' = j.step AND (decision ->> 'keep_attempts')::boolean
+							 THEN j.attempts ELSE 0 END;
+		job.last_error := NULL;
+		job.submit_unconfirmed := coalesce((decision ->> 'unconfirmed')::boolean, false);
 		IF decision ->> 'step' IS DISTINCT FROM j.step THEN
-			PERFORM hagen._log(j.id, j.project_id, 'info',
-				format('step %s done; next: %s', j.step, decision ->> 'step'), summary);
+			l.level := 'info';
+			l.message := format('step %s done; next: %s', j.step, decision ->> 'step');
+			lines := lines || l;
 		END IF;
-		IF (decision ->> 'schedule_parts')::boolean THEN
-			PERFORM hagen._upload_schedule(j.id);
-		END IF;
-	WHEN 'retry' THEN
+	ELSE
 		delay := hagen._backoff(j.attempts);
 		retry_after := make_interval(secs => (decision ->> 'retry_after_ms')::float8 / 1000);
 		IF retry_after IS NOT NULL AND retry_after > delay THEN
 			delay := least(retry_after, interval '1 hour');
 		END IF;
-		UPDATE hagen.job
-		SET status = 'queued', state = new_state, request_id = req, run_at = now() + delay,
-			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = err
-		WHERE id = j.id;
-		PERFORM hagen._log(j.id, j.project_id, 'warning',
-			format('step %s failed (attempt %s), retrying in %s ms: %s', j.step, j.attempts,
-				   round(extract(epoch FROM delay) * 1000), err),
-			summary || jsonb_build_object('retry_in_ms', round(extract(epoch FROM delay) * 1000)));
+		job.last_error := decision ->> 'error';
+		l.level := 'warning';
+		l.message := format('step %s failed (attempt %s), retrying in %s ms: %s', j.step, j.attempts,
+							round(extract(epoch FROM delay) * 1000), decision ->> 'error');
+		l.detail := summary || jsonb_build_object('retry_in_ms', round(extract(epoch FROM delay) * 1000));
+		lines := lines || l;
+	END IF;
+	job.run_at := now() + delay;
+END;
+$$;
+
+-- Writes jobs as _requeued left them, and their log lines: two statements
+-- for any number of jobs.
+CREATE FUNCTION hagen._requeue_write(jobs hagen.job[], lines hagen.job_log[]) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	IF cardinality(jobs) > 0 THEN
+		UPDATE hagen.job q
+		SET status = r.status, step = r.step, state = r.state, lane = r.lane, request_id = r.request_id,
+			attempts = r.attempts, run_at = r.run_at, lease_token = NULL, lease_owner = NULL,
+			lease_expires_at = NULL, last_error = r.last_error, submit_unconfirmed = r.submit_unconfirmed
+		FROM unnest(jobs) AS r
+		WHERE q.id = r.id;
+	END IF;
+	IF cardinality(lines) > 0 THEN
+		INSERT INTO hagen.job_log (job_id, project_id, level, message, detail)
+		SELECT l.job_id, l.project_id, l.level, l.message, l.detail FROM unnest(lines) AS l;
+	END IF;
+END;
+$$;
+
+-- Applies a decision to a job: advance to a step, retry the step after a
+-- back-off (both through _requeued), fail, or succeed.  Logs what it does.
+-- (What the change means for the job's project is counted by the trigger
+-- job_progress.)
+CREATE FUNCTION hagen._apply(j hagen.job, decision jsonb, outcome jsonb DEFAULT NULL)
+	RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	action text := decision ->> 'action';
+	err text := decision ->> 'error';
+	r record;
+	summary jsonb;
+BEGIN
+	IF action IN ('advance', 'retry') THEN
+		r := hagen._requeued(j, decision, outcome);
+		IF (r.job).id IS NOT NULL THEN
+			PERFORM hagen._requeue_write(ARRAY[r.job], r.lines);
+			IF (decision ->> 'schedule_parts')::boolean THEN
+				PERFORM hagen._upload_schedule(j.id);
+			END IF;
+			RETURN;
+		END IF;
+		-- A retry with no attempts left.
+		action := 'fail';
+		err := format('gave up on step %s after %s attempts: %s', j.step, j.attempts, err);
+	END IF;
+
+	summary := hagen._step_summary(j.step, j.attempts, outcome);
+	IF decision ? 'log' THEN
+		PERFORM hagen._log(j.id, j.project_id, 'info', decision ->> 'log', summary);
+	END IF;
+
+	CASE action
 	WHEN 'fail' THEN
 		UPDATE hagen.job
-		SET status = 'failed', state = new_state, request_id = req, last_error = err,
+		SET status = 'failed', state = j.state || coalesce(decision -> 'state', '{}'),
+			request_id = coalesce(decision ->> 'request_id', j.request_id), last_error = err,
 			submit_unconfirmed = coalesce((decision ->> 'unconfirmed')::boolean, submit_unconfirmed),
 			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
 		WHERE id = j.id
@@ -454,7 +586,8 @@ BEGIN
 		PERFORM hagen._job_finished(j);
 	WHEN 'succeed' THEN
 		UPDATE hagen.job
-		SET status = 'succeeded', state = new_state, request_id = req, last_error = NULL,
+		SET status = 'succeeded', state = j.state || coalesce(decision -> 'state', '{}'),
+			request_id = coalesce(decision ->> 'request_id', j.request_id), last_error = NULL,
 			cost_cents = coalesce((decision ->> 'cost_cents')::integer, cost_cents),
 			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
 		WHERE id = j.id

@@ -61,11 +61,16 @@ CREATE FUNCTION hagen._room_key(room_type text) RETURNS text
 -- The room of a room type: its own row, the row that lists it as an alias,
 -- else the row of "other" (or, if an operator deleted that, a general one).
 CREATE FUNCTION hagen._room(room_type text) RETURNS hagen.room_prompt
-	LANGUAGE sql STABLE AS $$
-	SELECT r FROM (
-		SELECT r, 0 AS rank FROM hagen.room_prompt r WHERE r.room_type = hagen._room_key($1)
+	LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	found hagen.room_prompt;
+BEGIN
+	-- (PL/pgSQL: a SQL function with a query for body is parsed and planned
+	-- at every call.)
+	SELECT (f.r).* INTO found FROM (
+		SELECT r, 0 AS rank FROM hagen.room_prompt r WHERE r.room_type = hagen._room_key(_room.room_type)
 		UNION ALL
-		SELECT r, 1 FROM hagen.room_prompt r WHERE hagen._room_key($1) = ANY (r.aliases)
+		SELECT r, 1 FROM hagen.room_prompt r WHERE hagen._room_key(_room.room_type) = ANY (r.aliases)
 		UNION ALL
 		SELECT r, 2 FROM hagen.room_prompt r WHERE r.room_type = 'other'
 		UNION ALL
@@ -73,8 +78,10 @@ CREATE FUNCTION hagen._room(room_type text) RETURNS hagen.room_prompt
 				   'wide shot at eye level', 'the space',
 				   'photorealistic real estate video, natural light, stabilized gimbal motion',
 				   'a natural, quiet ambience of the space', '{}'::text[])::hagen.room_prompt, 3
-	) AS found
+	) AS f
 	ORDER BY rank, (r).room_type LIMIT 1;
+	RETURN found;
+END;
 $$;
 
 -- What a room is called in prose: its label, else the name of its room

@@ -510,39 +510,87 @@ BEGIN
 END;
 $$;
 
--- Counts every change of a clip or transition job in its project: how far
--- it came (its fraction), whether it ended.  The progress moves on when the
--- job changes step, when the provider reports a new status or progress, and
--- when a part of its multipart upload is stored (but the last); a job that
--- ended moves its project on from _job_finished, once its clip is recorded.
--- A trigger, so that no path that changes a job can leave the counters
--- behind.
+-- Counts the changes of clip and transition jobs an UPDATE made in their
+-- projects: how far each came (its fraction), whether it ended.  The
+-- progress moves on when a job changes step, when the provider reports a
+-- new status or progress, and when a part of its multipart upload is stored
+-- (but the last); a job that ended moves its project on from _job_finished,
+-- once its clip is recorded.  A trigger, so that no path that changes a job
+-- can leave the counters behind; a statement trigger, so that a batch of
+-- outcomes (complete_jobs) moves each of its projects with one UPDATE of
+-- their rows, locked in the order of their ids.  The change of a job counts
+-- only if the job belongs to the project's current run (queued after it
+-- started).  Where a move leaves no generation job of the run live,
+-- _project_moved queues the compile (or fails the project).
 CREATE FUNCTION hagen._job_progress() RETURNS trigger
 	LANGUAGE plpgsql AS $$
 DECLARE
-	d numeric := hagen._job_fraction(NEW) - hagen._job_fraction(OLD);
-	ended integer := (OLD.status IN ('queued', 'running'))::integer
-					 - (NEW.status IN ('queued', 'running'))::integer;
-	moved boolean := NEW.status IN ('queued', 'running')
-		AND (NEW.step IS DISTINCT FROM OLD.step
-			 OR NEW.state ->> 'provider_status' IS DISTINCT FROM OLD.state ->> 'provider_status'
-			 OR NEW.state ->> 'provider_progress' IS DISTINCT FROM OLD.state ->> 'provider_progress'
-			 OR (NEW.step = 'upload_parts' AND NEW.state -> 'parts' IS DISTINCT FROM OLD.state -> 'parts'
-				 AND (SELECT count(*) FROM jsonb_object_keys(NEW.state -> 'parts'))
-					 < (NEW.state ->> 'part_count')::integer));
+	project uuid;
 BEGIN
-	IF d <> 0 OR ended <> 0 OR moved THEN
-		PERFORM hagen._project_moved(NEW.project_id, NEW.created_at, d, ended, 0, 0, 0, moved);
+	-- Most statements change no generation job in a way that counts (a
+	-- claim, a compile's progress): they stop here.
+	IF NOT EXISTS (SELECT 1 FROM hagen_new_jobs n JOIN hagen_old_jobs o ON o.id = n.id
+				   WHERE n.kind IN ('clip', 'transition')
+					 AND ((o.status IN ('queued', 'running')) IS DISTINCT FROM (n.status IN ('queued', 'running'))
+						  OR o.step IS DISTINCT FROM n.step
+						  OR o.state -> 'provider_status' IS DISTINCT FROM n.state -> 'provider_status'
+						  OR o.state -> 'provider_progress' IS DISTINCT FROM n.state -> 'provider_progress'
+						  OR o.state -> 'parts' IS DISTINCT FROM n.state -> 'parts')) THEN
+		RETURN NULL;
 	END IF;
+	FOR project IN
+		WITH d AS (
+			SELECT n.project_id, n.created_at,
+				   hagen._job_fraction(n) - hagen._job_fraction(o) AS d,
+				   (o.status IN ('queued', 'running'))::integer
+				   - (n.status IN ('queued', 'running'))::integer AS ended,
+				   n.status IN ('queued', 'running')
+				   AND (n.step IS DISTINCT FROM o.step
+						OR n.state ->> 'provider_status' IS DISTINCT FROM o.state ->> 'provider_status'
+						OR n.state ->> 'provider_progress' IS DISTINCT FROM o.state ->> 'provider_progress'
+						OR (n.step = 'upload_parts' AND n.state -> 'parts' IS DISTINCT FROM o.state -> 'parts'
+							AND (SELECT count(*) FROM jsonb_object_keys(n.state -> 'parts'))
+								< (n.state ->> 'part_count')::integer)) AS moved
+			FROM hagen_new_jobs n JOIN hagen_old_jobs o ON o.id = n.id
+			WHERE n.kind IN ('clip', 'transition')
+			  AND ((o.status IN ('queued', 'running')) IS DISTINCT FROM (n.status IN ('queued', 'running'))
+				   OR o.step IS DISTINCT FROM n.step
+				   OR o.state -> 'provider_status' IS DISTINCT FROM n.state -> 'provider_status'
+				   OR o.state -> 'provider_progress' IS DISTINCT FROM n.state -> 'provider_progress'
+				   OR o.state -> 'parts' IS DISTINCT FROM n.state -> 'parts')),
+		c AS (SELECT * FROM d WHERE d.d <> 0 OR d.ended <> 0 OR d.moved),
+		p AS (SELECT v.id, v.started_at FROM hagen.video_project v
+			  WHERE v.id IN (SELECT c.project_id FROM c) AND v.status = 'generating'
+			  ORDER BY v.id
+			  FOR UPDATE),
+		a AS (SELECT c.project_id,
+					 coalesce(sum(c.d) FILTER (WHERE c.created_at >= p.started_at), 0) AS fraction,
+					 coalesce(sum(c.ended) FILTER (WHERE c.created_at >= p.started_at), 0) AS done,
+					 bool_or(c.moved) AS moved
+			  FROM c JOIN p ON p.id = c.project_id
+			  GROUP BY c.project_id)
+		UPDATE hagen.video_project v
+		SET run_fraction = v.run_fraction + a.fraction,
+			run_jobs_done = v.run_jobs_done + a.done,
+			progress = CASE
+				WHEN NOT a.moved OR v.run_jobs_done + a.done >= v.run_jobs THEN v.progress
+				ELSE jsonb_build_object('step', 'generating',
+					'label', format('Generating clips (%s of %s done)', v.run_jobs_done + a.done, v.run_jobs),
+					'percent', greatest(coalesce((v.progress ->> 'percent')::numeric, 0),
+						least(100, round(coalesce(85.0 * ((v.run_fraction + a.fraction) / v.run_jobs), 0), 1))))
+				END
+		FROM a
+		WHERE v.id = a.project_id
+		RETURNING CASE WHEN a.moved AND v.run_jobs_done >= v.run_jobs THEN v.id END
+	LOOP
+		IF project IS NOT NULL THEN
+			PERFORM hagen._project_moved(project);
+		END IF;
+	END LOOP;
 	RETURN NULL;
 END;
 $$;
 CREATE TRIGGER job_progress AFTER UPDATE ON hagen.job
-	FOR EACH ROW
-	WHEN (NEW.kind IN ('clip', 'transition')
-		  AND ((OLD.status IN ('queued', 'running')) IS DISTINCT FROM (NEW.status IN ('queued', 'running'))
-			   OR OLD.step IS DISTINCT FROM NEW.step
-			   OR OLD.state -> 'provider_status' IS DISTINCT FROM NEW.state -> 'provider_status'
-			   OR OLD.state -> 'provider_progress' IS DISTINCT FROM NEW.state -> 'provider_progress'
-			   OR OLD.state -> 'parts' IS DISTINCT FROM NEW.state -> 'parts'))
+	REFERENCING OLD TABLE AS hagen_old_jobs NEW TABLE AS hagen_new_jobs
+	FOR EACH STATEMENT
 	EXECUTE FUNCTION hagen._job_progress();

@@ -10,11 +10,16 @@
 -- (as for xAI), and passes the URLs through when the project's framing is
 -- none.
 
+-- (PL/pgSQL: a SQL function with a query for body is parsed and planned at
+-- every call.)
 CREATE FUNCTION hagen._fal_image_steps(images text[]) RETURNS jsonb
-	LANGUAGE sql IMMUTABLE
+	LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
 	RETURN (SELECT jsonb_agg(jsonb_build_object('url', u) ORDER BY first)
 			FROM (SELECT u, min(o) AS first FROM unnest(images) WITH ORDINALITY AS x(u, o)
 				  WHERE u IS NOT NULL GROUP BY u) AS distinct_images);
+END;
+$$;
 
 CREATE FUNCTION hagen._fal_upload_effect(j hagen.job) RETURNS jsonb
 	LANGUAGE plpgsql STABLE AS $$
