@@ -5381,8 +5381,16 @@ REVOKE ALL ON FUNCTION hagen._complete_job(bigint, bigint, jsonb, boolean), hage
 SELECT hagen._count_run(id) FROM hagen.video_project WHERE status = 'generating';
 
 -- Jobs are written uncompressed up to a page: pglz compressed a job's ~2 kB
--- at every step and decompressed it at every read of its state.
+-- at every step and decompressed it at every read of its state.  Larger
+-- states (a compile's) are compressed with lz4 where the server has it.
 ALTER TABLE hagen.job SET (toast_tuple_target = 8160);
+DO $$
+BEGIN
+	ALTER TABLE hagen.job ALTER COLUMN state SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+	NULL;
+END;
+$$;
 
 -- (PL/pgSQL: a SQL function with a query for body is parsed and planned at
 -- every call.)

@@ -118,12 +118,13 @@ def main():
 
     cur.execute("SELECT pg_backend_pid()")
     backend = cur.fetchone()[0]
-    backend_cpu0 = cpu.tree_cpu_s([backend])
     meter = cpu.Meter([os.getpid()] + ([cpu.postmaster_pid(args.pgdata)] if args.pgdata else []))
     t0 = time.monotonic()
     cur.execute("SELECT count(hagen.start_video(id)) FROM hagen.video_project WHERE status = 'pending'")
     projects = cur.fetchone()[0]
     start_s = time.monotonic() - t0
+    # The backend's CPU counts from here: start_video is not the engine's.
+    backend_cpu0 = cpu.tree_cpu_s([backend])
 
     sql_s = 0.0
     effects = 0
@@ -170,6 +171,8 @@ def main():
     statuses = dict(cur.fetchall())
     cur.execute("SELECT count(*), sum(total_attempts) FROM hagen.job")
     jobs, attempts = cur.fetchone()
+    cur.execute("SELECT kind, count(*) FROM hagen.job GROUP BY 1 ORDER BY 1")
+    kinds = dict(cur.fetchall())
     cur.execute("SELECT count(*) FROM hagen.job_log")
     logs = cur.fetchone()[0]
     cur.execute("""SELECT funcname || ' ' || calls || ' ' || round(self_time::numeric) || ' ' || round(total_time::numeric)
@@ -183,7 +186,7 @@ def main():
                        FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25""")
         statements_top = ["%s calls %s ms %s us: %s" % r for r in cur.fetchall()]
     print(json.dumps({
-        "projects": projects, "statuses": statuses, "jobs": jobs, "effects": effects,
+        "projects": projects, "statuses": statuses, "jobs": jobs, "jobs_by_kind": kinds, "effects": effects,
         "attempts": int(attempts), "log_rows": logs,
         "start_video_s": round(start_s, 2), "wall_s": round(wall, 2),
         "engine_sql_s": round(sql_s, 2), "statements": statements, "idle_rounds": idle_rounds,
