@@ -804,24 +804,37 @@ BEGIN
 END;
 $$;
 
--- A fetch ended: its compile counts it, and looks at once when it was the
--- last one or failed.
-CREATE FUNCTION hagen._fetch_finished(j hagen.job) RETURNS void
+-- Fetches ended: each compile counts its own, and looks at once when its
+-- last one ended or one failed.  (A compile fetches its inputs, and later
+-- the chunks of a split re-encode.)  One UPDATE a compile for any number of
+-- its fetches; the other jobs given are not fetches and are left alone.
+CREATE FUNCTION hagen._fetches_finished(js hagen.job[]) RETURNS void
 	LANGUAGE plpgsql AS $$
 DECLARE
 	q hagen.job;
+	ok integer;
+	failed boolean;
 BEGIN
-	SELECT * INTO q FROM hagen.job WHERE id = j.parent_id FOR UPDATE;
-	IF NOT FOUND OR q.step NOT IN ('fetch', 'gather') OR q.status NOT IN ('queued', 'running') THEN
-		RETURN;
-	END IF;
-	IF j.status = 'succeeded' THEN
-		q.state := q.state || jsonb_build_object('fetches', (q.state ->> 'fetches')::integer - 1);
-		UPDATE hagen.job SET state = q.state WHERE id = q.id;
-	END IF;
-	IF j.status <> 'succeeded' OR (q.state ->> 'fetches')::integer <= 0 THEN
-		UPDATE hagen.job SET run_at = now() WHERE id = q.id AND status = 'queued';
-	END IF;
+	FOR q IN
+		SELECT * FROM hagen.job
+		WHERE id IN (SELECT f.parent_id FROM unnest(js) AS f WHERE f.kind = 'fetch')
+		ORDER BY id
+		FOR UPDATE
+	LOOP
+		IF q.step NOT IN ('fetch', 'gather') OR q.status NOT IN ('queued', 'running') THEN
+			CONTINUE;
+		END IF;
+		SELECT count(*) FILTER (WHERE f.status = 'succeeded'), bool_or(f.status <> 'succeeded')
+		INTO ok, failed
+		FROM unnest(js) AS f WHERE f.kind = 'fetch' AND f.parent_id = q.id;
+		IF ok > 0 THEN
+			q.state := q.state || jsonb_build_object('fetches', (q.state ->> 'fetches')::integer - ok);
+			UPDATE hagen.job SET state = q.state WHERE id = q.id;
+		END IF;
+		IF failed OR (q.state ->> 'fetches')::integer <= 0 THEN
+			UPDATE hagen.job SET run_at = now() WHERE id = q.id AND status = 'queued';
+		END IF;
+	END LOOP;
 END;
 $$;
 
@@ -4657,6 +4670,84 @@ BEGIN
 END;
 $$;
 
+-- The job as a decision to fail it, or to record its success, leaves it,
+-- and the lines that say so in its log.  A retry arrives here only with no
+-- attempts left (_requeued declined it): the job fails.  Written by
+-- _finish_write, one job (_apply) or a batch (complete_jobs) at a time.
+CREATE FUNCTION hagen._finished(j hagen.job, decision jsonb, outcome jsonb,
+								OUT job hagen.job, OUT lines hagen.job_log[])
+	LANGUAGE plpgsql AS $$
+DECLARE
+	action text := decision ->> 'action';
+	err text := decision ->> 'error';
+	l hagen.job_log;
+BEGIN
+	IF action = 'retry' THEN
+		action := 'fail';
+		err := format('gave up on step %s after %s attempts: %s', j.step, j.attempts, err);
+	END IF;
+	IF action IS NULL OR action NOT IN ('fail', 'succeed') THEN
+		RAISE EXCEPTION 'unknown job decision "%"', action;
+	END IF;
+	lines := '{}';
+	l.job_id := j.id;
+	l.project_id := j.project_id;
+	l.detail := hagen._step_summary(j.step, j.attempts, outcome);
+	IF decision ? 'log' THEN
+		l.level := 'info';
+		l.message := decision ->> 'log';
+		lines := lines || l;
+	END IF;
+	job := j;
+	job.state := j.state || coalesce(decision -> 'state', '{}');
+	job.request_id := coalesce(decision ->> 'request_id', j.request_id);
+	job.lease_token := NULL;
+	job.lease_owner := NULL;
+	job.lease_expires_at := NULL;
+	job.finished_at := now();
+	IF action = 'fail' THEN
+		job.status := 'failed';
+		job.last_error := err;
+		job.submit_unconfirmed := coalesce((decision ->> 'unconfirmed')::boolean, j.submit_unconfirmed);
+		l.level := 'error';
+		l.message := err;
+	ELSE
+		job.status := 'succeeded';
+		job.last_error := NULL;
+		job.cost_cents := coalesce((decision ->> 'cost_cents')::integer, j.cost_cents);
+		l.level := 'info';
+		l.message := format('%s job succeeded', j.kind);
+	END IF;
+	lines := lines || l;
+END;
+$$;
+
+-- Writes jobs as _finished left them and their log lines, then records
+-- their ends (_jobs_finished): a few statements for any number of jobs.
+CREATE FUNCTION hagen._finish_write(jobs hagen.job[], lines hagen.job_log[]) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	ended hagen.job[];
+BEGIN
+	IF cardinality(jobs) = 0 THEN
+		RETURN;
+	END IF;
+	WITH w AS (
+		UPDATE hagen.job q
+		SET status = r.status, state = r.state, request_id = r.request_id, last_error = r.last_error,
+			cost_cents = r.cost_cents, submit_unconfirmed = r.submit_unconfirmed,
+			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = r.finished_at
+		FROM unnest(jobs) AS r
+		WHERE q.id = r.id
+		RETURNING q AS job)
+	SELECT array_agg(w.job ORDER BY (w.job).project_id, (w.job).id) INTO ended FROM w;
+	INSERT INTO hagen.job_log (job_id, project_id, level, message, detail)
+	SELECT l.job_id, l.project_id, l.level, l.message, l.detail FROM unnest(lines) AS l;
+	PERFORM hagen._jobs_finished(ended);
+END;
+$$;
+
+
 CREATE OR REPLACE FUNCTION hagen.complete_jobs(outcomes jsonb) RETURNS integer
 	LANGUAGE plpgsql AS $$
 DECLARE
@@ -4672,6 +4763,8 @@ DECLARE
 	ids bigint[];
 	jobs hagen.job[] := '{}';
 	lines hagen.job_log[] := '{}';
+	ended hagen.job[] := '{}';
+	ended_lines hagen.job_log[] := '{}';
 	later jsonb[] := '{}';
 BEGIN
 	BEGIN
@@ -4695,26 +4788,29 @@ BEGIN
 			IF j.status <> 'running' OR j.lease_token IS DISTINCT FROM (this ->> 'token')::bigint THEN
 				CONTINUE;
 			END IF;
-			IF j.kind NOT IN ('clip', 'transition') OR j.cancel_requested OR x.of_canceled THEN
+			IF j.kind NOT IN ('clip', 'transition', 'fetch') OR j.cancel_requested OR x.of_canceled THEN
 				later := later || this;
 				CONTINUE;
 			END IF;
 			o := hagen._read_outcome(this -> 'outcome');
 			decision := hagen._interpret(j, o);
-			IF decision IS NULL OR (decision ->> 'schedule_parts')::boolean THEN
+			IF decision IS NULL OR NOT decision ? 'action' OR (decision ->> 'schedule_parts')::boolean THEN
 				later := later || this;
 				CONTINUE;
 			END IF;
 			r := hagen._requeued(j, decision, o);
-			IF (r.job).id IS NULL THEN
-				later := later || this;
-				CONTINUE;
+			IF (r.job).id IS NOT NULL THEN
+				jobs := jobs || r.job;
+				lines := lines || r.lines;
+			ELSE
+				r := hagen._finished(j, decision, o);
+				ended := ended || r.job;
+				ended_lines := ended_lines || r.lines;
 			END IF;
-			jobs := jobs || r.job;
-			lines := lines || r.lines;
 			n := n + 1;
 		END LOOP;
 		PERFORM hagen._requeue_write(jobs, lines);
+		PERFORM hagen._finish_write(ended, ended_lines);
 		FOR x IN SELECT unnest(later) AS value LOOP
 			IF hagen._complete_job((x.value ->> 'job_id')::bigint, (x.value ->> 'token')::bigint,
 								   x.value -> 'outcome', false) = 'applied' THEN
@@ -4756,54 +4852,18 @@ $$;
 CREATE OR REPLACE FUNCTION hagen._apply(j hagen.job, decision jsonb, outcome jsonb DEFAULT NULL)
 	RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-	action text := decision ->> 'action';
-	err text := decision ->> 'error';
 	r record;
-	summary jsonb;
 BEGIN
-	IF action IN ('advance', 'retry') THEN
-		r := hagen._requeued(j, decision, outcome);
-		IF (r.job).id IS NOT NULL THEN
-			PERFORM hagen._requeue_write(ARRAY[r.job], r.lines);
-			IF (decision ->> 'schedule_parts')::boolean THEN
-				PERFORM hagen._upload_schedule(j.id);
-			END IF;
-			RETURN;
+	r := hagen._requeued(j, decision, outcome);
+	IF (r.job).id IS NOT NULL THEN
+		PERFORM hagen._requeue_write(ARRAY[r.job], r.lines);
+		IF (decision ->> 'schedule_parts')::boolean THEN
+			PERFORM hagen._upload_schedule(j.id);
 		END IF;
-		-- A retry with no attempts left.
-		action := 'fail';
-		err := format('gave up on step %s after %s attempts: %s', j.step, j.attempts, err);
+		RETURN;
 	END IF;
-
-	summary := hagen._step_summary(j.step, j.attempts, outcome);
-	IF decision ? 'log' THEN
-		PERFORM hagen._log(j.id, j.project_id, 'info', decision ->> 'log', summary);
-	END IF;
-
-	CASE action
-	WHEN 'fail' THEN
-		UPDATE hagen.job
-		SET status = 'failed', state = j.state || coalesce(decision -> 'state', '{}'),
-			request_id = coalesce(decision ->> 'request_id', j.request_id), last_error = err,
-			submit_unconfirmed = coalesce((decision ->> 'unconfirmed')::boolean, submit_unconfirmed),
-			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
-		WHERE id = j.id
-		RETURNING * INTO j;
-		PERFORM hagen._log(j.id, j.project_id, 'error', err, summary);
-		PERFORM hagen._job_finished(j);
-	WHEN 'succeed' THEN
-		UPDATE hagen.job
-		SET status = 'succeeded', state = j.state || coalesce(decision -> 'state', '{}'),
-			request_id = coalesce(decision ->> 'request_id', j.request_id), last_error = NULL,
-			cost_cents = coalesce((decision ->> 'cost_cents')::integer, cost_cents),
-			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
-		WHERE id = j.id
-		RETURNING * INTO j;
-		PERFORM hagen._log(j.id, j.project_id, 'info', format('%s job succeeded', j.kind), summary);
-		PERFORM hagen._job_finished(j);
-	ELSE
-		RAISE EXCEPTION 'unknown job decision "%"', action;
-	END CASE;
+	r := hagen._finished(j, decision, outcome);
+	PERFORM hagen._finish_write(ARRAY[r.job], r.lines);
 END;
 $$;
 
@@ -4839,58 +4899,94 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
+-- Records the end of jobs on their clips or projects and moves the projects
+-- on: the clips and transitions of a batch with one UPDATE each, their
+-- projects with one (_projects_moved); the ends of other kinds one by one.
+CREATE FUNCTION hagen._jobs_finished(js hagen.job[]) RETURNS void
 	LANGUAGE plpgsql AS $$
 DECLARE
-	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
-	was text;
-	now_st text;
+	j hagen.job;
+	moves hagen.project_move[];
+	project uuid;
 BEGIN
-	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch', 'chunk')
-	   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
-		PERFORM hagen._upload_abandon(j);
-	END IF;
-	CASE j.kind
-	WHEN 'clip' THEN
-		-- The project's row first: whoever changes the clips of a project
-		-- holds it, so the status read here is the one its counts hold.
-		PERFORM 1 FROM hagen.video_project v WHERE v.id = j.project_id FOR UPDATE;
+	FOREACH j IN ARRAY js LOOP
+		IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch', 'chunk')
+		   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
+			PERFORM hagen._upload_abandon(j);
+		END IF;
+		CASE j.kind
+		WHEN 'compile' THEN
+			PERFORM hagen._compile_finished(j);
+		WHEN 'chunk' THEN
+			PERFORM hagen._chunk_finished(j);
+		WHEN 'upload_part' THEN
+			PERFORM hagen._upload_part_finished(j);
+		ELSE
+			NULL;
+		END CASE;
+	END LOOP;
+	PERFORM hagen._fetches_finished(js);
+
+	-- Clips: the projects' rows first (whoever changes the clips of a
+	-- project holds it, so the status read here is the one its counts hold),
+	-- in the order of their ids.
+	PERFORM 1 FROM hagen.video_project v
+	WHERE v.id IN (SELECT f.project_id FROM unnest(js) AS f WHERE f.kind = 'clip')
+	ORDER BY v.id
+	FOR UPDATE;
+	WITH f AS (
+		SELECT f.clip_id, f.project_id, f.cost_cents, f.last_error, f.state ->> 'url' AS url,
+			   CASE f.status WHEN 'succeeded' THEN 'completed' ELSE f.status END AS st
+		FROM unnest(js) AS f WHERE f.kind = 'clip'),
+	changed AS (
 		UPDATE hagen.video_clip c
-		SET status = CASE WHEN c.status = 'canceled' AND st <> 'completed' THEN c.status ELSE st END,
-			clip_url = CASE WHEN st = 'completed' THEN j.state ->> 'url' ELSE c.clip_url END,
-			cost_cents = c.cost_cents + j.cost_cents,
-			error_message = CASE WHEN st = 'failed' THEN j.last_error ELSE NULL END
-		FROM hagen.video_clip o
-		WHERE c.id = j.clip_id AND o.id = c.id
-		RETURNING o.status, c.status INTO was, now_st;
-	WHEN 'transition' THEN
-		UPDATE hagen.video_clip c
-		SET transition_status = CASE WHEN c.transition_status = 'canceled' AND st <> 'completed'
-									 THEN c.transition_status ELSE st END,
-			transition_clip_url = CASE WHEN st = 'completed' THEN j.state ->> 'url'
-									   ELSE c.transition_clip_url END,
-			cost_cents = c.cost_cents + j.cost_cents
-		WHERE c.id = j.clip_id;
-	WHEN 'compile' THEN
-		PERFORM hagen._compile_finished(j);
-	WHEN 'chunk' THEN
-		PERFORM hagen._chunk_finished(j);
-	WHEN 'upload_part' THEN
-		PERFORM hagen._upload_part_finished(j);
-	WHEN 'fetch' THEN
-		PERFORM hagen._fetch_finished(j);
-	ELSE
-		NULL;
-	END CASE;
-	IF j.kind IN ('clip', 'transition') THEN
-		-- (The job's own end was counted by the trigger job_progress.)
-		PERFORM hagen._project_moved(j.project_id, NULL, 0, 0,
-			(now_st IS NOT DISTINCT FROM 'completed')::integer - (was IS NOT DISTINCT FROM 'completed')::integer,
-			coalesce(now_st IN ('failed', 'canceled'), false)::integer
-				- coalesce(was IN ('failed', 'canceled'), false)::integer,
-			j.cost_cents);
+		SET status = CASE WHEN c.status = 'canceled' AND f.st <> 'completed' THEN c.status ELSE f.st END,
+			clip_url = CASE WHEN f.st = 'completed' THEN f.url ELSE c.clip_url END,
+			cost_cents = c.cost_cents + f.cost_cents,
+			error_message = CASE WHEN f.st = 'failed' THEN f.last_error ELSE NULL END
+		FROM hagen.video_clip o, f
+		WHERE c.id = f.clip_id AND o.id = c.id
+		RETURNING c.id, o.status AS was, c.status AS now_st)
+	SELECT array_agg(ROW(f.project_id, NULL, 0, 0,
+			(c.now_st IS NOT DISTINCT FROM 'completed')::integer - (c.was IS NOT DISTINCT FROM 'completed')::integer,
+			coalesce(c.now_st IN ('failed', 'canceled'), false)::integer
+				- coalesce(c.was IN ('failed', 'canceled'), false)::integer,
+			f.cost_cents, true)::hagen.project_move)
+	INTO moves
+	FROM f LEFT JOIN changed c ON c.id = f.clip_id;
+
+	UPDATE hagen.video_clip c
+	SET transition_status = CASE WHEN c.transition_status = 'canceled' AND f.st <> 'completed'
+								 THEN c.transition_status ELSE f.st END,
+		transition_clip_url = CASE WHEN f.st = 'completed' THEN f.url ELSE c.transition_clip_url END,
+		cost_cents = c.cost_cents + f.cost_cents
+	FROM (SELECT f.clip_id, f.cost_cents, f.state ->> 'url' AS url,
+				 CASE f.status WHEN 'succeeded' THEN 'completed' ELSE f.status END AS st
+		  FROM unnest(js) AS f WHERE f.kind = 'transition') AS f
+	WHERE c.id = f.clip_id;
+	moves := coalesce(moves, '{}') || ARRAY(
+		SELECT ROW(f.project_id, NULL, 0, 0, 0, 0, f.cost_cents, true)::hagen.project_move
+		FROM unnest(js) AS f WHERE f.kind = 'transition');
+
+	-- (The jobs' own ends were counted by the trigger job_progress.)
+	IF cardinality(moves) > 0 THEN
+		PERFORM hagen._projects_moved(moves);
 	END IF;
-	PERFORM hagen._cleanup_if_settled(j.project_id);
+	FOR project IN
+		SELECT v.id FROM hagen.video_project v
+		WHERE v.id IN (SELECT f.project_id FROM unnest(js) AS f)
+		  AND v.status IN ('completed', 'failed', 'canceled')
+	LOOP
+		PERFORM hagen._cleanup_if_settled(project);
+	END LOOP;
+END;
+$$;
+
+
+CREATE OR REPLACE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM hagen._jobs_finished(ARRAY[j]);
 END;
 $$;
 CREATE OR REPLACE FUNCTION hagen._job_fraction(j hagen.job) RETURNS numeric
@@ -4935,54 +5031,84 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION hagen._advance_project(project uuid) RETURNS void
+-- What changed in a generating project: d_fraction (how much further one
+-- of its generation jobs came), d_done (jobs that ended), d_completed and
+-- d_failed (clips that completed, or failed or were canceled; negative when
+-- one left that state), d_cost (cents).  job_created: when the job that
+-- changed was queued (NULL for none); moved: whether the progress is to be
+-- set again.
+CREATE TYPE hagen.project_move AS (
+	project_id	uuid,
+	job_created	timestamptz,
+	d_fraction	numeric,
+	d_done		integer,
+	d_completed	integer,
+	d_failed	integer,
+	d_cost		integer,
+	moved		boolean
+);
+
+-- Moves generating projects on by what changed, all with one UPDATE of their
+-- rows, locked in the order of their ids.  The change of a job counts in
+-- the run's counters only if the job belongs to the current run (queued
+-- after it started).  Where a move is marked moved, the progress is set
+-- from the counters and, once no generation job is live, the run ends
+-- (_run_ended).  O(1) a project whatever its size.
+CREATE FUNCTION hagen._projects_moved(moves hagen.project_move[]) RETURNS void
 	LANGUAGE plpgsql AS $$
+DECLARE
+	project uuid;
 BEGIN
-	PERFORM 1 FROM hagen.video_project v WHERE v.id = project AND v.status = 'generating' FOR UPDATE;
-	IF FOUND THEN
-		PERFORM hagen._count_run(project);
-		PERFORM hagen._project_moved(project);
-	END IF;
+	FOR project IN
+		WITH p AS (
+			SELECT v.id, v.started_at FROM hagen.video_project v
+			WHERE v.id IN (SELECT m.project_id FROM unnest(moves) AS m) AND v.status = 'generating'
+			ORDER BY v.id
+			FOR UPDATE),
+		a AS (
+			SELECT m.project_id,
+				   coalesce(sum(m.d_fraction) FILTER (WHERE m.job_created >= p.started_at), 0) AS fraction,
+				   coalesce(sum(m.d_done) FILTER (WHERE m.job_created >= p.started_at), 0) AS done,
+				   sum(m.d_completed) AS completed, sum(m.d_failed) AS failed, sum(m.d_cost) AS cost,
+				   bool_or(m.moved) AS moved
+			FROM unnest(moves) AS m JOIN p ON p.id = m.project_id
+			GROUP BY m.project_id)
+		UPDATE hagen.video_project v
+		SET run_fraction = v.run_fraction + a.fraction,
+			run_jobs_done = v.run_jobs_done + a.done,
+			completed_clips = v.completed_clips + a.completed,
+			failed_clips = v.failed_clips + a.failed,
+			actual_cost_cents = v.actual_cost_cents + a.cost,
+			progress = CASE
+				WHEN NOT a.moved OR v.run_jobs_done + a.done >= v.run_jobs THEN v.progress
+				ELSE jsonb_build_object('step', 'generating',
+					'label', format('Generating clips (%s of %s done)', v.run_jobs_done + a.done, v.run_jobs),
+					'percent', greatest(coalesce((v.progress ->> 'percent')::numeric, 0),
+						least(100, round(coalesce(85.0 * ((v.run_fraction + a.fraction) / v.run_jobs), 0), 1))))
+				END
+		FROM a
+		WHERE v.id = a.project_id
+		RETURNING CASE WHEN a.moved AND v.run_jobs_done >= v.run_jobs THEN v.id END
+	LOOP
+		IF project IS NOT NULL THEN
+			PERFORM hagen._run_ended(project);
+		END IF;
+	END LOOP;
 END;
 $$;
-CREATE FUNCTION hagen._project_moved(project uuid, job_created timestamptz DEFAULT NULL,
-									 d_fraction numeric DEFAULT 0, d_done integer DEFAULT 0,
-									 d_completed integer DEFAULT 0, d_failed integer DEFAULT 0,
-									 d_cost integer DEFAULT 0, moved boolean DEFAULT true)
-	RETURNS void LANGUAGE plpgsql AS $$
+
+-- No generation job of a generating project's run is live: compile, or
+-- fail when no clip completed.
+CREATE FUNCTION hagen._run_ended(project uuid) RETURNS void
+	LANGUAGE plpgsql AS $$
 DECLARE
 	p hagen.video_project;
 	errors text;
 BEGIN
-	UPDATE hagen.video_project v
-	SET run_fraction = v.run_fraction
-			+ CASE WHEN job_created >= v.started_at THEN d_fraction ELSE 0 END,
-		run_jobs_done = v.run_jobs_done
-			+ CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END,
-		completed_clips = v.completed_clips + d_completed,
-		failed_clips = v.failed_clips + d_failed,
-		actual_cost_cents = v.actual_cost_cents + d_cost,
-		progress = CASE
-			WHEN NOT moved OR v.run_jobs_done
-							  + CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END
-							  >= v.run_jobs
-			THEN v.progress
-			ELSE jsonb_build_object('step', 'generating',
-				'label', format('Generating clips (%s of %s done)',
-								v.run_jobs_done + CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END,
-								v.run_jobs),
-				'percent', greatest(coalesce((v.progress ->> 'percent')::numeric, 0),
-					least(100, round(coalesce(85.0 * ((v.run_fraction
-						+ CASE WHEN job_created >= v.started_at THEN d_fraction ELSE 0 END)
-						/ v.run_jobs), 0), 1))))
-			END
-	WHERE v.id = project AND v.status = 'generating'
-	RETURNING v.* INTO p;
-	IF NOT FOUND OR NOT moved OR p.run_jobs_done < p.run_jobs THEN
+	SELECT * INTO p FROM hagen.video_project v WHERE v.id = project AND v.status = 'generating';
+	IF NOT FOUND OR p.run_jobs_done < p.run_jobs THEN
 		RETURN;
 	END IF;
-
-	-- No generation job is live: compile, or fail when no clip completed.
 	IF p.completed_clips = 0 THEN
 		SELECT string_agg(format('clip %s: %s', c.sequence_order,
 								 coalesce(c.error_message, c.status)), '; ' ORDER BY c.sequence_order)
@@ -5002,71 +5128,56 @@ BEGIN
 END;
 $$;
 
+
+CREATE OR REPLACE FUNCTION hagen._advance_project(project uuid) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM 1 FROM hagen.video_project v WHERE v.id = project AND v.status = 'generating' FOR UPDATE;
+	IF FOUND THEN
+		PERFORM hagen._count_run(project);
+		PERFORM hagen._project_moved(project);
+	END IF;
+END;
+$$;
+CREATE FUNCTION hagen._project_moved(project uuid, job_created timestamptz DEFAULT NULL,
+									 d_fraction numeric DEFAULT 0, d_done integer DEFAULT 0,
+									 d_completed integer DEFAULT 0, d_failed integer DEFAULT 0,
+									 d_cost integer DEFAULT 0, moved boolean DEFAULT true)
+	RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM hagen._projects_moved(ARRAY[ROW(project, job_created, d_fraction, d_done, d_completed,
+											d_failed, d_cost, moved)::hagen.project_move]);
+END;
+$$;
+
 CREATE FUNCTION hagen._job_progress() RETURNS trigger
 	LANGUAGE plpgsql AS $$
 DECLARE
-	project uuid;
+	moves hagen.project_move[];
 BEGIN
-	-- Most statements change no generation job in a way that counts (a
-	-- claim, a compile's progress): they stop here.
-	IF NOT EXISTS (SELECT 1 FROM hagen_new_jobs n JOIN hagen_old_jobs o ON o.id = n.id
-				   WHERE n.kind IN ('clip', 'transition')
-					 AND ((o.status IN ('queued', 'running')) IS DISTINCT FROM (n.status IN ('queued', 'running'))
-						  OR o.step IS DISTINCT FROM n.step
-						  OR o.state -> 'provider_status' IS DISTINCT FROM n.state -> 'provider_status'
-						  OR o.state -> 'provider_progress' IS DISTINCT FROM n.state -> 'provider_progress'
-						  OR o.state -> 'parts' IS DISTINCT FROM n.state -> 'parts')) THEN
-		RETURN NULL;
-	END IF;
-	FOR project IN
-		WITH d AS (
-			SELECT n.project_id, n.created_at,
-				   hagen._job_fraction(n) - hagen._job_fraction(o) AS d,
-				   (o.status IN ('queued', 'running'))::integer
-				   - (n.status IN ('queued', 'running'))::integer AS ended,
+	SELECT array_agg(d) INTO moves FROM (
+		SELECT ROW(n.project_id, n.created_at,
+				   hagen._job_fraction(n) - hagen._job_fraction(o),
+				   (o.status IN ('queued', 'running'))::integer - (n.status IN ('queued', 'running'))::integer,
+				   0, 0, 0,
 				   n.status IN ('queued', 'running')
 				   AND (n.step IS DISTINCT FROM o.step
 						OR n.state ->> 'provider_status' IS DISTINCT FROM o.state ->> 'provider_status'
 						OR n.state ->> 'provider_progress' IS DISTINCT FROM o.state ->> 'provider_progress'
 						OR (n.step = 'upload_parts' AND n.state -> 'parts' IS DISTINCT FROM o.state -> 'parts'
 							AND (SELECT count(*) FROM jsonb_object_keys(n.state -> 'parts'))
-								< (n.state ->> 'part_count')::integer)) AS moved
-			FROM hagen_new_jobs n JOIN hagen_old_jobs o ON o.id = n.id
-			WHERE n.kind IN ('clip', 'transition')
-			  AND ((o.status IN ('queued', 'running')) IS DISTINCT FROM (n.status IN ('queued', 'running'))
-				   OR o.step IS DISTINCT FROM n.step
-				   OR o.state -> 'provider_status' IS DISTINCT FROM n.state -> 'provider_status'
-				   OR o.state -> 'provider_progress' IS DISTINCT FROM n.state -> 'provider_progress'
-				   OR o.state -> 'parts' IS DISTINCT FROM n.state -> 'parts')),
-		c AS (SELECT * FROM d WHERE d.d <> 0 OR d.ended <> 0 OR d.moved),
-		p AS (SELECT v.id, v.started_at FROM hagen.video_project v
-			  WHERE v.id IN (SELECT c.project_id FROM c) AND v.status = 'generating'
-			  ORDER BY v.id
-			  FOR UPDATE),
-		a AS (SELECT c.project_id,
-					 coalesce(sum(c.d) FILTER (WHERE c.created_at >= p.started_at), 0) AS fraction,
-					 coalesce(sum(c.ended) FILTER (WHERE c.created_at >= p.started_at), 0) AS done,
-					 bool_or(c.moved) AS moved
-			  FROM c JOIN p ON p.id = c.project_id
-			  GROUP BY c.project_id)
-		UPDATE hagen.video_project v
-		SET run_fraction = v.run_fraction + a.fraction,
-			run_jobs_done = v.run_jobs_done + a.done,
-			progress = CASE
-				WHEN NOT a.moved OR v.run_jobs_done + a.done >= v.run_jobs THEN v.progress
-				ELSE jsonb_build_object('step', 'generating',
-					'label', format('Generating clips (%s of %s done)', v.run_jobs_done + a.done, v.run_jobs),
-					'percent', greatest(coalesce((v.progress ->> 'percent')::numeric, 0),
-						least(100, round(coalesce(85.0 * ((v.run_fraction + a.fraction) / v.run_jobs), 0), 1))))
-				END
-		FROM a
-		WHERE v.id = a.project_id
-		RETURNING CASE WHEN a.moved AND v.run_jobs_done >= v.run_jobs THEN v.id END
-	LOOP
-		IF project IS NOT NULL THEN
-			PERFORM hagen._project_moved(project);
-		END IF;
-	END LOOP;
+								< (n.state ->> 'part_count')::integer)))::hagen.project_move AS d
+		FROM hagen_new_jobs n JOIN hagen_old_jobs o ON o.id = n.id
+		WHERE n.kind IN ('clip', 'transition')
+		  AND ((o.status IN ('queued', 'running')) IS DISTINCT FROM (n.status IN ('queued', 'running'))
+			   OR o.step IS DISTINCT FROM n.step
+			   OR o.state -> 'provider_status' IS DISTINCT FROM n.state -> 'provider_status'
+			   OR o.state -> 'provider_progress' IS DISTINCT FROM n.state -> 'provider_progress'
+			   OR o.state -> 'parts' IS DISTINCT FROM n.state -> 'parts')) AS m
+	WHERE (m.d).d_fraction <> 0 OR (m.d).d_done <> 0 OR (m.d).moved;
+	IF moves IS NOT NULL THEN
+		PERFORM hagen._projects_moved(moves);
+	END IF;
 	RETURN NULL;
 END;
 $$;

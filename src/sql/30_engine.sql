@@ -329,15 +329,18 @@ $$;
 -- are locked in the order of their projects with one statement, so that
 -- two dispatchers handing back outcomes at once lock projects in the same
 -- order, never in a cycle.
--- What most outcomes of a generation decide, a next step or a retry, is
--- written for the whole batch at once: one UPDATE of the jobs, one INSERT
--- of their log lines, and so one UPDATE of their projects' progress (the
--- statement trigger job_progress); the costs of a statement (planning its
--- constraints, triggers and partial indexes) are paid once a batch, not
--- once an effect.  Every other outcome (a job that ends, a compile's, one
--- of a canceled job) is then taken on its own by _complete_job, which reads
--- its job again, as it always did.  Reading a generation's answer writes
--- nothing, so deciding them all before writing any changes nothing.
+-- The outcomes of generations and fetches are written for the whole batch
+-- at once: the ones that requeue their job (a next step, a retry) with one
+-- UPDATE of the jobs and one INSERT of their log lines, the ones that end
+-- it likewise, then their clips, compiles and projects with one UPDATE each
+-- (_jobs_finished, and the statement trigger job_progress for the
+-- progress).  The costs of a statement (planning a table's constraints,
+-- triggers and partial indexes) are paid once a batch, not once an effect.
+-- Reading the answer of a generation or a fetch writes nothing, so deciding
+-- them all before writing any changes nothing.  Every other outcome (a
+-- compile's, a chunk's, a part's, one of a canceled job, one that schedules
+-- the parts of an upload) is then taken on its own by _complete_job, which
+-- reads its job again, as it always did.
 -- All at once first, in one subtransaction; should one of them raise an
 -- error, the batch is rolled back and taken again one outcome at a time,
 -- each in a subtransaction of its own, so that only that one is failed (a
@@ -357,6 +360,8 @@ DECLARE
 	ids bigint[];
 	jobs hagen.job[] := '{}';
 	lines hagen.job_log[] := '{}';
+	ended hagen.job[] := '{}';
+	ended_lines hagen.job_log[] := '{}';
 	later jsonb[] := '{}';
 BEGIN
 	BEGIN
@@ -380,26 +385,29 @@ BEGIN
 			IF j.status <> 'running' OR j.lease_token IS DISTINCT FROM (this ->> 'token')::bigint THEN
 				CONTINUE;
 			END IF;
-			IF j.kind NOT IN ('clip', 'transition') OR j.cancel_requested OR x.of_canceled THEN
+			IF j.kind NOT IN ('clip', 'transition', 'fetch') OR j.cancel_requested OR x.of_canceled THEN
 				later := later || this;
 				CONTINUE;
 			END IF;
 			o := hagen._read_outcome(this -> 'outcome');
 			decision := hagen._interpret(j, o);
-			IF decision IS NULL OR (decision ->> 'schedule_parts')::boolean THEN
+			IF decision IS NULL OR NOT decision ? 'action' OR (decision ->> 'schedule_parts')::boolean THEN
 				later := later || this;
 				CONTINUE;
 			END IF;
 			r := hagen._requeued(j, decision, o);
-			IF (r.job).id IS NULL THEN
-				later := later || this;
-				CONTINUE;
+			IF (r.job).id IS NOT NULL THEN
+				jobs := jobs || r.job;
+				lines := lines || r.lines;
+			ELSE
+				r := hagen._finished(j, decision, o);
+				ended := ended || r.job;
+				ended_lines := ended_lines || r.lines;
 			END IF;
-			jobs := jobs || r.job;
-			lines := lines || r.lines;
 			n := n + 1;
 		END LOOP;
 		PERFORM hagen._requeue_write(jobs, lines);
+		PERFORM hagen._finish_write(ended, ended_lines);
 		FOR x IN SELECT unnest(later) AS value LOOP
 			IF hagen._complete_job((x.value ->> 'job_id')::bigint, (x.value ->> 'token')::bigint,
 								   x.value -> 'outcome', false) = 'applied' THEN
@@ -542,61 +550,102 @@ BEGIN
 END;
 $$;
 
+-- The job as a decision to fail it, or to record its success, leaves it,
+-- and the lines that say so in its log.  A retry arrives here only with no
+-- attempts left (_requeued declined it): the job fails.  Written by
+-- _finish_write, one job (_apply) or a batch (complete_jobs) at a time.
+CREATE FUNCTION hagen._finished(j hagen.job, decision jsonb, outcome jsonb,
+								OUT job hagen.job, OUT lines hagen.job_log[])
+	LANGUAGE plpgsql AS $$
+DECLARE
+	action text := decision ->> 'action';
+	err text := decision ->> 'error';
+	l hagen.job_log;
+BEGIN
+	IF action = 'retry' THEN
+		action := 'fail';
+		err := format('gave up on step %s after %s attempts: %s', j.step, j.attempts, err);
+	END IF;
+	IF action IS NULL OR action NOT IN ('fail', 'succeed') THEN
+		RAISE EXCEPTION 'unknown job decision "%"', action;
+	END IF;
+	lines := '{}';
+	l.job_id := j.id;
+	l.project_id := j.project_id;
+	l.detail := hagen._step_summary(j.step, j.attempts, outcome);
+	IF decision ? 'log' THEN
+		l.level := 'info';
+		l.message := decision ->> 'log';
+		lines := lines || l;
+	END IF;
+	job := j;
+	job.state := j.state || coalesce(decision -> 'state', '{}');
+	job.request_id := coalesce(decision ->> 'request_id', j.request_id);
+	job.lease_token := NULL;
+	job.lease_owner := NULL;
+	job.lease_expires_at := NULL;
+	job.finished_at := now();
+	IF action = 'fail' THEN
+		job.status := 'failed';
+		job.last_error := err;
+		job.submit_unconfirmed := coalesce((decision ->> 'unconfirmed')::boolean, j.submit_unconfirmed);
+		l.level := 'error';
+		l.message := err;
+	ELSE
+		job.status := 'succeeded';
+		job.last_error := NULL;
+		job.cost_cents := coalesce((decision ->> 'cost_cents')::integer, j.cost_cents);
+		l.level := 'info';
+		l.message := format('%s job succeeded', j.kind);
+	END IF;
+	lines := lines || l;
+END;
+$$;
+
+-- Writes jobs as _finished left them and their log lines, then records
+-- their ends (_jobs_finished): a few statements for any number of jobs.
+CREATE FUNCTION hagen._finish_write(jobs hagen.job[], lines hagen.job_log[]) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	ended hagen.job[];
+BEGIN
+	IF cardinality(jobs) = 0 THEN
+		RETURN;
+	END IF;
+	WITH w AS (
+		UPDATE hagen.job q
+		SET status = r.status, state = r.state, request_id = r.request_id, last_error = r.last_error,
+			cost_cents = r.cost_cents, submit_unconfirmed = r.submit_unconfirmed,
+			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = r.finished_at
+		FROM unnest(jobs) AS r
+		WHERE q.id = r.id
+		RETURNING q AS job)
+	SELECT array_agg(w.job ORDER BY (w.job).project_id, (w.job).id) INTO ended FROM w;
+	INSERT INTO hagen.job_log (job_id, project_id, level, message, detail)
+	SELECT l.job_id, l.project_id, l.level, l.message, l.detail FROM unnest(lines) AS l;
+	PERFORM hagen._jobs_finished(ended);
+END;
+$$;
+
 -- Applies a decision to a job: advance to a step, retry the step after a
--- back-off (both through _requeued), fail, or succeed.  Logs what it does.
+-- back-off (_requeued), fail, or succeed (_finished).  Logs what it does.
 -- (What the change means for the job's project is counted by the trigger
 -- job_progress.)
 CREATE FUNCTION hagen._apply(j hagen.job, decision jsonb, outcome jsonb DEFAULT NULL)
 	RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-	action text := decision ->> 'action';
-	err text := decision ->> 'error';
 	r record;
-	summary jsonb;
 BEGIN
-	IF action IN ('advance', 'retry') THEN
-		r := hagen._requeued(j, decision, outcome);
-		IF (r.job).id IS NOT NULL THEN
-			PERFORM hagen._requeue_write(ARRAY[r.job], r.lines);
-			IF (decision ->> 'schedule_parts')::boolean THEN
-				PERFORM hagen._upload_schedule(j.id);
-			END IF;
-			RETURN;
+	r := hagen._requeued(j, decision, outcome);
+	IF (r.job).id IS NOT NULL THEN
+		PERFORM hagen._requeue_write(ARRAY[r.job], r.lines);
+		IF (decision ->> 'schedule_parts')::boolean THEN
+			PERFORM hagen._upload_schedule(j.id);
 		END IF;
-		-- A retry with no attempts left.
-		action := 'fail';
-		err := format('gave up on step %s after %s attempts: %s', j.step, j.attempts, err);
+		RETURN;
 	END IF;
-
-	summary := hagen._step_summary(j.step, j.attempts, outcome);
-	IF decision ? 'log' THEN
-		PERFORM hagen._log(j.id, j.project_id, 'info', decision ->> 'log', summary);
-	END IF;
-
-	CASE action
-	WHEN 'fail' THEN
-		UPDATE hagen.job
-		SET status = 'failed', state = j.state || coalesce(decision -> 'state', '{}'),
-			request_id = coalesce(decision ->> 'request_id', j.request_id), last_error = err,
-			submit_unconfirmed = coalesce((decision ->> 'unconfirmed')::boolean, submit_unconfirmed),
-			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
-		WHERE id = j.id
-		RETURNING * INTO j;
-		PERFORM hagen._log(j.id, j.project_id, 'error', err, summary);
-		PERFORM hagen._job_finished(j);
-	WHEN 'succeed' THEN
-		UPDATE hagen.job
-		SET status = 'succeeded', state = j.state || coalesce(decision -> 'state', '{}'),
-			request_id = coalesce(decision ->> 'request_id', j.request_id), last_error = NULL,
-			cost_cents = coalesce((decision ->> 'cost_cents')::integer, cost_cents),
-			lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
-		WHERE id = j.id
-		RETURNING * INTO j;
-		PERFORM hagen._log(j.id, j.project_id, 'info', format('%s job succeeded', j.kind), summary);
-		PERFORM hagen._job_finished(j);
-	ELSE
-		RAISE EXCEPTION 'unknown job decision "%"', action;
-	END CASE;
+	r := hagen._finished(j, decision, outcome);
+	PERFORM hagen._finish_write(ARRAY[r.job], r.lines);
 END;
 $$;
 

@@ -324,59 +324,94 @@ BEGIN
 END;
 $$;
 
--- Records the end of a job on its clip or project and moves the project on.
-CREATE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
+-- Records the end of jobs on their clips or projects and moves the projects
+-- on: the clips and transitions of a batch with one UPDATE each, their
+-- projects with one (_projects_moved); the ends of other kinds one by one.
+CREATE FUNCTION hagen._jobs_finished(js hagen.job[]) RETURNS void
 	LANGUAGE plpgsql AS $$
 DECLARE
-	st text := CASE j.status WHEN 'succeeded' THEN 'completed' ELSE j.status END;
-	was text;
-	now_st text;
+	j hagen.job;
+	moves hagen.project_move[];
+	project uuid;
 BEGIN
-	IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch', 'chunk')
-	   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
-		PERFORM hagen._upload_abandon(j);
-	END IF;
-	CASE j.kind
-	WHEN 'clip' THEN
-		-- The project's row first: whoever changes the clips of a project
-		-- holds it, so the status read here is the one its counts hold.
-		PERFORM 1 FROM hagen.video_project v WHERE v.id = j.project_id FOR UPDATE;
+	FOREACH j IN ARRAY js LOOP
+		IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch', 'chunk')
+		   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
+			PERFORM hagen._upload_abandon(j);
+		END IF;
+		CASE j.kind
+		WHEN 'compile' THEN
+			PERFORM hagen._compile_finished(j);
+		WHEN 'chunk' THEN
+			PERFORM hagen._chunk_finished(j);
+		WHEN 'upload_part' THEN
+			PERFORM hagen._upload_part_finished(j);
+		ELSE
+			NULL;
+		END CASE;
+	END LOOP;
+	PERFORM hagen._fetches_finished(js);
+
+	-- Clips: the projects' rows first (whoever changes the clips of a
+	-- project holds it, so the status read here is the one its counts hold),
+	-- in the order of their ids.
+	PERFORM 1 FROM hagen.video_project v
+	WHERE v.id IN (SELECT f.project_id FROM unnest(js) AS f WHERE f.kind = 'clip')
+	ORDER BY v.id
+	FOR UPDATE;
+	WITH f AS (
+		SELECT f.clip_id, f.project_id, f.cost_cents, f.last_error, f.state ->> 'url' AS url,
+			   CASE f.status WHEN 'succeeded' THEN 'completed' ELSE f.status END AS st
+		FROM unnest(js) AS f WHERE f.kind = 'clip'),
+	changed AS (
 		UPDATE hagen.video_clip c
-		SET status = CASE WHEN c.status = 'canceled' AND st <> 'completed' THEN c.status ELSE st END,
-			clip_url = CASE WHEN st = 'completed' THEN j.state ->> 'url' ELSE c.clip_url END,
-			cost_cents = c.cost_cents + j.cost_cents,
-			error_message = CASE WHEN st = 'failed' THEN j.last_error ELSE NULL END
-		FROM hagen.video_clip o
-		WHERE c.id = j.clip_id AND o.id = c.id
-		RETURNING o.status, c.status INTO was, now_st;
-	WHEN 'transition' THEN
-		UPDATE hagen.video_clip c
-		SET transition_status = CASE WHEN c.transition_status = 'canceled' AND st <> 'completed'
-									 THEN c.transition_status ELSE st END,
-			transition_clip_url = CASE WHEN st = 'completed' THEN j.state ->> 'url'
-									   ELSE c.transition_clip_url END,
-			cost_cents = c.cost_cents + j.cost_cents
-		WHERE c.id = j.clip_id;
-	WHEN 'compile' THEN
-		PERFORM hagen._compile_finished(j);
-	WHEN 'chunk' THEN
-		PERFORM hagen._chunk_finished(j);
-	WHEN 'upload_part' THEN
-		PERFORM hagen._upload_part_finished(j);
-	WHEN 'fetch' THEN
-		PERFORM hagen._fetch_finished(j);
-	ELSE
-		NULL;
-	END CASE;
-	IF j.kind IN ('clip', 'transition') THEN
-		-- (The job's own end was counted by the trigger job_progress.)
-		PERFORM hagen._project_moved(j.project_id, NULL, 0, 0,
-			(now_st IS NOT DISTINCT FROM 'completed')::integer - (was IS NOT DISTINCT FROM 'completed')::integer,
-			coalesce(now_st IN ('failed', 'canceled'), false)::integer
-				- coalesce(was IN ('failed', 'canceled'), false)::integer,
-			j.cost_cents);
+		SET status = CASE WHEN c.status = 'canceled' AND f.st <> 'completed' THEN c.status ELSE f.st END,
+			clip_url = CASE WHEN f.st = 'completed' THEN f.url ELSE c.clip_url END,
+			cost_cents = c.cost_cents + f.cost_cents,
+			error_message = CASE WHEN f.st = 'failed' THEN f.last_error ELSE NULL END
+		FROM hagen.video_clip o, f
+		WHERE c.id = f.clip_id AND o.id = c.id
+		RETURNING c.id, o.status AS was, c.status AS now_st)
+	SELECT array_agg(ROW(f.project_id, NULL, 0, 0,
+			(c.now_st IS NOT DISTINCT FROM 'completed')::integer - (c.was IS NOT DISTINCT FROM 'completed')::integer,
+			coalesce(c.now_st IN ('failed', 'canceled'), false)::integer
+				- coalesce(c.was IN ('failed', 'canceled'), false)::integer,
+			f.cost_cents, true)::hagen.project_move)
+	INTO moves
+	FROM f LEFT JOIN changed c ON c.id = f.clip_id;
+
+	UPDATE hagen.video_clip c
+	SET transition_status = CASE WHEN c.transition_status = 'canceled' AND f.st <> 'completed'
+								 THEN c.transition_status ELSE f.st END,
+		transition_clip_url = CASE WHEN f.st = 'completed' THEN f.url ELSE c.transition_clip_url END,
+		cost_cents = c.cost_cents + f.cost_cents
+	FROM (SELECT f.clip_id, f.cost_cents, f.state ->> 'url' AS url,
+				 CASE f.status WHEN 'succeeded' THEN 'completed' ELSE f.status END AS st
+		  FROM unnest(js) AS f WHERE f.kind = 'transition') AS f
+	WHERE c.id = f.clip_id;
+	moves := coalesce(moves, '{}') || ARRAY(
+		SELECT ROW(f.project_id, NULL, 0, 0, 0, 0, f.cost_cents, true)::hagen.project_move
+		FROM unnest(js) AS f WHERE f.kind = 'transition');
+
+	-- (The jobs' own ends were counted by the trigger job_progress.)
+	IF cardinality(moves) > 0 THEN
+		PERFORM hagen._projects_moved(moves);
 	END IF;
-	PERFORM hagen._cleanup_if_settled(j.project_id);
+	FOR project IN
+		SELECT v.id FROM hagen.video_project v
+		WHERE v.id IN (SELECT f.project_id FROM unnest(js) AS f)
+		  AND v.status IN ('completed', 'failed', 'canceled')
+	LOOP
+		PERFORM hagen._cleanup_if_settled(project);
+	END LOOP;
+END;
+$$;
+
+-- Records the end of one job (_jobs_finished).
+CREATE FUNCTION hagen._job_finished(j hagen.job) RETURNS void
+	LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM hagen._jobs_finished(ARRAY[j]);
 END;
 $$;
 
@@ -445,52 +480,84 @@ BEGIN
 END;
 $$;
 
--- Moves a generating project on by what changed: d_fraction (how much
--- further one of its generation jobs came), d_done (jobs that ended),
--- d_completed and d_failed (clips that completed, or failed or were
--- canceled; negative when one left that state), d_cost (cents).  A change of
--- a job counts only if the job belongs to the current run (queued after it
--- started).  With moved, the progress is set from the counters and, once no
--- generation job is live, the compile is queued (or the project fails when
--- no clip completed).  One UPDATE of the project's row whatever its size.
-CREATE FUNCTION hagen._project_moved(project uuid, job_created timestamptz DEFAULT NULL,
-									 d_fraction numeric DEFAULT 0, d_done integer DEFAULT 0,
-									 d_completed integer DEFAULT 0, d_failed integer DEFAULT 0,
-									 d_cost integer DEFAULT 0, moved boolean DEFAULT true)
-	RETURNS void LANGUAGE plpgsql AS $$
+-- What changed in a generating project: d_fraction (how much further one
+-- of its generation jobs came), d_done (jobs that ended), d_completed and
+-- d_failed (clips that completed, or failed or were canceled; negative when
+-- one left that state), d_cost (cents).  job_created: when the job that
+-- changed was queued (NULL for none); moved: whether the progress is to be
+-- set again.
+CREATE TYPE hagen.project_move AS (
+	project_id	uuid,
+	job_created	timestamptz,
+	d_fraction	numeric,
+	d_done		integer,
+	d_completed	integer,
+	d_failed	integer,
+	d_cost		integer,
+	moved		boolean
+);
+
+-- Moves generating projects on by what changed, all with one UPDATE of their
+-- rows, locked in the order of their ids.  The change of a job counts in
+-- the run's counters only if the job belongs to the current run (queued
+-- after it started).  Where a move is marked moved, the progress is set
+-- from the counters and, once no generation job is live, the run ends
+-- (_run_ended).  O(1) a project whatever its size.
+CREATE FUNCTION hagen._projects_moved(moves hagen.project_move[]) RETURNS void
+	LANGUAGE plpgsql AS $$
+DECLARE
+	project uuid;
+BEGIN
+	FOR project IN
+		WITH p AS (
+			SELECT v.id, v.started_at FROM hagen.video_project v
+			WHERE v.id IN (SELECT m.project_id FROM unnest(moves) AS m) AND v.status = 'generating'
+			ORDER BY v.id
+			FOR UPDATE),
+		a AS (
+			SELECT m.project_id,
+				   coalesce(sum(m.d_fraction) FILTER (WHERE m.job_created >= p.started_at), 0) AS fraction,
+				   coalesce(sum(m.d_done) FILTER (WHERE m.job_created >= p.started_at), 0) AS done,
+				   sum(m.d_completed) AS completed, sum(m.d_failed) AS failed, sum(m.d_cost) AS cost,
+				   bool_or(m.moved) AS moved
+			FROM unnest(moves) AS m JOIN p ON p.id = m.project_id
+			GROUP BY m.project_id)
+		UPDATE hagen.video_project v
+		SET run_fraction = v.run_fraction + a.fraction,
+			run_jobs_done = v.run_jobs_done + a.done,
+			completed_clips = v.completed_clips + a.completed,
+			failed_clips = v.failed_clips + a.failed,
+			actual_cost_cents = v.actual_cost_cents + a.cost,
+			progress = CASE
+				WHEN NOT a.moved OR v.run_jobs_done + a.done >= v.run_jobs THEN v.progress
+				ELSE jsonb_build_object('step', 'generating',
+					'label', format('Generating clips (%s of %s done)', v.run_jobs_done + a.done, v.run_jobs),
+					'percent', greatest(coalesce((v.progress ->> 'percent')::numeric, 0),
+						least(100, round(coalesce(85.0 * ((v.run_fraction + a.fraction) / v.run_jobs), 0), 1))))
+				END
+		FROM a
+		WHERE v.id = a.project_id
+		RETURNING CASE WHEN a.moved AND v.run_jobs_done >= v.run_jobs THEN v.id END
+	LOOP
+		IF project IS NOT NULL THEN
+			PERFORM hagen._run_ended(project);
+		END IF;
+	END LOOP;
+END;
+$$;
+
+-- No generation job of a generating project's run is live: compile, or
+-- fail when no clip completed.
+CREATE FUNCTION hagen._run_ended(project uuid) RETURNS void
+	LANGUAGE plpgsql AS $$
 DECLARE
 	p hagen.video_project;
 	errors text;
 BEGIN
-	UPDATE hagen.video_project v
-	SET run_fraction = v.run_fraction
-			+ CASE WHEN job_created >= v.started_at THEN d_fraction ELSE 0 END,
-		run_jobs_done = v.run_jobs_done
-			+ CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END,
-		completed_clips = v.completed_clips + d_completed,
-		failed_clips = v.failed_clips + d_failed,
-		actual_cost_cents = v.actual_cost_cents + d_cost,
-		progress = CASE
-			WHEN NOT moved OR v.run_jobs_done
-							  + CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END
-							  >= v.run_jobs
-			THEN v.progress
-			ELSE jsonb_build_object('step', 'generating',
-				'label', format('Generating clips (%s of %s done)',
-								v.run_jobs_done + CASE WHEN job_created >= v.started_at THEN d_done ELSE 0 END,
-								v.run_jobs),
-				'percent', greatest(coalesce((v.progress ->> 'percent')::numeric, 0),
-					least(100, round(coalesce(85.0 * ((v.run_fraction
-						+ CASE WHEN job_created >= v.started_at THEN d_fraction ELSE 0 END)
-						/ v.run_jobs), 0), 1))))
-			END
-	WHERE v.id = project AND v.status = 'generating'
-	RETURNING v.* INTO p;
-	IF NOT FOUND OR NOT moved OR p.run_jobs_done < p.run_jobs THEN
+	SELECT * INTO p FROM hagen.video_project v WHERE v.id = project AND v.status = 'generating';
+	IF NOT FOUND OR p.run_jobs_done < p.run_jobs THEN
 		RETURN;
 	END IF;
-
-	-- No generation job is live: compile, or fail when no clip completed.
 	IF p.completed_clips = 0 THEN
 		SELECT string_agg(format('clip %s: %s', c.sequence_order,
 								 coalesce(c.error_message, c.status)), '; ' ORDER BY c.sequence_order)
@@ -510,6 +577,18 @@ BEGIN
 END;
 $$;
 
+-- Moves one project on (_projects_moved).
+CREATE FUNCTION hagen._project_moved(project uuid, job_created timestamptz DEFAULT NULL,
+									 d_fraction numeric DEFAULT 0, d_done integer DEFAULT 0,
+									 d_completed integer DEFAULT 0, d_failed integer DEFAULT 0,
+									 d_cost integer DEFAULT 0, moved boolean DEFAULT true)
+	RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM hagen._projects_moved(ARRAY[ROW(project, job_created, d_fraction, d_done, d_completed,
+											d_failed, d_cost, moved)::hagen.project_move]);
+END;
+$$;
+
 -- Counts the changes of clip and transition jobs an UPDATE made in their
 -- projects: how far each came (its fraction), whether it ended.  The
 -- progress moves on when a job changes step, when the provider reports a
@@ -520,73 +599,36 @@ $$;
 -- outcomes (complete_jobs) moves each of its projects with one UPDATE of
 -- their rows, locked in the order of their ids.  The change of a job counts
 -- only if the job belongs to the project's current run (queued after it
--- started).  Where a move leaves no generation job of the run live,
--- _project_moved queues the compile (or fails the project).
+-- started).  Where a move leaves no generation job of the run live, the run
+-- ends (_projects_moved, _run_ended).
 CREATE FUNCTION hagen._job_progress() RETURNS trigger
 	LANGUAGE plpgsql AS $$
 DECLARE
-	project uuid;
+	moves hagen.project_move[];
 BEGIN
-	-- Most statements change no generation job in a way that counts (a
-	-- claim, a compile's progress): they stop here.
-	IF NOT EXISTS (SELECT 1 FROM hagen_new_jobs n JOIN hagen_old_jobs o ON o.id = n.id
-				   WHERE n.kind IN ('clip', 'transition')
-					 AND ((o.status IN ('queued', 'running')) IS DISTINCT FROM (n.status IN ('queued', 'running'))
-						  OR o.step IS DISTINCT FROM n.step
-						  OR o.state -> 'provider_status' IS DISTINCT FROM n.state -> 'provider_status'
-						  OR o.state -> 'provider_progress' IS DISTINCT FROM n.state -> 'provider_progress'
-						  OR o.state -> 'parts' IS DISTINCT FROM n.state -> 'parts')) THEN
-		RETURN NULL;
-	END IF;
-	FOR project IN
-		WITH d AS (
-			SELECT n.project_id, n.created_at,
-				   hagen._job_fraction(n) - hagen._job_fraction(o) AS d,
-				   (o.status IN ('queued', 'running'))::integer
-				   - (n.status IN ('queued', 'running'))::integer AS ended,
+	SELECT array_agg(d) INTO moves FROM (
+		SELECT ROW(n.project_id, n.created_at,
+				   hagen._job_fraction(n) - hagen._job_fraction(o),
+				   (o.status IN ('queued', 'running'))::integer - (n.status IN ('queued', 'running'))::integer,
+				   0, 0, 0,
 				   n.status IN ('queued', 'running')
 				   AND (n.step IS DISTINCT FROM o.step
 						OR n.state ->> 'provider_status' IS DISTINCT FROM o.state ->> 'provider_status'
 						OR n.state ->> 'provider_progress' IS DISTINCT FROM o.state ->> 'provider_progress'
 						OR (n.step = 'upload_parts' AND n.state -> 'parts' IS DISTINCT FROM o.state -> 'parts'
 							AND (SELECT count(*) FROM jsonb_object_keys(n.state -> 'parts'))
-								< (n.state ->> 'part_count')::integer)) AS moved
-			FROM hagen_new_jobs n JOIN hagen_old_jobs o ON o.id = n.id
-			WHERE n.kind IN ('clip', 'transition')
-			  AND ((o.status IN ('queued', 'running')) IS DISTINCT FROM (n.status IN ('queued', 'running'))
-				   OR o.step IS DISTINCT FROM n.step
-				   OR o.state -> 'provider_status' IS DISTINCT FROM n.state -> 'provider_status'
-				   OR o.state -> 'provider_progress' IS DISTINCT FROM n.state -> 'provider_progress'
-				   OR o.state -> 'parts' IS DISTINCT FROM n.state -> 'parts')),
-		c AS (SELECT * FROM d WHERE d.d <> 0 OR d.ended <> 0 OR d.moved),
-		p AS (SELECT v.id, v.started_at FROM hagen.video_project v
-			  WHERE v.id IN (SELECT c.project_id FROM c) AND v.status = 'generating'
-			  ORDER BY v.id
-			  FOR UPDATE),
-		a AS (SELECT c.project_id,
-					 coalesce(sum(c.d) FILTER (WHERE c.created_at >= p.started_at), 0) AS fraction,
-					 coalesce(sum(c.ended) FILTER (WHERE c.created_at >= p.started_at), 0) AS done,
-					 bool_or(c.moved) AS moved
-			  FROM c JOIN p ON p.id = c.project_id
-			  GROUP BY c.project_id)
-		UPDATE hagen.video_project v
-		SET run_fraction = v.run_fraction + a.fraction,
-			run_jobs_done = v.run_jobs_done + a.done,
-			progress = CASE
-				WHEN NOT a.moved OR v.run_jobs_done + a.done >= v.run_jobs THEN v.progress
-				ELSE jsonb_build_object('step', 'generating',
-					'label', format('Generating clips (%s of %s done)', v.run_jobs_done + a.done, v.run_jobs),
-					'percent', greatest(coalesce((v.progress ->> 'percent')::numeric, 0),
-						least(100, round(coalesce(85.0 * ((v.run_fraction + a.fraction) / v.run_jobs), 0), 1))))
-				END
-		FROM a
-		WHERE v.id = a.project_id
-		RETURNING CASE WHEN a.moved AND v.run_jobs_done >= v.run_jobs THEN v.id END
-	LOOP
-		IF project IS NOT NULL THEN
-			PERFORM hagen._project_moved(project);
-		END IF;
-	END LOOP;
+								< (n.state ->> 'part_count')::integer)))::hagen.project_move AS d
+		FROM hagen_new_jobs n JOIN hagen_old_jobs o ON o.id = n.id
+		WHERE n.kind IN ('clip', 'transition')
+		  AND ((o.status IN ('queued', 'running')) IS DISTINCT FROM (n.status IN ('queued', 'running'))
+			   OR o.step IS DISTINCT FROM n.step
+			   OR o.state -> 'provider_status' IS DISTINCT FROM n.state -> 'provider_status'
+			   OR o.state -> 'provider_progress' IS DISTINCT FROM n.state -> 'provider_progress'
+			   OR o.state -> 'parts' IS DISTINCT FROM n.state -> 'parts')) AS m
+	WHERE (m.d).d_fraction <> 0 OR (m.d).d_done <> 0 OR (m.d).moved;
+	IF moves IS NOT NULL THEN
+		PERFORM hagen._projects_moved(moves);
+	END IF;
 	RETURN NULL;
 END;
 $$;

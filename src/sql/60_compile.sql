@@ -227,25 +227,37 @@ BEGIN
 END;
 $$;
 
--- A fetch ended: its compile counts it, and looks at once when it was the
--- last one or failed.  (It fetches its inputs, and later the chunks of a
--- split re-encode.)
-CREATE FUNCTION hagen._fetch_finished(j hagen.job) RETURNS void
+-- Fetches ended: each compile counts its own, and looks at once when its
+-- last one ended or one failed.  (A compile fetches its inputs, and later
+-- the chunks of a split re-encode.)  One UPDATE a compile for any number of
+-- its fetches; the other jobs given are not fetches and are left alone.
+CREATE FUNCTION hagen._fetches_finished(js hagen.job[]) RETURNS void
 	LANGUAGE plpgsql AS $$
 DECLARE
 	q hagen.job;
+	ok integer;
+	failed boolean;
 BEGIN
-	SELECT * INTO q FROM hagen.job WHERE id = j.parent_id FOR UPDATE;
-	IF NOT FOUND OR q.step NOT IN ('fetch', 'gather') OR q.status NOT IN ('queued', 'running') THEN
-		RETURN;
-	END IF;
-	IF j.status = 'succeeded' THEN
-		q.state := q.state || jsonb_build_object('fetches', (q.state ->> 'fetches')::integer - 1);
-		UPDATE hagen.job SET state = q.state WHERE id = q.id;
-	END IF;
-	IF j.status <> 'succeeded' OR (q.state ->> 'fetches')::integer <= 0 THEN
-		UPDATE hagen.job SET run_at = now() WHERE id = q.id AND status = 'queued';
-	END IF;
+	FOR q IN
+		SELECT * FROM hagen.job
+		WHERE id IN (SELECT f.parent_id FROM unnest(js) AS f WHERE f.kind = 'fetch')
+		ORDER BY id
+		FOR UPDATE
+	LOOP
+		IF q.step NOT IN ('fetch', 'gather') OR q.status NOT IN ('queued', 'running') THEN
+			CONTINUE;
+		END IF;
+		SELECT count(*) FILTER (WHERE f.status = 'succeeded'), bool_or(f.status <> 'succeeded')
+		INTO ok, failed
+		FROM unnest(js) AS f WHERE f.kind = 'fetch' AND f.parent_id = q.id;
+		IF ok > 0 THEN
+			q.state := q.state || jsonb_build_object('fetches', (q.state ->> 'fetches')::integer - ok);
+			UPDATE hagen.job SET state = q.state WHERE id = q.id;
+		END IF;
+		IF failed OR (q.state ->> 'fetches')::integer <= 0 THEN
+			UPDATE hagen.job SET run_at = now() WHERE id = q.id AND status = 'queued';
+		END IF;
+	END LOOP;
 END;
 $$;
 
