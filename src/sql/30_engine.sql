@@ -406,6 +406,16 @@ BEGIN
 			END IF;
 			n := n + 1;
 		END LOOP;
+		-- The projects these generations move, all at once in the order of
+		-- their ids (the trigger job_progress and _jobs_finished take them in
+		-- a few statements): two dispatchers never wait on each other in a
+		-- cycle.  (A fetch's project is not taken: a compile worker holds its
+		-- compile's row, then the project's.)
+		PERFORM 1 FROM hagen.video_project v
+		WHERE v.id IN (SELECT q.project_id FROM unnest(jobs || ended) AS q
+					   WHERE q.kind IN ('clip', 'transition'))
+		ORDER BY v.id
+		FOR UPDATE;
 		PERFORM hagen._requeue_write(jobs, lines);
 		PERFORM hagen._finish_write(ended, ended_lines);
 		FOR x IN SELECT unnest(later) AS value LOOP

@@ -350,7 +350,6 @@ BEGIN
 			NULL;
 		END CASE;
 	END LOOP;
-	PERFORM hagen._fetches_finished(js);
 
 	-- Clips: the projects' rows first (whoever changes the clips of a
 	-- project holds it, so the status read here is the one its counts hold),
@@ -397,6 +396,8 @@ BEGIN
 	IF cardinality(moves) > 0 THEN
 		PERFORM hagen._projects_moved(moves);
 	END IF;
+	-- Fetches: their compiles' rows (no project of theirs is held here).
+	PERFORM hagen._fetches_finished(js);
 	FOR project IN
 		SELECT v.id FROM hagen.video_project v
 		WHERE v.id IN (SELECT f.project_id FROM unnest(js) AS f)
