@@ -32,7 +32,7 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl libcrypto)
 # The TAP tests (test/t) always make their own clusters; TAP_TESTS= leaves
 # them out.
 REGRESS = api engine pipeline privileges storage hostile rooms projects models budgets music framing scale
-ISOLATION = concurrent_start concurrent_claim notify concurrent_budget concurrent_cancel
+ISOLATION = concurrent_start concurrent_claim notify concurrent_budget concurrent_cancel concurrent_complete
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso
 ifneq ($(TEMP_INSTANCE),)
 REGRESS_OPTS += --temp-instance=tmp_check --temp-config=test/hagenkit.conf

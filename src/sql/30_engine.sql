@@ -127,7 +127,6 @@ DECLARE
 	odd hagen.job[];
 	j hagen.job;
 	eff jsonb;
-	tok bigint;
 	ids bigint[];
 	toks bigint[];
 	effs jsonb[];
@@ -176,25 +175,18 @@ BEGIN
 		RETURN;
 	END IF;
 
+	-- The effects first, all at once in a subtransaction; should one not be
+	-- prepared, one job at a time, so that only that one fails.  Preparing
+	-- an effect writes nothing: the jobs are leased below by the transaction
+	-- that locked them.  (Leased by a subtransaction, a job's old row would
+	-- get a MultiXact for xmax, the lock's and the update's, and its entry
+	-- in job_due_idx could not be marked dead by the scans that pass it:
+	-- they piled up at the head of the queue until VACUUM, and every claim
+	-- and next_due walked them, milliseconds each under a backlog.)
 	BEGIN
-		WITH e AS (SELECT d.id, hagen._effect(d) AS eff FROM unnest(due) AS d),
-		leased AS (
-			UPDATE hagen.job q
-			SET status = 'running', lease_token = nextval('hagen.lease_token_seq'),
-				lease_owner = pg_backend_pid(),
-				lease_expires_at = now() + greatest(lease, make_interval(secs =>
-					coalesce((e.eff ->> 'timeout_ms')::bigint, 60000) / 1000.0 + 60)),
-				attempts = q.attempts + 1, total_attempts = q.total_attempts + 1,
-				started_at = coalesce(q.started_at, now())
-			FROM e WHERE q.id = e.id
-			RETURNING q.id, q.lease_token, e.eff)
-		SELECT array_agg(l.id), array_agg(l.lease_token), array_agg(l.eff) INTO ids, toks, effs
-		FROM leased l;
+		SELECT array_agg(d.id), array_agg(hagen._effect(d)) INTO ids, effs FROM unnest(due) AS d;
 	EXCEPTION WHEN others THEN
-		-- An effect could not be prepared: one job at a time, so that only
-		-- that one fails.
 		ids := '{}';
-		toks := '{}';
 		effs := '{}';
 		FOREACH j IN ARRAY due LOOP
 			BEGIN
@@ -204,19 +196,24 @@ BEGIN
 					'error', format('could not prepare step %s: %s', j.step, SQLERRM)));
 				CONTINUE;
 			END;
-			tok := nextval('hagen.lease_token_seq');
-			UPDATE hagen.job
-			SET status = 'running', lease_token = tok, lease_owner = pg_backend_pid(),
-				lease_expires_at = now() + greatest(lease, make_interval(secs =>
-					coalesce((eff ->> 'timeout_ms')::bigint, 60000) / 1000.0 + 60)),
-				attempts = attempts + 1, total_attempts = total_attempts + 1,
-				started_at = coalesce(started_at, now())
-			WHERE id = j.id;
 			ids := ids || j.id;
-			toks := toks || tok;
 			effs := effs || eff;
 		END LOOP;
 	END;
+
+	WITH leased AS (
+		UPDATE hagen.job q
+		SET status = 'running', lease_token = nextval('hagen.lease_token_seq'),
+			lease_owner = pg_backend_pid(),
+			lease_expires_at = now() + greatest(lease, make_interval(secs =>
+				coalesce((e.eff ->> 'timeout_ms')::bigint, 60000) / 1000.0 + 60)),
+			attempts = q.attempts + 1, total_attempts = q.total_attempts + 1,
+			started_at = coalesce(q.started_at, now())
+		FROM unnest(ids, effs) AS e(id, eff)
+		WHERE q.id = e.id
+		RETURNING q.id, q.lease_token, e.eff)
+	SELECT array_agg(l.id), array_agg(l.lease_token), array_agg(l.eff) INTO ids, toks, effs
+	FROM leased l;
 	RETURN QUERY SELECT * FROM unnest(ids, toks, effs);
 END;
 $$;

@@ -333,8 +333,14 @@ DECLARE
 	j hagen.job;
 	moves hagen.project_move[];
 	project uuid;
+	clips boolean := false;
+	transitions boolean := false;
+	fetches boolean := false;
 BEGIN
 	FOREACH j IN ARRAY js LOOP
+		clips := clips OR j.kind = 'clip';
+		transitions := transitions OR j.kind = 'transition';
+		fetches := fetches OR j.kind = 'fetch';
 		IF j.state ->> 'upload_id' IS NOT NULL AND j.kind IN ('clip', 'transition', 'compile', 'fetch', 'chunk')
 		   AND j.status <> 'succeeded' AND j.state ->> 'upload_done' IS NULL THEN
 			PERFORM hagen._upload_abandon(j);
@@ -351,53 +357,59 @@ BEGIN
 		END CASE;
 	END LOOP;
 
-	-- Clips: the projects' rows first (whoever changes the clips of a
-	-- project holds it, so the status read here is the one its counts hold),
-	-- in the order of their ids.
-	PERFORM 1 FROM hagen.video_project v
-	WHERE v.id IN (SELECT f.project_id FROM unnest(js) AS f WHERE f.kind = 'clip')
-	ORDER BY v.id
-	FOR UPDATE;
-	WITH f AS (
-		SELECT f.clip_id, f.project_id, f.cost_cents, f.last_error, f.state ->> 'url' AS url,
-			   CASE f.status WHEN 'succeeded' THEN 'completed' ELSE f.status END AS st
-		FROM unnest(js) AS f WHERE f.kind = 'clip'),
-	changed AS (
-		UPDATE hagen.video_clip c
-		SET status = CASE WHEN c.status = 'canceled' AND f.st <> 'completed' THEN c.status ELSE f.st END,
-			clip_url = CASE WHEN f.st = 'completed' THEN f.url ELSE c.clip_url END,
-			cost_cents = c.cost_cents + f.cost_cents,
-			error_message = CASE WHEN f.st = 'failed' THEN f.last_error ELSE NULL END
-		FROM hagen.video_clip o, f
-		WHERE c.id = f.clip_id AND o.id = c.id
-		RETURNING c.id, o.status AS was, c.status AS now_st)
-	SELECT array_agg(ROW(f.project_id, NULL, 0, 0,
-			(c.now_st IS NOT DISTINCT FROM 'completed')::integer - (c.was IS NOT DISTINCT FROM 'completed')::integer,
-			coalesce(c.now_st IN ('failed', 'canceled'), false)::integer
-				- coalesce(c.was IN ('failed', 'canceled'), false)::integer,
-			f.cost_cents, true)::hagen.project_move)
-	INTO moves
-	FROM f LEFT JOIN changed c ON c.id = f.clip_id;
+	IF clips THEN
+		-- Clips: the projects' rows first (whoever changes the clips of a
+		-- project holds it, so the status read here is the one its counts hold),
+		-- in the order of their ids.
+		PERFORM 1 FROM hagen.video_project v
+		WHERE v.id IN (SELECT f.project_id FROM unnest(js) AS f WHERE f.kind = 'clip')
+		ORDER BY v.id
+		FOR UPDATE;
+		WITH f AS (
+			SELECT f.clip_id, f.project_id, f.cost_cents, f.last_error, f.state ->> 'url' AS url,
+				   CASE f.status WHEN 'succeeded' THEN 'completed' ELSE f.status END AS st
+			FROM unnest(js) AS f WHERE f.kind = 'clip'),
+		changed AS (
+			UPDATE hagen.video_clip c
+			SET status = CASE WHEN c.status = 'canceled' AND f.st <> 'completed' THEN c.status ELSE f.st END,
+				clip_url = CASE WHEN f.st = 'completed' THEN f.url ELSE c.clip_url END,
+				cost_cents = c.cost_cents + f.cost_cents,
+				error_message = CASE WHEN f.st = 'failed' THEN f.last_error ELSE NULL END
+			FROM hagen.video_clip o, f
+			WHERE c.id = f.clip_id AND o.id = c.id
+			RETURNING c.id, o.status AS was, c.status AS now_st)
+		SELECT array_agg(ROW(f.project_id, NULL, 0, 0,
+				(c.now_st IS NOT DISTINCT FROM 'completed')::integer - (c.was IS NOT DISTINCT FROM 'completed')::integer,
+				coalesce(c.now_st IN ('failed', 'canceled'), false)::integer
+					- coalesce(c.was IN ('failed', 'canceled'), false)::integer,
+				f.cost_cents, true)::hagen.project_move)
+		INTO moves
+		FROM f LEFT JOIN changed c ON c.id = f.clip_id;
+	END IF;
 
-	UPDATE hagen.video_clip c
-	SET transition_status = CASE WHEN c.transition_status = 'canceled' AND f.st <> 'completed'
-								 THEN c.transition_status ELSE f.st END,
-		transition_clip_url = CASE WHEN f.st = 'completed' THEN f.url ELSE c.transition_clip_url END,
-		cost_cents = c.cost_cents + f.cost_cents
-	FROM (SELECT f.clip_id, f.cost_cents, f.state ->> 'url' AS url,
-				 CASE f.status WHEN 'succeeded' THEN 'completed' ELSE f.status END AS st
-		  FROM unnest(js) AS f WHERE f.kind = 'transition') AS f
-	WHERE c.id = f.clip_id;
-	moves := coalesce(moves, '{}') || ARRAY(
-		SELECT ROW(f.project_id, NULL, 0, 0, 0, 0, f.cost_cents, true)::hagen.project_move
-		FROM unnest(js) AS f WHERE f.kind = 'transition');
+	IF transitions THEN
+		UPDATE hagen.video_clip c
+		SET transition_status = CASE WHEN c.transition_status = 'canceled' AND f.st <> 'completed'
+									 THEN c.transition_status ELSE f.st END,
+			transition_clip_url = CASE WHEN f.st = 'completed' THEN f.url ELSE c.transition_clip_url END,
+			cost_cents = c.cost_cents + f.cost_cents
+		FROM (SELECT f.clip_id, f.cost_cents, f.state ->> 'url' AS url,
+					 CASE f.status WHEN 'succeeded' THEN 'completed' ELSE f.status END AS st
+			  FROM unnest(js) AS f WHERE f.kind = 'transition') AS f
+		WHERE c.id = f.clip_id;
+		moves := coalesce(moves, '{}') || ARRAY(
+			SELECT ROW(f.project_id, NULL, 0, 0, 0, 0, f.cost_cents, true)::hagen.project_move
+			FROM unnest(js) AS f WHERE f.kind = 'transition');
+	END IF;
 
 	-- (The jobs' own ends were counted by the trigger job_progress.)
 	IF cardinality(moves) > 0 THEN
 		PERFORM hagen._projects_moved(moves);
 	END IF;
 	-- Fetches: their compiles' rows (no project of theirs is held here).
-	PERFORM hagen._fetches_finished(js);
+	IF fetches THEN
+		PERFORM hagen._fetches_finished(js);
+	END IF;
 	FOR project IN
 		SELECT v.id FROM hagen.video_project v
 		WHERE v.id IN (SELECT f.project_id FROM unnest(js) AS f)
