@@ -4785,7 +4785,8 @@ BEGIN
 			IF j.status <> 'running' OR j.lease_token IS DISTINCT FROM (this ->> 'token')::bigint THEN
 				CONTINUE;
 			END IF;
-			IF j.kind NOT IN ('clip', 'transition', 'fetch') OR j.cancel_requested OR x.of_canceled THEN
+			IF j.kind NOT IN ('clip', 'transition', 'fetch', 'cancel', 'purge', 'cleanup')
+			   OR j.cancel_requested OR x.of_canceled THEN
 				later := later || this;
 				CONTINUE;
 			END IF;

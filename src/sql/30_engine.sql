@@ -326,18 +326,18 @@ $$;
 -- are locked in the order of their projects with one statement, so that
 -- two dispatchers handing back outcomes at once lock projects in the same
 -- order, never in a cycle.
--- The outcomes of generations and fetches are written for the whole batch
--- at once: the ones that requeue their job (a next step, a retry) with one
+-- The outcomes of generations, fetches, provider cancels, purges and
+-- cleanups are written for the whole batch at once: the ones that requeue their job (a next step, a retry) with one
 -- UPDATE of the jobs and one INSERT of their log lines, the ones that end
 -- it likewise, then their clips, compiles and projects with one UPDATE each
 -- (_jobs_finished, and the statement trigger job_progress for the
 -- progress).  The costs of a statement (planning a table's constraints,
 -- triggers and partial indexes) are paid once a batch, not once an effect.
--- Reading the answer of a generation or a fetch writes nothing, so deciding
--- them all before writing any changes nothing.  Every other outcome (a
--- compile's, a chunk's, a part's, one of a canceled job, one that schedules
--- the parts of an upload) is then taken on its own by _complete_job, which
--- reads its job again, as it always did.
+-- Reading the answer of any of these writes nothing, so deciding them all
+-- before writing any changes nothing.  Every other outcome (a compile's, a
+-- chunk's, a part's, one of a canceled job, one that schedules the parts of
+-- an upload) is then taken on its own by _complete_job, which reads its job
+-- again, as it always did.
 -- All at once first, in one subtransaction; should one of them raise an
 -- error, the batch is rolled back and taken again one outcome at a time,
 -- each in a subtransaction of its own, so that only that one is failed (a
@@ -382,7 +382,8 @@ BEGIN
 			IF j.status <> 'running' OR j.lease_token IS DISTINCT FROM (this ->> 'token')::bigint THEN
 				CONTINUE;
 			END IF;
-			IF j.kind NOT IN ('clip', 'transition', 'fetch') OR j.cancel_requested OR x.of_canceled THEN
+			IF j.kind NOT IN ('clip', 'transition', 'fetch', 'cancel', 'purge', 'cleanup')
+			   OR j.cancel_requested OR x.of_canceled THEN
 				later := later || this;
 				CONTINUE;
 			END IF;
