@@ -471,6 +471,32 @@ CREATE FUNCTION hagen._step_summary(step text, attempt integer, outcome jsonb) R
 		'elapsed_ms', outcome -> 'elapsed_ms'))
 $$;
 
+-- What every decision does to a job and its log: its state merged with
+-- what the decision learnt, its request id kept, its lease given up; the
+-- decision's own "log" line; and a line with the step's summary for the
+-- caller to fill in.  (_requeued and _finished.)
+CREATE FUNCTION hagen._decided(j hagen.job, decision jsonb, outcome jsonb,
+							   OUT job hagen.job, OUT lines hagen.job_log[], OUT line hagen.job_log)
+	LANGUAGE plpgsql AS $$
+BEGIN
+	job := j;
+	job.state := j.state || coalesce(decision -> 'state', '{}');
+	job.request_id := coalesce(decision ->> 'request_id', j.request_id);
+	job.lease_token := NULL;
+	job.lease_owner := NULL;
+	job.lease_expires_at := NULL;
+	line.job_id := j.id;
+	line.project_id := j.project_id;
+	line.detail := hagen._step_summary(j.step, j.attempts, outcome);
+	lines := '{}';
+	IF decision ? 'log' THEN
+		line.level := 'info';
+		line.message := decision ->> 'log';
+		lines := lines || line;
+	END IF;
+END;
+$$;
+
 -- The job as a decision to advance to a step, or to retry this one after a
 -- back-off, leaves it: queued again, its lease given up; and the lines that
 -- say so in its log.  NULL (job and lines) for any other decision, and for
@@ -483,7 +509,7 @@ DECLARE
 	action text := decision ->> 'action';
 	delay interval;
 	retry_after interval;
-	summary jsonb;
+	d record;
 	l hagen.job_log;
 BEGIN
 	IF action IS NULL OR action NOT IN ('advance', 'retry')
@@ -491,23 +517,11 @@ BEGIN
 														hagen._max_attempts())) THEN
 		RETURN;
 	END IF;
-	summary := hagen._step_summary(j.step, j.attempts, outcome);
-	lines := '{}';
-	l.job_id := j.id;
-	l.project_id := j.project_id;
-	l.detail := summary;
-	IF decision ? 'log' THEN
-		l.level := 'info';
-		l.message := decision ->> 'log';
-		lines := lines || l;
-	END IF;
-	job := j;
+	d := hagen._decided(j, decision, outcome);
+	job := d.job;
+	lines := d.lines;
+	l := d.line;
 	job.status := 'queued';
-	job.state := j.state || coalesce(decision -> 'state', '{}');
-	job.request_id := coalesce(decision ->> 'request_id', j.request_id);
-	job.lease_token := NULL;
-	job.lease_owner := NULL;
-	job.lease_expires_at := NULL;
 	IF action = 'advance' THEN
 		delay := coalesce(make_interval(secs => (decision ->> 'delay_ms')::float8 / 1000), '0');
 		job.step := coalesce(decision ->> 'step', j.step);
@@ -531,7 +545,7 @@ BEGIN
 		l.level := 'warning';
 		l.message := format('step %s failed (attempt %s), retrying in %s ms: %s', j.step, j.attempts,
 							round(extract(epoch FROM delay) * 1000), decision ->> 'error');
-		l.detail := summary || jsonb_build_object('retry_in_ms', round(extract(epoch FROM delay) * 1000));
+		l.detail := l.detail || jsonb_build_object('retry_in_ms', round(extract(epoch FROM delay) * 1000));
 		lines := lines || l;
 	END IF;
 	job.run_at := now() + delay;
@@ -568,6 +582,7 @@ CREATE FUNCTION hagen._finished(j hagen.job, decision jsonb, outcome jsonb,
 DECLARE
 	action text := decision ->> 'action';
 	err text := decision ->> 'error';
+	d record;
 	l hagen.job_log;
 BEGIN
 	IF action = 'retry' THEN
@@ -577,21 +592,10 @@ BEGIN
 	IF action IS NULL OR action NOT IN ('fail', 'succeed') THEN
 		RAISE EXCEPTION 'unknown job decision "%"', action;
 	END IF;
-	lines := '{}';
-	l.job_id := j.id;
-	l.project_id := j.project_id;
-	l.detail := hagen._step_summary(j.step, j.attempts, outcome);
-	IF decision ? 'log' THEN
-		l.level := 'info';
-		l.message := decision ->> 'log';
-		lines := lines || l;
-	END IF;
-	job := j;
-	job.state := j.state || coalesce(decision -> 'state', '{}');
-	job.request_id := coalesce(decision ->> 'request_id', j.request_id);
-	job.lease_token := NULL;
-	job.lease_owner := NULL;
-	job.lease_expires_at := NULL;
+	d := hagen._decided(j, decision, outcome);
+	job := d.job;
+	lines := d.lines;
+	l := d.line;
 	job.finished_at := now();
 	IF action = 'fail' THEN
 		job.status := 'failed';
